@@ -1,0 +1,260 @@
+"""A chat session: the store, the engine and the Qwen3 protocol put together. Plain Python, no UI.
+
+The UI calls `send` (from a worker thread: it writes to SQLite) and receives events through `sink`, which
+is called on the engine thread and must only hand the event over (the TUI appends it to a queue).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .engine import (
+    Done,
+    Engine,
+    EngineEvent,
+    Failed,
+    GenerateRequest,
+    Loaded,
+    LoadProgress,
+    LoadRequest,
+    Token,
+)
+from .gguf_files import ModelInfo, read_model_info
+from .hardware import Machine, detect
+from .memory_fit import LoadPlan, plan_load
+from .presets import sampling_for
+from .qwen3 import (
+    ChatTemplate,
+    Turn,
+    Variant,
+    apply_mode_command,
+    build_prompt,
+    command_of,
+    effective_thinking,
+    prompt_opens_thinking,
+)
+from .store import Conversation, Message, Stats, Store, StoreError
+
+SAVE_EVERY = 0.5  # seconds between partial-answer saves while streaming
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something to tell the user that is not a model message (mode changes, refusals)."""
+
+    text: str
+    error: bool = False
+
+
+@dataclass(frozen=True)
+class AnswerStarted:
+    message: Message
+
+
+@dataclass(frozen=True)
+class AnswerSaved:
+    """The final state of an answer is on disk."""
+
+    message: Message
+    done: Done | None
+
+
+SessionEvent = EngineEvent | Notice | AnswerStarted | AnswerSaved
+
+
+@dataclass
+class _Streaming:
+    message_id: int
+    conversation_id: int
+    thinking: str = ""
+    answer: str = ""
+    last_save: float = 0.0
+
+
+class ChatSession:
+    def __init__(self, store: Store, sink: Callable[[SessionEvent], None], engine: Engine | None = None) -> None:
+        self.store = store
+        self.sink = sink
+        self.engine = engine or Engine(self._on_engine_event)
+        if engine is not None:
+            engine.on_event = self._on_engine_event
+        self.engine.start()
+        self.info: ModelInfo | None = None
+        self.template: ChatTemplate | None = None
+        self.plan: LoadPlan | None = None
+        self.n_ctx = 0
+        self.ready = False
+        self.context_used = 0
+        self._lock = threading.Lock()
+        self._streaming: _Streaming | None = None
+
+    # -- model --
+
+    @property
+    def model_name(self) -> str:
+        return self.info.path.name if self.info else ""
+
+    @property
+    def variant(self) -> Variant:
+        return self.template.variant if self.template else Variant.NO_THINKING
+
+    def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None) -> LoadPlan:
+        """Check the file and the memory, then queue the load. Raises ModelFileError or DoesNotFit."""
+        info = read_model_info(path)
+        plan = plan_load(info, machine or detect(), n_ctx)
+        template = ChatTemplate(info.chat_template, info.bos_token, info.eos_token)
+        _ = template.variant  # a broken template fails here, before the load, with the model named
+        self.info, self.template, self.plan, self.ready = info, template, plan, False
+        self.engine.load(LoadRequest(info.path, plan.n_ctx, plan.n_gpu_layers))
+        return plan
+
+    @property
+    def generating(self) -> bool:
+        return self._streaming is not None
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+    def close(self) -> None:
+        self.engine.shutdown()
+
+    # -- conversation --
+
+    def new_conversation(self) -> Conversation:
+        thinking = self.variant is not Variant.NO_THINKING
+        return self.store.create_conversation(model=self.model_name, enable_thinking=thinking)
+
+    def turns(self, conversation: Conversation) -> list[Turn]:
+        """History for the prompt: answers only, no thinking; empty answers (stopped while thinking) left out."""
+        turns = [Turn("system", conversation.system_prompt)] if conversation.system_prompt else []
+        for m in self.store.messages(conversation.id):
+            if m.role == "user" or (m.role == "assistant" and m.content):
+                turns.append(Turn(m.role, m.content))
+        return turns
+
+    def thinking_now(self, conversation: Conversation) -> bool:
+        texts = [t.content for t in self.turns(conversation) if t.role in ("user", "system")]
+        return effective_thinking(self.variant, conversation.enable_thinking, texts)
+
+    def send(self, conversation_id: int, text: str) -> Message | None:
+        """Handle one line from the user: a mode command, or a message to answer.
+
+        Returns the stored user message, or None for a command. Raises StoreError if the message could not
+        be saved (the caller keeps the text so nothing is lost).
+        """
+        command = command_of(text)
+        conversation = self.store.conversation(conversation_id)
+        if command is not None:
+            change = apply_mode_command(self.variant, conversation.enable_thinking, command == "think")
+            if change.changed:
+                self.store.set_thinking(conversation_id, change.enable_thinking)
+            self.sink(Notice(change.message, error=not change.changed and self.variant is not Variant.HYBRID))
+            return None
+        if not self.ready or self.template is None or self.info is None:
+            raise StoreError("the model is still loading; your message was not sent") from None
+        with self._lock:
+            if self._streaming is not None:
+                raise StoreError("an answer is still being written; press Esc to stop it first")
+            self._streaming = _Streaming(0, conversation_id)  # claimed before any slow work
+        try:
+            return self._start_turn(conversation, text)
+        except BaseException:
+            with self._lock:
+                self._streaming = None
+            raise
+
+    def _start_turn(self, conversation: Conversation, text: str) -> Message:
+        assert self.template is not None and self.info is not None
+        thinking = effective_thinking(
+            self.variant, conversation.enable_thinking,
+            [t.content for t in self.turns(conversation) if t.role in ("user", "system")] + [text])
+        mode = "think" if thinking else "no_think"
+        user = self.store.add_user_message(conversation.id, text, mode)
+        prompt = build_prompt(self.template, self.turns(conversation), enable_thinking=conversation.enable_thinking)
+        sampling = sampling_for(self.variant, thinking, self.info.quantized)
+        answer = self.store.start_answer(conversation.id, self.model_name, mode, dataclasses.asdict(sampling))
+        with self._lock:
+            self._streaming = _Streaming(answer.id, conversation.id, last_save=time.monotonic())
+        self.sink(AnswerStarted(answer))
+        self.engine.generate(GenerateRequest(answer.id, prompt, sampling, prompt_opens_thinking(prompt)))
+        return user
+
+    def set_thinking(self, conversation_id: int, on: bool) -> None:
+        self.send(conversation_id, "/think" if on else "/no_think")
+
+    # -- engine thread --
+
+    def _on_engine_event(self, event: EngineEvent) -> None:
+        if isinstance(event, Loaded):
+            self.ready = True
+            self.n_ctx = event.n_ctx
+        elif isinstance(event, Token):
+            self._on_token(event)
+            return
+        elif isinstance(event, Done):
+            self.context_used = event.context_used
+            self._finish(event.request_id, event)
+            return
+        elif isinstance(event, Failed) and event.request_id is not None:
+            self._finish(event.request_id, None, event.message)
+            return
+        elif isinstance(event, Failed):
+            self.ready = False
+        self.sink(event)
+
+    def _on_token(self, event: Token) -> None:
+        streaming = self._streaming
+        if streaming is None or streaming.message_id != event.request_id:
+            return
+        if event.part.value == "thinking":
+            streaming.thinking += event.text
+        else:
+            streaming.answer += event.text
+        self.sink(event)
+        now = time.monotonic()
+        if now - streaming.last_save >= SAVE_EVERY:
+            streaming.last_save = now
+            # a busy database only delays this save; the final one retries
+            with contextlib.suppress(StoreError):
+                self.store.save_partial(streaming.message_id, streaming.thinking, streaming.answer)
+
+    def _finish(self, message_id: int, done: Done | None, error: str = "") -> None:
+        streaming = self._streaming
+        thinking = done.thinking if done else (streaming.thinking if streaming else "")
+        answer = done.answer if done else (streaming.answer if streaming else "")
+        if done is None:
+            status, closed, stats = "failed", False, Stats()
+        else:
+            status = {"stop": "complete", "length": "stopped", "stopped": "stopped"}.get(done.finish, "complete")
+            if done.finish == "length":
+                error = f"reached the output limit ({done.completion_tokens:,} tokens)"
+            closed = done.thinking_closed
+            stats = Stats(done.prompt_tokens, done.completion_tokens, done.prompt_seconds,
+                          done.generation_seconds, done.tokens_per_second)
+        for attempt in range(5):
+            try:
+                self.store.finish_answer(message_id, status, thinking, answer, closed, stats, error)
+                break
+            except StoreError as exc:
+                if attempt == 4:
+                    self.sink(Notice(f"The answer could not be saved: {exc}", error=True))
+                time.sleep(0.2 * (attempt + 1))
+        with self._lock:
+            self._streaming = None
+        try:
+            message = self.store.message(message_id)
+        except StoreError as exc:
+            self.sink(Notice(str(exc), error=True))
+            return
+        self.sink(AnswerSaved(message, done))
+        if done is None:
+            self.sink(Notice(error, error=True))
+
+
+__all__ = ["AnswerSaved", "AnswerStarted", "ChatSession", "LoadProgress", "Notice", "SessionEvent"]

@@ -1,0 +1,392 @@
+"""The llama.cpp engine: one thread owns the `Llama` object for its whole life.
+
+Callers queue requests (load, generate) and receive events through a callback that runs on the engine
+thread; it must be quick (the TUI only appends to a queue). `stop()` may be called from any thread: it sets
+a flag that llama.cpp's abort callback reads, so it also cuts a long prompt evaluation short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .thinking_stream import Part, ThinkingSplitter
+
+log = logging.getLogger("qwen_chat.engine")
+llama_log = logging.getLogger("qwen_chat.llama_cpp")
+
+
+# ---- requests -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    model_path: Path
+    n_ctx: int
+    n_gpu_layers: int = 0
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    max_tokens: int = 32768
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    request_id: int
+    prompt: str
+    sampling: Sampling
+    starts_in_thinking: bool = False
+
+
+# ---- events ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    fraction: float
+
+
+@dataclass(frozen=True)
+class Loaded:
+    model_path: Path
+    n_ctx: int
+    n_gpu_layers: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Token:
+    """A piece of streamed text, already split into thinking or answer."""
+
+    request_id: int
+    part: Part
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    request_id: int
+    finish: str  # "stop" (model ended), "length" (hit max tokens or context), "stopped" (user)
+    thinking: str
+    answer: str
+    saw_thinking: bool
+    thinking_closed: bool
+    prompt_tokens: int
+    prompt_evaluated: int  # prompt tokens not found in the KV cache
+    completion_tokens: int
+    prompt_seconds: float
+    generation_seconds: float
+    context_used: int
+    n_ctx: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        # Decode speed: tokens after the first one over the time between the first and the last.
+        if self.generation_seconds <= 0 or self.completion_tokens < 2:
+            return 0.0
+        return (self.completion_tokens - 1) / self.generation_seconds
+
+
+@dataclass(frozen=True)
+class Failed:
+    request_id: int | None  # None: a load failure
+    message: str
+
+
+EngineEvent = LoadProgress | Loaded | Token | Done | Failed
+
+
+class EngineError(Exception):
+    pass
+
+
+# ---- llama.cpp logging ----------------------------------------------------------------------------------
+
+_LEVELS = {1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG, 5: logging.DEBUG}
+_log_callback_ref: Any = None
+
+
+def _route_llama_logs() -> None:
+    """Send llama.cpp's own logging to our logger (a file), never to the terminal."""
+    global _log_callback_ref
+    if _log_callback_ref is not None:
+        return
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def _callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        llama_log.log(_LEVELS.get(level, logging.DEBUG), text.decode("utf-8", "replace").rstrip("\n"))
+
+    _log_callback_ref = _callback  # ctypes callbacks must outlive every call from C
+    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+class _LogWriter(io.TextIOBase):
+    """A file-like sink for llama-cpp-python's own `print(..., file=sys.stderr)` during loads."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            llama_log.info(text.rstrip("\n"))
+        return len(text)
+
+
+# ---- the engine -----------------------------------------------------------------------------------------
+
+_SHUTDOWN = object()
+
+
+@dataclass
+class _Loaded:
+    llm: Any
+    request: LoadRequest
+    abort_ref: Any = None
+    bos_text: str = ""
+    add_bos: bool = False
+
+
+@dataclass
+class Engine:
+    on_event: Callable[[EngineEvent], None]
+    _queue: queue.Queue[Any] = field(default_factory=queue.Queue)
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _model: _Loaded | None = None
+
+    def start(self) -> Engine:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def load(self, request: LoadRequest) -> None:
+        self._cancel.clear()
+        self._queue.put(request)
+
+    def generate(self, request: GenerateRequest) -> None:
+        self._queue.put(request)
+
+    def stop(self) -> None:
+        """Stop the running generation or load; safe from any thread, returns at once."""
+        self._cancel.set()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._cancel.set()
+        self._queue.put(_SHUTDOWN)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    # -- engine thread --
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _SHUTDOWN:
+                self._unload()
+                return
+            try:
+                if isinstance(item, LoadRequest):
+                    self._load(item)
+                elif isinstance(item, GenerateRequest):
+                    self._generate(item)
+            except Exception as exc:  # the thread must survive anything a request does
+                log.exception("engine request failed")
+                rid = getattr(item, "request_id", None)
+                self._emit(Failed(rid, f"{type(exc).__name__}: {exc}"))
+
+    def _emit(self, event: EngineEvent) -> None:
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("event handler failed")
+
+    def _unload(self) -> None:
+        if self._model is not None:
+            with contextlib.suppress(Exception):
+                self._model.llm.close()
+            self._model = None
+
+    def _load(self, request: LoadRequest) -> None:
+        import llama_cpp
+        from llama_cpp import llama as llama_module
+
+        _route_llama_logs()
+        self._unload()
+        self._cancel.clear()
+        started = time.perf_counter()
+        last = [0.0]
+
+        @llama_cpp.llama_progress_callback
+        def progress(fraction: float, _user: ctypes.c_void_p) -> bool:
+            if fraction - last[0] >= 0.02 or fraction >= 1.0:
+                last[0] = fraction
+                self._emit(LoadProgress(fraction))
+            return not self._cancel.is_set()
+
+        original = llama_module.internals.LlamaModel
+
+        def with_progress(*, path_model: str, params: Any, verbose: bool = True) -> Any:
+            params.progress_callback = progress
+            return original(path_model=path_model, params=params, verbose=verbose)
+
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+        llama_module.internals.LlamaModel = with_progress
+        try:
+            # verbose=True keeps llama-cpp-python from pointing fds 1 and 2 at /dev/null (which blanks a
+            # full-screen terminal); its Python prints go to our log instead.
+            with contextlib.redirect_stderr(_LogWriter()), contextlib.redirect_stdout(_LogWriter()):
+                llm = llama_cpp.Llama(
+                    model_path=str(request.model_path),
+                    n_ctx=request.n_ctx,
+                    n_gpu_layers=request.n_gpu_layers,
+                    n_threads=request.n_threads or physical,
+                    n_threads_batch=request.n_threads_batch or psutil.cpu_count() or physical,
+                    n_batch=min(512, request.n_ctx),
+                    verbose=True,
+                )
+        except ValueError as exc:
+            if self._cancel.is_set():
+                self._emit(Failed(None, "Loading was cancelled."))
+            else:
+                self._emit(Failed(None, _load_failure_message(request, exc)))
+            return
+        finally:
+            llama_module.internals.LlamaModel = original
+        llm.verbose = False  # no per-call prints from here on
+
+        @llama_cpp.ggml_abort_callback
+        def abort(_data: ctypes.c_void_p) -> bool:
+            return self._cancel.is_set()
+
+        llama_cpp.llama_set_abort_callback(llm._ctx.ctx, abort, None)
+        bos_id = llm.token_bos()
+        bos_text = llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id >= 0 else ""
+        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab)) if bos_id >= 0 else False
+        self._model = _Loaded(llm, request, abort, bos_text, add_bos)
+        self._emit(Loaded(request.model_path, llm.n_ctx(), request.n_gpu_layers, time.perf_counter() - started))
+
+    def _generate(self, request: GenerateRequest) -> None:
+        self._cancel.clear()
+        model = self._model
+        if model is None:
+            self._emit(Failed(request.request_id, "No model is loaded."))
+            return
+        llm = model.llm
+        add_bos = model.add_bos and not (model.bos_text and request.prompt.startswith(model.bos_text))
+        tokens = llm.tokenize(request.prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        n_ctx = llm.n_ctx()
+        room = n_ctx - len(tokens)
+        if room < 16:
+            self._emit(Failed(request.request_id, (
+                f"This conversation no longer fits the context: the prompt is {len(tokens):,} tokens and the "
+                f"context holds {n_ctx:,}. Start a new conversation, or reload with a larger --ctx.")))
+            return
+        cached = _common_prefix(llm, tokens)
+        sampling = request.sampling
+        splitter = ThinkingSplitter(starts_in_thinking=request.starts_in_thinking)
+        finish = "stop"
+        started = time.perf_counter()
+        first_token_at: float | None = None
+        last_token_at = started
+        chunks = 0
+        stream = llm.create_completion(
+            prompt=tokens,
+            max_tokens=max(1, min(sampling.max_tokens, room)),
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=0.0,
+            repeat_penalty=1.0,
+            seed=sampling.seed if sampling.seed is not None else -1,
+            stream=True,
+        )
+        try:
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                now = time.perf_counter()
+                if first_token_at is None:
+                    first_token_at = now
+                last_token_at = now
+                chunks += 1
+                for part, text in splitter.feed(choice["text"]):
+                    self._emit(Token(request.request_id, part, text))
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+                if self._cancel.is_set():
+                    finish = "stopped"
+                    break
+        except RuntimeError as exc:  # llama_decode returned 2: our abort callback fired
+            if not self._cancel.is_set():
+                raise
+            log.info("generation aborted inside llama_decode: %s", exc)
+            finish = "stopped"
+        finally:
+            stream.close()
+        for part, text in splitter.finish():
+            self._emit(Token(request.request_id, part, text))
+        ended = time.perf_counter()
+        first = first_token_at or ended
+        generated = max(0, llm.n_tokens - len(tokens))
+        if finish == "stop":
+            generated += 1  # the end-of-turn token was sampled but never evaluated
+        self._emit(Done(
+            request_id=request.request_id,
+            finish=finish,
+            thinking=splitter.thinking,
+            answer=splitter.answer,
+            saw_thinking=splitter.saw_thinking,
+            thinking_closed=splitter.thinking_closed,
+            prompt_tokens=len(tokens),
+            prompt_evaluated=len(tokens) - cached,
+            completion_tokens=generated,
+            prompt_seconds=first - started,
+            generation_seconds=(last_token_at - first) if chunks > 1 else 0.0,
+            context_used=llm.n_tokens,
+            n_ctx=n_ctx,
+        ))
+
+
+def _common_prefix(llm: Any, tokens: list[int]) -> int:
+    """How many prompt tokens llama-cpp-python will find already in its KV cache (it keeps one to re-eval)."""
+    same = 0
+    for a, b in zip(llm._input_ids, tokens, strict=False):
+        if a != b:
+            break
+        same += 1
+    return max(0, same - 1) if same == len(tokens) else same
+
+
+def _load_failure_message(request: LoadRequest, exc: Exception) -> str:
+    from .paths import log_dir
+
+    text = str(exc)
+    if "context" in text.lower():
+        return (f"llama.cpp could not create a {request.n_ctx:,}-token context for {request.model_path.name}: "
+                f"most likely not enough memory. Try a smaller --ctx. Details: {log_dir() / 'llama.log'}")
+    return (f"llama.cpp could not load {request.model_path.name} ({text}). The file may be damaged or made for "
+            f"a newer llama.cpp. Details: {log_dir() / 'llama.log'}")

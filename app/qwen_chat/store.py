@@ -1,0 +1,332 @@
+"""Conversations in SQLite (sqlite-utils): the single source of truth for history.
+
+WAL mode lets two running instances share one file. The user's message is committed before generation
+starts; an answer row is created as `streaming` with the writer's pid and saved as it grows, so after a
+crash or `kill -9` the next start finds it and marks it `interrupted`, partial text intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import sqlite_utils
+
+STATUSES = ("complete", "streaming", "stopped", "failed", "interrupted")
+
+
+class StoreError(Exception):
+    """The database cannot be used right now; the message says why and what to do."""
+
+
+# Each step moves the schema from version i to i+1. Never edit a released step; add a new one.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        model TEXT NOT NULL DEFAULT '',
+        enable_thinking INTEGER NOT NULL DEFAULT 1,
+        system_prompt TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+        content TEXT NOT NULL DEFAULT '',
+        thinking TEXT NOT NULL DEFAULT '',
+        thinking_closed INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'complete',
+        error TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL DEFAULT '',
+        mode TEXT NOT NULL DEFAULT '',
+        sampling TEXT NOT NULL DEFAULT '{}',
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        prompt_seconds REAL NOT NULL DEFAULT 0,
+        generation_seconds REAL NOT NULL DEFAULT 0,
+        tokens_per_second REAL NOT NULL DEFAULT 0,
+        pid INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+    CREATE INDEX conversations_by_update ON conversations(updated_at);
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    title: str
+    model: str
+    enable_thinking: bool
+    system_prompt: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    thinking: str
+    thinking_closed: bool
+    status: str
+    error: str
+    model: str
+    mode: str
+    sampling: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+    prompt_seconds: float
+    generation_seconds: float
+    tokens_per_second: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+    tokens_per_second: float = 0.0
+
+
+def _conversation(row: dict[str, Any]) -> Conversation:
+    return Conversation(row["id"], row["title"], row["model"], bool(row["enable_thinking"]),
+                        row["system_prompt"], row["created_at"], row["updated_at"])
+
+
+def _message(row: dict[str, Any]) -> Message:
+    return Message(
+        id=row["id"], conversation_id=row["conversation_id"], role=row["role"], content=row["content"],
+        thinking=row["thinking"], thinking_closed=bool(row["thinking_closed"]), status=row["status"],
+        error=row["error"], model=row["model"], mode=row["mode"], sampling=json.loads(row["sampling"] or "{}"),
+        prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
+        prompt_seconds=row["prompt_seconds"], generation_seconds=row["generation_seconds"],
+        tokens_per_second=row["tokens_per_second"], created_at=row["created_at"])
+
+
+def title_from(text: str, limit: int = 48) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+class Store:
+    """Thread-safe: one connection guarded by a lock (the UI, workers and the engine callback share it)."""
+
+    def __init__(self, path: Path, busy_timeout: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False,
+                                   isolation_level=None)
+            self.db = sqlite_utils.Database(conn)
+            conn.execute("PRAGMA foreign_keys = ON")
+            self.db.enable_wal()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_explain(self.path, exc)) from exc
+        self.recovered = self.recover_interrupted()
+
+    # -- plumbing --
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self.db.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(_explain(self.path, exc)) from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            try:
+                return list(self.db.query(sql, params))
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(_explain(self.path, exc)) from exc
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self.db.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer qwen-chat (schema {version}, this one knows "
+                    f"{SCHEMA_VERSION}). Upgrade qwen-chat; your conversations are untouched.")
+            for step in range(version, SCHEMA_VERSION):
+                with self._tx() as conn:
+                    # executescript would commit on its own; run the statements inside our transaction
+                    for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {step + 1}")
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self.db.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
+    # -- conversations --
+
+    def create_conversation(self, model: str = "", enable_thinking: bool = True, title: str = "New chat",
+                            system_prompt: str = "") -> Conversation:
+        now = self._clock()
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO conversations (title, model, enable_thinking, system_prompt, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (title, model, int(enable_thinking), system_prompt, now, now))
+            new_id = cur.lastrowid
+        return self.conversation(int(new_id))
+
+    def conversation(self, conversation_id: int) -> Conversation:
+        rows = self._rows("SELECT * FROM conversations WHERE id = ?", (conversation_id,))
+        if not rows:
+            raise StoreError(f"conversation {conversation_id} no longer exists (deleted in another window?)")
+        return _conversation(rows[0])
+
+    def conversations(self) -> list[Conversation]:
+        return [_conversation(r) for r in self._rows("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")]
+
+    def latest_conversation(self) -> Conversation | None:
+        rows = self._rows("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC LIMIT 1")
+        return _conversation(rows[0]) if rows else None
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        title = title.strip()
+        if not title:
+            raise StoreError("a conversation needs a name")
+        with self._tx() as conn:
+            conn.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+
+    def set_thinking(self, conversation_id: int, enable_thinking: bool) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE conversations SET enable_thinking = ? WHERE id = ?",
+                         (int(enable_thinking), conversation_id))
+
+    def delete(self, conversation_id: int) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+            conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # -- messages --
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        return [_message(r) for r in self._rows(
+            "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))]
+
+    def message(self, message_id: int) -> Message:
+        rows = self._rows("SELECT * FROM messages WHERE id = ?", (message_id,))
+        if not rows:
+            raise StoreError(f"message {message_id} no longer exists")
+        return _message(rows[0])
+
+    def add_user_message(self, conversation_id: int, text: str, mode: str = "") -> Message:
+        now = self._clock()
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO messages (conversation_id, role, content, mode, created_at, updated_at)"
+                " VALUES (?, 'user', ?, ?, ?, ?)", (conversation_id, text, mode, now, now))
+            new_id = cur.lastrowid
+            first = conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND role = 'user'",
+                                 (conversation_id,)).fetchone()[0] == 1
+            if first:
+                conn.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = 'New chat'",
+                             (title_from(text), conversation_id))
+            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+        return self.message(int(new_id))
+
+    def start_answer(self, conversation_id: int, model: str, mode: str, sampling: dict[str, Any]) -> Message:
+        now = self._clock()
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO messages (conversation_id, role, status, model, mode, sampling, pid, created_at,"
+                " updated_at) VALUES (?, 'assistant', 'streaming', ?, ?, ?, ?, ?, ?)",
+                (conversation_id, model, mode, json.dumps(sampling), os.getpid(), now, now))
+            new_id = cur.lastrowid
+        return self.message(int(new_id))
+
+    def save_partial(self, message_id: int, thinking: str, answer: str) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE messages SET thinking = ?, content = ?, updated_at = ? WHERE id = ?",
+                         (thinking, answer, self._clock(), message_id))
+
+    def finish_answer(self, message_id: int, status: str, thinking: str, answer: str, thinking_closed: bool,
+                      stats: Stats = Stats(), error: str = "") -> None:
+        if status not in STATUSES or status == "streaming":
+            raise ValueError(f"bad final status {status!r}")
+        now = self._clock()
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE messages SET status = ?, thinking = ?, content = ?, thinking_closed = ?, error = ?,"
+                " prompt_tokens = ?, completion_tokens = ?, prompt_seconds = ?, generation_seconds = ?,"
+                " tokens_per_second = ?, pid = 0, updated_at = ? WHERE id = ?",
+                (status, thinking, answer, int(thinking_closed), error, stats.prompt_tokens,
+                 stats.completion_tokens, stats.prompt_seconds, stats.generation_seconds,
+                 stats.tokens_per_second, now, message_id))
+            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = "
+                         "(SELECT conversation_id FROM messages WHERE id = ?)", (now, message_id))
+
+    def recover_interrupted(self) -> int:
+        """Mark answers whose writing process is gone as interrupted; returns how many."""
+        rows = self._rows("SELECT id, pid FROM messages WHERE status = 'streaming'")
+        dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not _alive(r["pid"])]
+        if dead:
+            with self._tx() as conn:
+                conn.executemany("UPDATE messages SET status = 'interrupted', pid = 0 WHERE id = ?",
+                                 [(i,) for i in dead])
+        return len(dead)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (f"the conversations database {path} is locked by another program; nothing was lost. "
+                "Try again in a moment, or close the program holding it.")
+    if "not a database" in text or "malformed" in text:
+        return (f"{path} is not a readable qwen-chat database ({text}). Move it aside to start fresh; "
+                "qwen-chat will not overwrite it.")
+    if "readonly" in text or "unable to open" in text:
+        return f"cannot write {path} ({text}): check the folder's permissions and free disk space."
+    if "full" in text:
+        return f"the disk holding {path} is full; free some space. Nothing already saved was lost."
+    return f"database error on {path}: {text}"

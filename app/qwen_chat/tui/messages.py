@@ -1,0 +1,100 @@
+"""Widgets for one chat message. Model text is always shown as text or Markdown, never as Rich markup."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Collapsible, Markdown, Static
+from textual.widgets._markdown import MarkdownStream
+
+from ..store import Message
+
+_STATUS_LABEL = {
+    "stopped": "stopped",
+    "interrupted": "interrupted: qwen-chat ended while this answer was being written",
+    "failed": "failed",
+    "streaming": "writing…",
+}
+
+
+class UserMessage(Static):
+    def __init__(self, text: str) -> None:
+        super().__init__(Text(text), classes="user-message", markup=False)
+
+
+class NoticeLine(Static):
+    def __init__(self, text: str, error: bool = False) -> None:
+        super().__init__(Text(text), classes="notice error" if error else "notice", markup=False)
+
+
+class AssistantMessage(Vertical):
+    """Thinking (collapsible, dimmed) above the answer (Markdown), then a line of status and speed."""
+
+    def __init__(self, message: Message | None = None) -> None:
+        super().__init__(classes="assistant-message")
+        self.message_id = message.id if message else 0
+        self.thinking_text = message.thinking if message else ""
+        self.answer_text = message.content if message else ""
+        self._stored = message
+        self._stream: MarkdownStream | None = None
+        self._answer_started = bool(self.answer_text)
+
+    def compose(self) -> ComposeResult:
+        collapsed = bool(self.answer_text) or (self._stored is not None and self._stored.status != "streaming")
+        with Collapsible(title="Thinking", collapsed=collapsed, classes="thinking") as box:
+            box.display = bool(self.thinking_text)
+            yield Static(Text(self.thinking_text), classes="thinking-text", markup=False)
+        yield Markdown(self.answer_text, classes="answer")
+        yield Static("", classes="meta", markup=False)
+
+    def on_mount(self) -> None:
+        if self._stored is not None:
+            self.show_final(self._stored)
+
+    @property
+    def _thinking_box(self) -> Collapsible:
+        return self.query_one(".thinking", Collapsible)
+
+    def add_thinking(self, text: str) -> None:
+        self.thinking_text += text
+        box = self._thinking_box
+        box.display = True
+        box.title = "Thinking…"
+        self.query_one(".thinking-text", Static).update(Text(self.thinking_text))
+
+    async def add_answer(self, text: str) -> None:
+        if not self._answer_started:
+            self._answer_started = True
+            self._thinking_box.collapsed = True  # the answer is what the user reads now
+            self._thinking_box.title = "Thinking"
+        self.answer_text += text
+        if self._stream is None:
+            self._stream = Markdown.get_stream(self.query_one(".answer", Markdown))
+        await self._stream.write(text)
+
+    async def finish(self, message: Message) -> None:
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        self.thinking_text, self.answer_text = message.thinking, message.content
+        self.query_one(".thinking-text", Static).update(Text(self.thinking_text))
+        # a full update after the stream resets the parser state (and any half-parsed fence)
+        await self.query_one(".answer", Markdown).update(self.answer_text)
+        self.show_final(message)
+
+    def show_final(self, message: Message) -> None:
+        box = self._thinking_box
+        box.display = bool(message.thinking)
+        cut = message.thinking and not message.thinking_closed and message.status != "streaming"
+        box.title = "Thinking (cut off)" if cut else "Thinking"
+        parts = []
+        if message.status in _STATUS_LABEL:
+            parts.append(_STATUS_LABEL[message.status])
+        if message.error:
+            parts.append(message.error)
+        if message.tokens_per_second:
+            parts.append(f"{message.completion_tokens:,} tokens · {message.tokens_per_second:.1f} tok/s")
+        meta = self.query_one(".meta", Static)
+        meta.update(Text(" · ".join(parts)))
+        meta.set_class(message.status in ("stopped", "interrupted", "failed"), "warn")

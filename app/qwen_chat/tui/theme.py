@@ -1,0 +1,48 @@
+"""Themes shipped in `themes/` (TOML files, one theme each), registered beside Textual's built-ins."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from textual.app import App
+from textual.theme import Theme
+
+from ..catalog import shipped_file
+
+log = logging.getLogger("qwen_chat.theme")
+DEFAULT_THEME = "qwen-dark"
+_FIELDS = {"name", "dark", "primary", "secondary", "accent", "warning", "error", "success", "foreground",
+           "background", "surface", "panel"}
+
+
+def _load(path: Path) -> Theme:
+    data = _toml_loads(path.read_text(encoding="utf-8"))
+    unknown = set(data) - _FIELDS
+    if unknown or "name" not in data or "primary" not in data:
+        raise ValueError(f"{path.name}: needs 'name' and 'primary'; unknown keys {sorted(unknown)}")
+    return Theme(**data)
+
+
+def _toml_loads(text: str) -> dict:
+    try:
+        import tomllib as toml
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as toml  # type: ignore[no-redef]
+    return toml.loads(text)
+
+
+def register_shipped_themes(app: App[object]) -> list[str]:
+    names = []
+    folder = shipped_file("themes")
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            theme = _load(path)
+        except Exception as exc:  # a broken theme file is reported and skipped, never fatal
+            log.warning("skipping theme %s: %s", path, exc)
+            continue
+        app.register_theme(theme)
+        names.append(theme.name)
+    if DEFAULT_THEME in names:
+        app.theme = DEFAULT_THEME
+    return names
