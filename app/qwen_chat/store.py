@@ -126,7 +126,10 @@ def _message(row: dict[str, Any]) -> Message:
 
 def title_from(text: str, limit: int = 48) -> str:
     line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + "…"  # end on a whole word
 
 
 class Store:

@@ -132,7 +132,8 @@ class QwenChatApp(App[None]):
     @on(ListView.Selected, "#conversations")
     def _selected(self, event: ListView.Selected) -> None:
         item = event.item
-        if not isinstance(item, ConversationItem) or (self.conversation and item.conversation_id == self.conversation.id):
+        current = self.conversation.id if self.conversation else None
+        if not isinstance(item, ConversationItem) or item.conversation_id == current:
             return
         if self.session.generating:
             self.notify("An answer is still being written: press Esc to stop it first.", severity="warning")
