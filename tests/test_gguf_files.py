@@ -7,10 +7,11 @@ from pathlib import Path
 
 import gguf
 import pytest
-from tiny_models import write_tiny_qwen3
 
 from qwen_chat.gguf_files import ModelFileError, read_model_info, shard_set
 from qwen_chat.gguf_header import GGML_BLOCKS, read_header
+
+from tiny_models import write_tiny_qwen3
 
 
 def test_block_sizes_match_llama_cpp_constants() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from qwen_chat.gguf_files import ModelInfo
 from qwen_chat.hardware import Device, Machine
-from qwen_chat.memory_fit import GiB, DoesNotFit, plan_load
+from qwen_chat.memory_fit import DoesNotFit, GiB, plan_load
 
 QWEN3_8B_Q4 = ModelInfo(
     path=Path("Qwen3-8B-Q4_K_M.gguf"), shards=(), size_bytes=5_027_783_488, architecture="qwen3", name="Qwen3-8B",

@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-from tiny_models import TEMPLATES
 
 from qwen_chat.qwen3 import (
     ChatTemplate,
@@ -20,6 +19,8 @@ from qwen_chat.qwen3 import (
     prompt_opens_thinking,
 )
 from qwen_chat.thinking_stream import ThinkingSplitter
+
+from tiny_models import TEMPLATES
 
 OFFICIAL = ["qwen3-hybrid.jinja", "qwen3-hybrid-2025-04.jinja", "qwen3-thinking-2507.jinja"]
 
@@ -147,7 +148,8 @@ def test_mode_commands_say_when_they_cannot_work() -> None:
     assert not never.changed and "no thinking mode" in never.message
 
 
-RAW_HYBRID = "<think>\nLet me think: </thinking> is not the tag.\n\nStill thinking\n</think>\n\nAnswer with <think> and [bold]x[/]"
+RAW_HYBRID = ("<think>\nLet me think: </thinking> is not the tag.\n\nStill thinking\n</think>\n\n"
+              "Answer with <think> and [bold]x[/]")
 
 
 def _split_all_ways(raw: str, starts_in_thinking: bool) -> set[tuple[str, str, bool]]:

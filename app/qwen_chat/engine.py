@@ -96,13 +96,7 @@ class Done:
     generation_seconds: float
     context_used: int
     n_ctx: int
-
-    @property
-    def tokens_per_second(self) -> float:
-        # Decode speed: tokens after the first one over the time between the first and the last.
-        if self.generation_seconds <= 0 or self.completion_tokens < 2:
-            return 0.0
-        return (self.completion_tokens - 1) / self.generation_seconds
+    tokens_per_second: float  # decode speed: streamed tokens after the first over the time they took
 
 
 @dataclass(frozen=True)
@@ -120,8 +114,10 @@ class EngineError(Exception):
 
 # ---- llama.cpp logging ----------------------------------------------------------------------------------
 
-_LEVELS = {1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG, 5: logging.DEBUG}
+# enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line)
+_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 _log_callback_ref: Any = None
+_last_level = logging.INFO
 
 
 def _route_llama_logs() -> None:
@@ -133,7 +129,11 @@ def _route_llama_logs() -> None:
 
     @llama_cpp.llama_log_callback
     def _callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-        llama_log.log(_LEVELS.get(level, logging.DEBUG), text.decode("utf-8", "replace").rstrip("\n"))
+        global _last_level
+        _last_level = _LEVELS.get(level, _last_level)
+        message = text.decode("utf-8", "replace").rstrip("\n")
+        if message:
+            llama_log.log(_last_level, message)
 
     _log_callback_ref = _callback  # ctypes callbacks must outlive every call from C
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
@@ -368,6 +368,7 @@ class Engine:
             generation_seconds=(last_token_at - first) if chunks > 1 else 0.0,
             context_used=llm.n_tokens,
             n_ctx=n_ctx,
+            tokens_per_second=(chunks - 1) / (last_token_at - first) if chunks > 1 and last_token_at > first else 0.0,
         ))
 
 

@@ -32,7 +32,7 @@ class StoreError(Exception):
 _MIGRATIONS: list[str] = [
     """
     CREATE TABLE conversations (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         title TEXT NOT NULL,
         model TEXT NOT NULL DEFAULT '',
         enable_thinking INTEGER NOT NULL DEFAULT 1,
@@ -41,7 +41,7 @@ _MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
         role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
         content TEXT NOT NULL DEFAULT '',

@@ -40,7 +40,8 @@ class QwenChatApp(App[None]):
         Binding("ctrl+t", "toggle_thinking", "Thinking", id="toggle-thinking"),
         Binding("ctrl+n", "new_conversation", "New chat", id="new-conversation"),
         Binding("f2", "rename_conversation", "Rename", id="rename-conversation"),
-        Binding("ctrl+d", "delete_conversation", "Delete", id="delete-conversation"),
+        # priority so it works from the prompt; check_action hands ctrl+d back to the prompt while it has text
+        Binding("ctrl+d", "delete_conversation", "Delete", id="delete-conversation", priority=True),
         Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
@@ -260,6 +261,10 @@ class QwenChatApp(App[None]):
         self.query_one("#status", Static).update(Text("  │  ".join(parts)))
 
     # -- actions --
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        typing = isinstance(self.focused, Input) and bool(self.focused.value)
+        return not (action == "delete_conversation" and typing)
 
     def action_stop(self) -> None:
         if self.session.generating:

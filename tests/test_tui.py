@@ -1,0 +1,246 @@
+"""The real Textual app driven with Pilot, on real llama.cpp models and a real SQLite file."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, ListView
+
+from qwen_chat.store import Store
+from qwen_chat.tui.app import QwenChatApp
+from qwen_chat.tui.messages import AssistantMessage, UserMessage
+
+SIZE = (110, 36)
+
+
+def screen_text(app: QwenChatApp) -> str:
+    """What the terminal shows, as plain text (from Textual's own screenshot)."""
+    svg = app.export_screenshot()
+    lines: dict[str, list[str]] = {}
+    for y, text in re.findall(r'<text[^>]*\by="([\d.]+)"[^>]*>(.*?)</text>', svg, flags=re.S):
+        lines.setdefault(y, []).append(html.unescape(re.sub(r"<[^>]+>", "", text)))
+    ordered = sorted(lines.items(), key=lambda kv: float(kv[0]))
+    return "\n".join("".join(parts).replace("\xa0", " ") for _, parts in ordered)
+
+
+async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float = 90, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        await pilot.pause(0.05)
+
+
+async def type_and_send(pilot: Pilot, text: str) -> None:
+    box = pilot.app.query_one("#prompt", Input)
+    box.focus()
+    box.value = text
+    await pilot.press("enter")
+
+
+def make_app(db: Path, model: Path, n_ctx: int = 4096) -> QwenChatApp:
+    return QwenChatApp(store=Store(db), model_path=model, n_ctx=n_ctx)
+
+
+def status(app: QwenChatApp) -> str:
+    return str(app.query_one("#status").render())
+
+
+@pytest.mark.real_model
+async def test_chat_streams_stops_and_persists(real_model: Path, tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    app = make_app(db, real_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="model load")
+        await type_and_send(pilot, "Write a Python function that reverses a string. Markup: [bold]x[/]")
+        await wait_for(pilot, lambda: len(app.query(UserMessage)) == 1, what="user message shown")
+        await wait_for(pilot, lambda: bool(app.query(AssistantMessage)) and
+                       len(app.query_one(AssistantMessage).answer_text) > 20, what="streamed tokens")
+        growing = app.query_one(AssistantMessage).answer_text
+        await wait_for(pilot, lambda: app._live is None, what="answer done")
+        final = app.query_one(AssistantMessage).answer_text
+        assert final.startswith(growing[:20]) and len(final) > len(growing)
+        shown = screen_text(app)
+        assert "[bold]x[/]" in shown  # the user's markup is shown literally
+        assert "tok/s" in status(app) and "ctx " in status(app) and "no thinking" in status(app)
+
+        # a long answer, stopped with Esc: the partial text stays, marked stopped
+        await type_and_send(pilot, "Write a very long story about a lighthouse keeper.")
+        await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 2 and
+                       len(app.query(AssistantMessage)[-1].answer_text) > 30, what="second answer streaming")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app._live is None, timeout=5, what="stop")
+        assert "stopped" in screen_text(app)
+    store = Store(db)
+    (conv,) = store.conversations()
+    messages = store.messages(conv.id)
+    assert [(m.role, m.status) for m in messages] == [
+        ("user", "complete"), ("assistant", "complete"), ("user", "complete"), ("assistant", "stopped")]
+    assert messages[3].content.strip() and messages[3].tokens_per_second > 0
+    store.close()
+
+    # relaunch: the last conversation is there
+    app2 = make_app(db, real_model)
+    async with app2.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app2.query(AssistantMessage)) == 2, what="history")
+        await pilot.pause(0.3)
+        shown = screen_text(app2)
+        assert "lighthouse" in shown and "stopped" in shown
+
+
+async def test_model_output_markup_is_literal(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    store = Store(db)
+    conv = store.create_conversation()
+    store.add_user_message(conv.id, "show me markup")
+    answer = store.start_answer(conv.id, "m", "think", {})
+    nasty = "Here: [bold]not bold[/] [link=https://x.test]l[/link] [/] [red on blue]c[/]"
+    store.finish_answer(answer.id, "complete", "[dim]thought[/dim] [/]", nasty, True)
+    store.close()
+    app = make_app(db, tiny_models["hybrid"], n_ctx=512)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: bool(app.query(AssistantMessage)), what="history")
+        await pilot.pause(0.3)
+        shown = screen_text(app)
+        assert "[bold]not bold[/]" in shown and "[link=https://x.test]l[/link]" in shown
+        assert "[red on blue]c[/]" in shown
+        # streaming path too
+        live = app.query_one(AssistantMessage)
+        live.add_thinking(" [b]more[/b]")
+        await live.add_answer(" [/] [i]tail[/i]")
+        await pilot.pause(0.3)
+        assert "[i]tail[/i]" in live.answer_text and "[/]" in screen_text(app)
+
+
+async def test_think_commands_on_hybrid_model(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    app = make_app(db, tiny_models["hybrid"], n_ctx=512)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="load")
+        assert "thinking on" in status(app)
+        await type_and_send(pilot, "/no_think")
+        await wait_for(pilot, lambda: "thinking off" in status(app), what="mode switch")
+        assert "Thinking off for this conversation." in screen_text(app)
+        assert app.store.conversation(app.conversation.id).enable_thinking is False
+        await type_and_send(pilot, "hello")
+        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
+        (_, answer) = app.store.messages(app.conversation.id)
+        assert answer.mode == "no_think" and answer.sampling["temperature"] == 0.7  # the non-thinking preset
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: "thinking on" in status(app), what="ctrl+t")
+        await type_and_send(pilot, "again")
+        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 2, what="answer 2")
+        answer2 = app.store.messages(app.conversation.id)[-1]
+        assert answer2.mode == "think" and answer2.sampling["temperature"] == 0.6
+        assert answer2.sampling["top_p"] == 0.95 and answer2.sampling["presence_penalty"] == 0.0  # F32: unquantized
+
+
+async def test_think_command_on_a_model_that_cannot_switch(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    app = make_app(tmp_path / "chat.db", tiny_models["thinking"], n_ctx=512)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="load")
+        assert "always thinks" in status(app)
+        await type_and_send(pilot, "/no_think")
+        await wait_for(pilot, lambda: "cannot turn thinking off" in screen_text(app), what="refusal")
+
+
+async def test_conversation_list_new_rename_delete(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="load")
+        first = app.conversation.id
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: app.conversation.id != first, what="new chat")
+        second = app.conversation.id
+        assert len(app.query_one("#conversations", ListView).children) == 2
+        await pilot.press("f2")
+        await pilot.pause(0.2)
+        rename = app.screen.query_one("#new-title", Input)
+        rename.value = "Holiday plans [b]x[/b]"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.store.conversation(second).title == "Holiday plans [b]x[/b]", what="rename")
+        await pilot.pause(0.2)
+        assert "Holiday plans [b]x[/b]" in screen_text(app)
+        await pilot.press("ctrl+d")
+        await pilot.pause(0.2)
+        await pilot.press("y")
+        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: app.conversation.id == first, what="delete")
+        assert [c.id for c in app.store.conversations()] == [first]
+        # switch back and forth through the list
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: app.conversation.id not in (first, second), what="another chat")
+        view = app.query_one("#conversations", ListView)
+        view.focus()
+        view.index = [i for i, item in enumerate(view.children) if item.conversation_id == first][0]
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.conversation.id == first, what="switch")
+
+
+async def test_killed_mid_answer_shows_interrupted(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    writer = (
+        "import sys, time\nfrom pathlib import Path\nfrom qwen_chat.store import Store\n"
+        "s = Store(Path(sys.argv[1])); c = s.create_conversation()\n"
+        "s.add_user_message(c.id, 'tell me'); a = s.start_answer(c.id, 'm', 'think', {})\n"
+        "s.save_partial(a.id, 'thinking so far', 'The partial answer')\nprint('ok', flush=True); time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(db)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ok"
+    proc.kill()
+    proc.wait()
+    app = make_app(db, tiny_models["hybrid"], n_ctx=512)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: bool(app.query(AssistantMessage)), what="history")
+        await pilot.pause(0.3)
+        shown = screen_text(app)
+        assert "The partial answer" in shown and "interrupted" in shown
+
+
+REAL_WRITER = """
+import sys, time
+from pathlib import Path
+from qwen_chat.chat_session import ChatSession
+from qwen_chat.store import Store
+store = Store(Path(sys.argv[1]))
+session = ChatSession(store, lambda event: None)
+session.load_model(Path(sys.argv[2]), 2048)
+while not session.ready:
+    time.sleep(0.05)
+conv = session.new_conversation()
+session.send(conv.id, "Write a very long story about a lighthouse keeper and the sea.")
+while True:
+    answer = store.messages(conv.id)[-1]
+    if len(answer.content) > 40:
+        print("partial saved", flush=True)
+        time.sleep(60)
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.real_model
+async def test_kill_9_during_real_generation(real_model: Path, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    proc = subprocess.Popen([sys.executable, "-c", REAL_WRITER, str(db), str(real_model)],
+                            stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "partial saved"
+    finally:
+        proc.kill()
+        proc.wait()
+    app = make_app(db, real_model, n_ctx=2048)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: bool(app.query(AssistantMessage)), what="history")
+        await pilot.pause(0.3)
+        (answer,) = app.query(AssistantMessage)
+        assert len(answer.answer_text) > 40
+        assert "interrupted" in screen_text(app)
+        assert app.store.messages(app.conversation.id)[-1].status == "interrupted"
