@@ -100,7 +100,7 @@ def test_stop_during_long_prompt_evaluation_is_fast(engine, real_model: Path) ->
 
 def test_stop_mid_answer_keeps_partial_text(engine, real_model: Path) -> None:
     eng, rec = engine
-    eng.generate(GenerateRequest(4, prompt_for(real_model, "Write a long story about a lighthouse."),
+    eng.generate(GenerateRequest(4, prompt_for(real_model, "Write the numbers from 1 to 1000 in words, one per line."),
                                  Sampling(max_tokens=400)))
     seen = 0
     while seen < 10:

@@ -53,6 +53,13 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class UserSaved:
+    """The user's message is on disk; it reaches the UI through the same queue as the answer, in order."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
 class AnswerStarted:
     message: Message
 
@@ -65,7 +72,7 @@ class AnswerSaved:
     done: Done | None
 
 
-SessionEvent = EngineEvent | Notice | AnswerStarted | AnswerSaved
+SessionEvent = EngineEvent | Notice | UserSaved | AnswerStarted | AnswerSaved
 
 
 @dataclass
@@ -176,6 +183,7 @@ class ChatSession:
             [t.content for t in self.turns(conversation) if t.role in ("user", "system")] + [text])
         mode = "think" if thinking else "no_think"
         user = self.store.add_user_message(conversation.id, text, mode)
+        self.sink(UserSaved(user))
         prompt = build_prompt(self.template, self.turns(conversation), enable_thinking=conversation.enable_thinking)
         sampling = sampling_for(self.variant, thinking, self.info.quantized)
         answer = self.store.start_answer(conversation.id, self.model_name, mode, dataclasses.asdict(sampling))
@@ -257,4 +265,4 @@ class ChatSession:
             self.sink(Notice(error, error=True))
 
 
-__all__ = ["AnswerSaved", "AnswerStarted", "ChatSession", "LoadProgress", "Notice", "SessionEvent"]
+__all__ = ["AnswerSaved", "AnswerStarted", "ChatSession", "LoadProgress", "Notice", "SessionEvent", "UserSaved"]

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
 
-from ..chat_session import AnswerSaved, AnswerStarted, ChatSession, Notice, SessionEvent
+from ..chat_session import AnswerSaved, AnswerStarted, ChatSession, Notice, SessionEvent, UserSaved
 from ..engine import Failed, Loaded, LoadProgress, Token
 from ..qwen3 import Variant
 from ..store import Conversation, Store, StoreError
@@ -159,12 +159,10 @@ class QwenChatApp(App[None]):
     @work(thread=True, group="send", exit_on_error=False)
     def _send(self, conversation_id: int, text: str) -> None:
         try:
-            sent = self.session.send(conversation_id, text)
+            self.session.send(conversation_id, text)
         except StoreError as exc:
             self.call_from_thread(self._send_failed, text, str(exc))
             return
-        if sent is not None:
-            self.call_from_thread(self._show_user, sent.content)
         self.call_from_thread(self._after_send)
 
     def _send_failed(self, text: str, error: str) -> None:
@@ -172,11 +170,6 @@ class QwenChatApp(App[None]):
         if not box.value:
             box.value = text  # nothing typed is ever lost
         self.notify(error, severity="error", timeout=8)
-
-    def _show_user(self, text: str) -> None:
-        transcript = self.query_one("#transcript", VerticalScroll)
-        transcript.mount(UserMessage(text))
-        transcript.scroll_end(animate=False)
 
     def _after_send(self) -> None:
         if self.conversation is not None:
@@ -198,13 +191,13 @@ class QwenChatApp(App[None]):
                 else:
                     pending.append((event.part, event.text))
                 continue
-            await self._flush(pending)
+            await self._flush_tokens(pending)
             pending = []
             await self._handle(event)
-        await self._flush(pending)
+        await self._flush_tokens(pending)
         self._update_status()
 
-    async def _flush(self, pending: list[tuple[Part, str]]) -> None:
+    async def _flush_tokens(self, pending: list[tuple[Part, str]]) -> None:
         live = self._live
         if live is None:
             return
@@ -227,6 +220,10 @@ class QwenChatApp(App[None]):
         elif isinstance(event, Failed):
             self._state = "load failed"
             await transcript.mount(NoticeLine(f"The model could not be loaded: {event.message}", error=True))
+        elif isinstance(event, UserSaved):
+            if self.conversation and event.message.conversation_id == self.conversation.id:
+                await transcript.mount(UserMessage(event.message.content))
+                transcript.scroll_end(animate=False)  # sending means the user wants to follow the answer
         elif isinstance(event, AnswerStarted):
             if self.conversation and event.message.conversation_id == self.conversation.id:
                 self._live = AssistantMessage()
@@ -235,7 +232,11 @@ class QwenChatApp(App[None]):
             self._state = "generating"
         elif isinstance(event, AnswerSaved):
             if self._live is not None and self._live.message_id == event.message.id:
+                # the final Markdown re-render changes heights for a moment: keep a following view at the end
+                following = transcript.scroll_y >= transcript.max_scroll_y - 1
                 await self._live.finish(event.message)
+                if following:
+                    transcript.scroll_end(animate=False)
             self._live = None
             self._state = "ready"
             if event.done is not None:
