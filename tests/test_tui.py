@@ -69,8 +69,11 @@ async def test_chat_streams_stops_and_persists(real_model: Path, tmp_path: Path)
         await wait_for(pilot, lambda: app._live is None, what="answer done")
         final = app.query_one(AssistantMessage).answer_text
         assert final.startswith(growing[:20]) and len(final) > len(growing)
-        shown = screen_text(app)
-        assert "[bold]x[/]" in shown  # the user's markup is shown literally
+        transcript = app.query_one("#transcript")
+        transcript.scroll_home(animate=False)
+        await pilot.pause(0.2)
+        assert "[bold]x[/]" in screen_text(app)  # the user's markup is shown literally
+        transcript.scroll_end(animate=False)
         assert "tok/s" in status(app) and "ctx " in status(app) and "no thinking" in status(app)
 
         # a long answer, stopped with Esc: the partial text stays, marked stopped
