@@ -177,6 +177,7 @@ async def test_conversation_list_new_rename_delete(tiny_models: dict[str, Path],
         assert "Holiday plans [b]x[/b]" in screen_text(app)
         await pilot.press("ctrl+d")
         await pilot.pause(0.2)
+        assert "Delete “Holiday plans [b]x[/b]”" in screen_text(app)  # the dialog names the current title
         await pilot.press("y")
         await pilot.pause(0.5)
         await wait_for(pilot, lambda: app.conversation.id == first, what="delete")

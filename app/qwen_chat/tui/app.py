@@ -293,6 +293,8 @@ class QwenChatApp(App[None]):
             if title:
                 try:
                     self.store.rename(conversation_id, title)
+                    if self.conversation and self.conversation.id == conversation_id:
+                        self.conversation = self.store.conversation(conversation_id)
                 except StoreError as exc:
                     self.notify(str(exc), severity="error")
                 self._refresh_list()
