@@ -120,10 +120,15 @@ async def test_model_output_markup_is_literal(tiny_models: dict[str, Path], tmp_
         assert "[red on blue]c[/]" in shown
         # streaming path too
         live = app.query_one(AssistantMessage)
-        live.add_thinking(" [b]more[/b]")
-        await live.add_answer(" [/] [i]tail[/i]")
+        live.add_thinking(" [b]more[/b] \x1b[31mred\x0e")
+        await live.add_answer(" [/] [i]tail[/i] \x1b]0;title\x07 \x9b2J")
+        live.query_one(".thinking").collapsed = False
         await pilot.pause(0.3)
         assert "[i]tail[/i]" in live.answer_text and "[/]" in screen_text(app)
+        shown = screen_text(app)
+        # terminal control characters are shown as symbols, never sent raw
+        assert "\u241b[31mred\u240e" in shown and "\u241b]0;title\u2407" in shown
+        assert not any(ch in shown for ch in "\x1b\x0e\x07\x9b")
 
 
 async def test_think_commands_on_hybrid_model(tiny_models: dict[str, Path], tmp_path: Path) -> None:

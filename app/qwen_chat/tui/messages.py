@@ -10,6 +10,16 @@ from textual.widgets._markdown import MarkdownStream
 
 from ..store import Message
 
+# C0 controls (but newline and tab), DEL and C1 controls would reach the terminal raw (ESC starts a
+# sequence, SO switches the character set): show them as Unicode control pictures instead.
+_CONTROLS = {c: 0x2400 + c for c in range(0x20) if c not in (0x09, 0x0A)}
+_CONTROLS[0x7F] = 0x2421
+_CONTROLS.update({c: 0xFFFD for c in range(0x80, 0xA0)})
+
+
+def printable(text: str) -> str:
+    return text.translate(_CONTROLS)
+
 _STATUS_LABEL = {
     "stopped": "stopped",
     "interrupted": "interrupted: qwen-chat ended while this answer was being written",
@@ -20,12 +30,12 @@ _STATUS_LABEL = {
 
 class UserMessage(Static):
     def __init__(self, text: str) -> None:
-        super().__init__(Text(text), classes="user-message", markup=False)
+        super().__init__(Text(printable(text)), classes="user-message", markup=False)
 
 
 class NoticeLine(Static):
     def __init__(self, text: str, error: bool = False) -> None:
-        super().__init__(Text(text), classes="notice error" if error else "notice", markup=False)
+        super().__init__(Text(printable(text)), classes="notice error" if error else "notice", markup=False)
 
 
 class AssistantMessage(Vertical):
@@ -44,8 +54,8 @@ class AssistantMessage(Vertical):
         collapsed = bool(self.answer_text) or (self._stored is not None and self._stored.status != "streaming")
         with Collapsible(title="Thinking", collapsed=collapsed, classes="thinking") as box:
             box.display = bool(self.thinking_text)
-            yield Static(Text(self.thinking_text), classes="thinking-text", markup=False)
-        yield Markdown(self.answer_text, classes="answer")
+            yield Static(Text(printable(self.thinking_text)), classes="thinking-text", markup=False)
+        yield Markdown(printable(self.answer_text), classes="answer")
         yield Static("", classes="meta", markup=False)
 
     def on_mount(self) -> None:
@@ -61,7 +71,7 @@ class AssistantMessage(Vertical):
         box = self._thinking_box
         box.display = True
         box.title = "Thinking…"
-        self.query_one(".thinking-text", Static).update(Text(self.thinking_text))
+        self.query_one(".thinking-text", Static).update(Text(printable(self.thinking_text)))
 
     async def add_answer(self, text: str) -> None:
         if not self._answer_started:
@@ -71,16 +81,16 @@ class AssistantMessage(Vertical):
         self.answer_text += text
         if self._stream is None:
             self._stream = Markdown.get_stream(self.query_one(".answer", Markdown))
-        await self._stream.write(text)
+        await self._stream.write(printable(text))
 
     async def finish(self, message: Message) -> None:
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
         self.thinking_text, self.answer_text = message.thinking, message.content
-        self.query_one(".thinking-text", Static).update(Text(self.thinking_text))
+        self.query_one(".thinking-text", Static).update(Text(printable(self.thinking_text)))
         # a full update after the stream resets the parser state (and any half-parsed fence)
-        await self.query_one(".answer", Markdown).update(self.answer_text)
+        await self.query_one(".answer", Markdown).update(printable(self.answer_text))
         self.show_final(message)
 
     def show_final(self, message: Message) -> None:
