@@ -301,3 +301,16 @@ async def test_auto_scroll_follows_until_the_user_scrolls_up(tiny_models: dict[s
             await live.add_answer(f"line {i}\n\n")
         await pilot.pause(0.5)
         assert transcript.scroll_y == 0
+
+
+async def test_every_action_has_a_key_in_the_footer_and_a_palette_entry(tiny_models: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        palette = {c.callback.__name__ for c in app.get_system_commands(app.screen)}
+        footer = screen_text(app).splitlines()[-1]
+        for binding in QwenChatApp.BINDINGS:
+            if binding.action != "quit":  # Textual's own palette has Quit
+                assert f"action_{binding.action}" in palette, binding.action
+            assert binding.description in footer, binding.description
