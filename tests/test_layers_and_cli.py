@@ -56,12 +56,21 @@ def test_missing_and_bad_model_files(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "not a GGUF file" in capsys.readouterr().err
 
 
-def test_model_that_does_not_fit_is_refused_with_numbers(tiny_models: dict[str, Path],
+def test_model_that_does_not_fit_is_refused_with_numbers(real_model: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    # the tiny model's 40,960-token context fits; ten billion tokens of context do not
-    assert main(["--model", str(tiny_models["hybrid"]), "--ctx", "10000000000"]) == 1
+    from qwen_chat import hardware
+
+    # a simulated 1 GiB machine: the real 0.5B model (491 MB) plus its context and margins cannot fit
+    small = hardware.Machine(1 << 30, 1 << 30, 2, 2, (), False)
+    monkeypatch.setattr(hardware, "detect", lambda: small)
+    assert main(["--model", str(real_model)]) == 1
     err = capsys.readouterr().err
-    assert "needs about" in err and "GiB" in err and "available" in err
+    assert "needs about" in err and "GiB" in err and "free for it" in err
+
+
+def test_context_beyond_the_model_is_refused(tiny_models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--model", str(tiny_models["hybrid"]), "--ctx", "10000000"]) == 1
+    assert "supports at most 40,960 tokens" in capsys.readouterr().err
 
 
 def test_no_model_explains_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import fit_memory
 from .engine import (
     Done,
     Engine,
@@ -27,7 +28,7 @@ from .engine import (
 )
 from .gguf_files import ModelInfo, read_model_info
 from .hardware import Machine, detect
-from .memory_fit import LoadPlan, plan_load
+from .planner import Plan, arch_from_info, candidate_from_info, plan
 from .presets import sampling_for
 from .qwen3 import (
     ChatTemplate,
@@ -94,7 +95,10 @@ class ChatSession:
         self.engine.start()
         self.info: ModelInfo | None = None
         self.template: ChatTemplate | None = None
-        self.plan: LoadPlan | None = None
+        self.plan: Plan | None = None
+        self._load_request: LoadRequest | None = None
+        self._fit_key = ""
+        self._retried = False
         self.n_ctx = 0
         self.ready = False
         self.context_used = 0
@@ -111,15 +115,25 @@ class ChatSession:
     def variant(self) -> Variant:
         return self.template.variant if self.template else Variant.NO_THINKING
 
-    def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None) -> LoadPlan:
-        """Check the file and the memory, then queue the load. Raises ModelFileError or DoesNotFit."""
+    def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None) -> Plan:
+        """Check the file, plan memory, then queue the load. Raises ModelFileError or DoesNotFit."""
         info = read_model_info(path)
-        plan = plan_load(info, machine or detect(), n_ctx)
         template = ChatTemplate(info.chat_template, info.bos_token, info.eos_token)
         _ = template.variant  # a broken template fails here, before the load, with the model named
-        self.info, self.template, self.plan, self.ready = info, template, plan, False
-        self.engine.load(LoadRequest(info.path, plan.n_ctx, plan.n_gpu_layers))
-        return plan
+        machine = machine or detect()
+        chosen = plan_for_file(info, template.variant, machine, n_ctx)
+        self._fit_key = fit_memory.key(machine, info.path, info.size_bytes)
+        self._retried = False
+        remembered = fit_memory.remembered_layers(self._fit_key)
+        n_gpu = chosen.n_gpu_layers
+        if remembered is not None and n_gpu != 0 and (n_gpu < 0 or remembered < n_gpu):
+            n_gpu = remembered  # a load with more layers failed for memory here before
+        self.info, self.template, self.plan, self.ready = info, template, chosen, False
+        self._load_request = LoadRequest(
+            info.path, chosen.n_ctx, n_gpu, n_cpu_moe=chosen.n_cpu_moe, kv_type=chosen.kv_type,
+            flash_attn=chosen.flash_attn, yarn_factor=chosen.yarn_factor, yarn_orig_ctx=32768)
+        self.engine.load(self._load_request)
+        return chosen
 
     @property
     def generating(self) -> bool:
@@ -202,6 +216,10 @@ class ChatSession:
         if isinstance(event, Loaded):
             self.ready = True
             self.n_ctx = event.n_ctx
+            if self._retried:
+                fit_memory.remember_layers(self._fit_key, event.n_gpu_layers)
+        elif isinstance(event, Failed) and event.request_id is None and self._retry_with_fewer_layers(event):
+            return
         elif isinstance(event, Token):
             self._on_token(event)
             return
@@ -215,6 +233,18 @@ class ChatSession:
         elif isinstance(event, Failed):
             self.ready = False
         self.sink(event)
+
+    def _retry_with_fewer_layers(self, failed: Failed) -> bool:
+        """A GPU load that failed (llama.cpp ran out of memory) is retried with one layer fewer."""
+        request, info = self._load_request, self.info
+        if request is None or info is None or request.n_gpu_layers == 0 or "cancelled" in failed.message:
+            return False
+        layers = info.block_count + 1 if request.n_gpu_layers < 0 else request.n_gpu_layers
+        self._load_request = dataclasses.replace(request, n_gpu_layers=layers - 1)
+        self._retried = True
+        self.sink(Notice(f"Loading with {layers} GPU layers failed; trying {layers - 1}."))
+        self.engine.load(self._load_request)
+        return True
 
     def _on_token(self, event: Token) -> None:
         streaming = self._streaming
@@ -263,6 +293,13 @@ class ChatSession:
         self.sink(AnswerSaved(message, done))
         if done is None:
             self.sink(Notice(error, error=True))
+
+
+def plan_for_file(info: ModelInfo, variant: Variant, machine: Machine, n_ctx: int | None) -> Plan:
+    """Qwen3 hybrid GGUFs from 4B up say 40,960 positions; YaRN ×2/×4 over the native 32,768 goes beyond."""
+    hybrid_yarn = variant is Variant.HYBRID and info.context_length == 40960 and info.block_count > 28
+    arch = arch_from_info(info, (2, 4) if hybrid_yarn else (), 32768 if hybrid_yarn else None)
+    return plan(arch, [candidate_from_info(info)], machine, n_ctx)
 
 
 __all__ = ["AnswerSaved", "AnswerStarted", "ChatSession", "LoadProgress", "Notice", "SessionEvent", "UserSaved"]

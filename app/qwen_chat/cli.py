@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="context size in tokens (default: the model's own, as far as memory allows)")
     parser.add_argument("--db", type=Path, metavar="PATH",
                         help="conversations database (default: in your data folder; env QWEN_CHAT_DB)")
+    commands = parser.add_subparsers(dest="command", title="commands (without one, the chat opens)")
+    commands.add_parser("models", help="the Qwen3 catalog with a verdict per quant for this machine")
+    plan = commands.add_parser("plan", help="how MODEL[:QUANT] (or a .gguf path) would run here")
+    plan.add_argument("model", metavar="MODEL[:QUANT]")
+    plan.add_argument("--ctx", type=int, metavar="N", dest="plan_ctx", help="context size to plan for")
+    commands.add_parser("doctor", help="hardware, engine build, paths and versions")
     return parser
 
 
@@ -52,24 +58,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.db is not None:
         os.environ["QWEN_CHAT_DB"] = str(args.db.expanduser())
+    if args.command:
+        return _report(args)
     model = _resolve_model(args.model)
     if model is None:
         print("qwen-chat: no model given. Run: qwen-chat --model PATH/TO/Qwen3-8B-Q4_K_M.gguf", file=sys.stderr)
         return 2
 
+    from .chat_session import plan_for_file
     from .gguf_files import ModelFileError, read_model_info
     from .hardware import detect
     from .logging_setup import setup_logging
-    from .memory_fit import DoesNotFit, plan_load
     from .paths import database_path
+    from .planner import DoesNotFit
+    from .qwen3 import ChatTemplate, TemplateRenderError
     from .store import Store, StoreError
 
     setup_logging()
     try:
         info = read_model_info(model)
-        plan_load(info, detect(), args.ctx)  # refuse before the screen opens if it cannot fit
+        machine = detect()
+        for warning in machine.warnings:
+            print(f"qwen-chat: warning: {warning}", file=sys.stderr)
+        # refuse before the screen opens if it cannot fit
+        plan_for_file(info, ChatTemplate(info.chat_template).variant, machine, args.ctx)
         store = Store(database_path())
-    except (ModelFileError, DoesNotFit, StoreError) as exc:
+    except (ModelFileError, DoesNotFit, StoreError, TemplateRenderError) as exc:
         print(f"qwen-chat: {exc}", file=sys.stderr)
         return 1
     last = _last_model_file()
@@ -85,3 +99,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qwen-chat: {app.fatal_error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .catalog import CatalogError
+    from .cli_reports import print_doctor, print_models, print_plan
+
+    try:
+        if args.command == "models":  # noqa: SIM116
+            return print_models()
+        if args.command == "plan":
+            return print_plan(args.model, args.plan_ctx or args.ctx)
+        return print_doctor()
+    except CatalogError as exc:
+        print(f"qwen-chat: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `qwen-chat models | head`: the reader left, which is fine
+        sys.stderr.close()
+        return 0

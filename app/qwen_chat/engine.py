@@ -35,6 +35,11 @@ class LoadRequest:
     n_gpu_layers: int = 0
     n_threads: int | None = None
     n_threads_batch: int | None = None
+    n_cpu_moe: int = 0  # keep the routed experts of blocks 0..n-1 in RAM (llama.cpp's --n-cpu-moe)
+    kv_type: str = "f16"  # or "q8_0" (needs flash attention)
+    flash_attn: bool = False
+    yarn_factor: int = 0  # 0: the model's own RoPE; else YaRN over yarn_orig_ctx
+    yarn_orig_ctx: int = 32768
 
 
 @dataclass(frozen=True)
@@ -246,8 +251,12 @@ class Engine:
 
         original = llama_module.internals.LlamaModel
 
+        overrides = _expert_overrides(request.n_cpu_moe)
+
         def with_progress(*, path_model: str, params: Any, verbose: bool = True) -> Any:
             params.progress_callback = progress
+            if overrides is not None:
+                params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p).value
             return original(path_model=path_model, params=params, verbose=verbose)
 
         import psutil
@@ -265,6 +274,8 @@ class Engine:
                     n_threads=request.n_threads or physical,
                     n_threads_batch=request.n_threads_batch or psutil.cpu_count() or physical,
                     n_batch=min(512, request.n_ctx),
+                    flash_attn=request.flash_attn,
+                    **_cache_and_rope(request),
                     verbose=True,
                 )
         except ValueError as exc:
@@ -370,6 +381,42 @@ class Engine:
             n_ctx=n_ctx,
             tokens_per_second=(chunks - 1) / (last_token_at - first) if chunks > 1 and last_token_at > first else 0.0,
         ))
+
+
+class _BuftOverride(ctypes.Structure):
+    # struct llama_model_tensor_buft_override { const char * pattern; ggml_backend_buffer_type_t buft; }
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _expert_overrides(n_cpu_moe: int) -> Any:
+    """A NULL-terminated override array putting the experts of blocks 0..n-1 in CPU memory, or None."""
+    if n_cpu_moe <= 0:
+        return None
+    import llama_cpp
+
+    cpu_buffer = llama_cpp.llama_cpp._lib.ggml_backend_cpu_buffer_type
+    cpu_buffer.restype = ctypes.c_void_p
+    blocks = "|".join(str(i) for i in range(n_cpu_moe))
+    pattern = rf"blk\.({blocks})\.ffn_(up|down|gate|gate_up)_(ch|)exps".encode()
+    array = (_BuftOverride * 2)()
+    array[0].pattern, array[0].buft = pattern, cpu_buffer()
+    _keep_alive[:] = [(array, pattern)]  # llama.cpp reads the patterns during the load
+    return array
+
+
+_keep_alive: list[Any] = []
+
+
+def _cache_and_rope(request: LoadRequest) -> dict[str, Any]:
+    from .planner import kv_type_id
+
+    extra: dict[str, Any] = {}
+    if request.kv_type != "f16":
+        extra["type_k"] = extra["type_v"] = kv_type_id(request.kv_type)
+    if request.yarn_factor:
+        extra.update(rope_scaling_type=2, rope_freq_scale=1.0 / request.yarn_factor,
+                     yarn_orig_ctx=request.yarn_orig_ctx)
+    return extra
 
 
 def _common_prefix(llm: Any, tokens: list[int]) -> int:

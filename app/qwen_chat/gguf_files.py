@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class ModelInfo:
     chat_template: str | None
     bos_token: str
     eos_token: str
+    n_vocab: int = 0
+    headers: tuple[GGUFHeader, ...] = field(default=(), repr=False, compare=False)  # tensor tables, all shards
 
     @property
     def quantized(self) -> bool:
@@ -143,6 +145,8 @@ def read_model_info(path: Path) -> ModelInfo:
         chat_template=meta.get("tokenizer.chat_template"),
         bos_token=_token_text(meta, tokens, "tokenizer.ggml.bos_token_id"),
         eos_token=_token_text(meta, tokens, "tokenizer.ggml.eos_token_id"),
+        n_vocab=headers[0].array_lengths.get("tokenizer.ggml.tokens", 0),
+        headers=tuple(headers),
     )
 
 
