@@ -307,7 +307,7 @@ async def test_every_action_has_a_key_in_the_footer_and_a_palette_entry(tiny_mod
                                                                         tmp_path: Path) -> None:
     app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: "palette" in screen_text(app).splitlines()[-1], what="footer")
         palette = {c.callback.__name__ for c in app.get_system_commands(app.screen)}
         footer = screen_text(app).splitlines()[-1]
         for binding in QwenChatApp.BINDINGS:

@@ -28,6 +28,7 @@ DEFAULT_CTX_CAP = 40960  # Qwen3's GGUF context (32K output + 8K prompt); longer
 GPU_MARGIN = 1 * GiB  # per device, as llama.cpp's own --fit leaves
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32}
 GGML_TYPE = {"f16": 1, "q8_0": 8}
+_REPACKED = {2, 12, 20}  # ggml Q4_0, Q4_K, IQ4_NL: repacked by the x86/ARM CPU backend
 _EXPERTS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
@@ -46,12 +47,21 @@ class Weights:
     embed: int  # token_embd: llama.cpp keeps it on the CPU
     exact: bool  # from a GGUF tensor table, not estimated
     tied: bool = False  # no output.weight in the file: the head reuses token_embd
+    # Tensors the CPU backend copies into its repacked layout (Q4_0, Q4_K, IQ4_NL). llama.cpp lists this
+    # "CPU_REPACK" buffer beside the mapped file; the mapped pages it replaces become reclaimable cache,
+    # so RAM budgets count the weights once and this only matters for matching llama.cpp's own report.
+    repack: int = 0
 
     @property
     def total(self) -> int:
         """Bytes of the file's tensors (what a CPU-only load maps)."""
         layers = sum(self.layer_dense) + sum(self.layer_experts)
         return layers + self.embed + (0 if self.tied else self.output)
+
+    @property
+    def cpu_model_buffers(self) -> int:
+        """What llama.cpp reports as model buffers for a CPU load: the mapped file plus the repacked copies."""
+        return self.total + self.repack
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class Arch:
     key_length: int
     value_length: int
     n_vocab: int
+    n_head: int
     gguf_context: int  # positions the GGUF was trained/configured for
     native_context: int  # base for YaRN
     yarn_factors: tuple[int, ...] = ()
@@ -126,11 +137,13 @@ def gib(n: int) -> str:
 
 def weights_from_headers(headers: Sequence[GGUFHeader], layers: int) -> Weights:
     dense, experts = [0] * layers, [0] * layers
-    output = embed = 0
+    output = embed = repack = 0
     has_output = False
     for header in headers:
         for tensor in header.tensors:
             size = tensor.n_bytes
+            if tensor.ggml_type in _REPACKED and len(tensor.shape) == 2 and tensor.shape[1] % 8 == 0:
+                repack += size
             block = _BLOCK.match(tensor.name)
             if block and int(block[1]) < layers:
                 target = experts if _EXPERTS.search(tensor.name) else dense
@@ -142,7 +155,7 @@ def weights_from_headers(headers: Sequence[GGUFHeader], layers: int) -> Weights:
                 output += size
     if not has_output:
         output += embed  # tied embeddings: llama.cpp puts a copy of token_embd in the output layer
-    return Weights(tuple(dense), tuple(experts), output, embed, exact=True, tied=not has_output)
+    return Weights(tuple(dense), tuple(experts), output, embed, exact=True, tied=not has_output, repack=repack)
 
 
 def weights_estimate(total: int, layers: int, embed: int, tied: bool, expert_share: float) -> Weights:
@@ -166,8 +179,13 @@ def budgets(machine: Machine) -> tuple[int, int]:
     return max(0, gpu), max(0, ram)
 
 
-def compute_bytes(arch: Arch) -> int:
-    return int(4 * UBATCH * arch.n_vocab * 1.05)
+def compute_bytes(arch: Arch, n_ctx: int = 0, flash_attn: bool = True) -> int:
+    """The compute buffer's peak: the f32 logits of a micro-batch or, without flash attention, the f32
+    attention scores plus the mask (ubatch × ctx × (heads + 1)) if larger; ggml reuses one region for both.
+    Fitted on llama.cpp's reports here: 302 / 489 / 969 MiB at 4K / 16K / 32K (bench/plan_accuracy.py)."""
+    logits = 4 * UBATCH * arch.n_vocab
+    scores = 0 if flash_attn else 4 * UBATCH * n_ctx * (arch.n_head + 1)
+    return max(logits, scores) + 8 * MiB
 
 
 @dataclass(frozen=True)
@@ -198,7 +216,7 @@ def _partial_dense(arch: Arch, w: Weights, ctx: int, kv: str, n_gpu: int) -> _Fi
 
 
 def _cpu(arch: Arch, w: Weights, ctx: int, kv: str) -> _Fit:
-    return _Fit(0, w.total + arch.kv_bytes(ctx, kv) + compute_bytes(arch))
+    return _Fit(0, w.total + arch.kv_bytes(ctx, kv) + compute_bytes(arch, ctx, flash_attn=False))
 
 
 def context_ladder(arch: Arch, requested: int | None) -> list[int]:
@@ -348,6 +366,7 @@ def arch_from_info(info: ModelInfo, yarn_factors: tuple[int, ...] = (), native_c
         key_length=info.key_length,
         value_length=info.value_length,
         n_vocab=info.n_vocab or 151936,
+        n_head=info.head_count,
         gguf_context=info.context_length,
         native_context=native_context or info.context_length,
         yarn_factors=yarn_factors,
@@ -372,7 +391,7 @@ QWEN_VOCAB = 151936
 def arch_from_catalog(model: CatalogModel) -> Arch:
     return Arch(
         layers=model.layers, kv_heads=model.kv_heads, key_length=model.head_dim, value_length=model.head_dim,
-        n_vocab=QWEN_VOCAB, gguf_context=model.gguf_context, native_context=model.native_context,
+        n_vocab=QWEN_VOCAB, n_head=model.heads, gguf_context=model.gguf_context, native_context=model.native_context,
         yarn_factors=model.yarn_factors, is_moe=model.is_moe, kv_layers=model.kv_layers)
 
 
