@@ -314,3 +314,37 @@ async def test_every_action_has_a_key_in_the_footer_and_a_palette_entry(tiny_mod
             if binding.action != "quit":  # Textual's own palette has Quit
                 assert f"action_{binding.action}" in palette, binding.action
             assert binding.description in footer, binding.description
+
+
+async def test_models_screen_verdicts_and_loading_a_downloaded_model(
+        tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from textual.widgets import DataTable
+
+    models = tmp_path / "models"
+    models.mkdir()
+    # a stand-in for a downloaded Qwen3-0.6B: the tiny qwen3 model under the catalog's file name
+    shutil.copy(tiny_models["hybrid"], models / "Qwen3-0.6B-Q8_0.gguf")
+    monkeypatch.setenv("QWEN_CHAT_MODELS_DIR", str(models))
+    app = make_app(tmp_path / "chat.db", tiny_models["thinking"], n_ctx=512)
+    async with app.run_test(size=(130, 40)) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="load")
+        assert "CPU · RAM" in status(app)  # where it runs and what it takes
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: bool(app.screen.query(DataTable)) and
+                       app.screen.query_one(DataTable).row_count > 40, what="catalog rows")
+        table = app.screen.query_one(DataTable)
+        rows = {str(key.value): [str(c) for c in table.get_row(key)] for key in table.rows}
+        assert rows["qwen3-235b-a22b:Q4_K_M"][4] == "too big"  # on this 24 GB CPU-only machine
+        assert rows["qwen3-0.6b:Q8_0"][0] == "★✓" and rows["qwen3-0.6b:Q8_0"][4] == "CPU only"
+        for model_id in {key.split(":")[0] for key in rows}:
+            mine = [r for key, r in rows.items() if key.split(":")[0] == model_id]
+            stars = sum(r[0].startswith("★") for r in mine)
+            runnable = any(r[4] != "too big" for r in mine)
+            assert stars == (1 if runnable else 0), model_id  # one pick per model that runs here
+        table.move_cursor(row=table.get_row_index("qwen3-0.6b:Q8_0"))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "Qwen3-0.6B-Q8_0.gguf" in status(app) and "ready" in status(app),
+                       what="the chosen model loaded")
+        assert "thinking on" in status(app)  # the stand-in has the hybrid template

@@ -100,6 +100,7 @@ class ChatSession:
         self._fit_key = ""
         self._retried = False
         self.n_ctx = 0
+        self.gpu_layers: int | None = None  # as actually loaded (after any retry with fewer layers)
         self.ready = False
         self.context_used = 0
         self._lock = threading.Lock()
@@ -216,6 +217,7 @@ class ChatSession:
         if isinstance(event, Loaded):
             self.ready = True
             self.n_ctx = event.n_ctx
+            self.gpu_layers = event.n_gpu_layers
             if self._retried:
                 fit_memory.remember_layers(self._fit_key, event.n_gpu_layers)
         elif isinstance(event, Failed) and event.request_id is None and self._retry_with_fewer_layers(event):

@@ -4,49 +4,15 @@ from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .catalog import CatalogError, CatalogModel, Quant, find_model, load_models
+from .catalog import CatalogError, Quant, find_model, load_models
 from .gguf_files import ModelFileError, read_model_info
 from .hardware import Machine, detect
-from .paths import config_dir, data_dir, database_path, log_dir
+from .paths import config_dir, data_dir, database_path, log_dir, models_dir
 from .planner import DoesNotFit, GiB, Plan, arch_from_catalog, candidates_from_catalog, plan
-
-
-def models_dir() -> Path:
-    return data_dir() / "models"
-
-
-@dataclass(frozen=True)
-class QuantVerdict:
-    quant: Quant
-    verdict: str  # "runs fully on GPU" | "runs partly on GPU" | "CPU only" | "too big"
-    plan: Plan | None
-    downloaded: bool
-
-
-def downloaded(quant: Quant) -> bool:
-    folder = models_dir()
-    return all((folder / Path(f.path).name).is_file() for f in quant.files)
-
-
-def verdicts(model: CatalogModel, machine: Machine) -> tuple[list[QuantVerdict], str | None]:
-    """Each quant on its own, and the quant the planner picks among all of them."""
-    arch = arch_from_catalog(model)
-    rows = []
-    for quant in model.quants.values():
-        try:
-            chosen: Plan | None = plan(arch, candidates_from_catalog(model, quant), machine)
-        except DoesNotFit:
-            chosen = None
-        rows.append(QuantVerdict(quant, chosen.verdict if chosen else "too big", chosen, downloaded(quant)))
-    try:
-        best = plan(arch, candidates_from_catalog(model), machine).quant
-    except DoesNotFit:
-        best = None
-    return rows, best
+from .verdicts import verdicts
 
 
 def _size(quant: Quant) -> str:

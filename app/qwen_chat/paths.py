@@ -28,3 +28,8 @@ def config_dir() -> Path:
 def database_path() -> Path:
     """`QWEN_CHAT_DB` (or the `--db` flag, which sets it) overrides the default location."""
     return Path(os.environ.get("QWEN_CHAT_DB") or data_dir() / "conversations.db")
+
+
+def models_dir() -> Path:
+    """Downloaded GGUF files. `QWEN_CHAT_MODELS_DIR` overrides."""
+    return Path(os.environ.get("QWEN_CHAT_MODELS_DIR") or data_dir() / "models")

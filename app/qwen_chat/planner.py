@@ -118,6 +118,16 @@ class Plan:
     def verdict(self) -> str:
         return {"gpu": "runs fully on GPU", "partial": "runs partly on GPU", "cpu": "CPU only"}[self.mode]
 
+    def short(self, layers_loaded: int | None = None) -> str:
+        """For a status bar: where the model runs and the memory it takes."""
+        n_gpu = self.n_gpu_layers if layers_loaded is None else layers_loaded
+        if n_gpu == 0:
+            return f"CPU · RAM {gib(self.ram_bytes)}"
+        where = "GPU all layers" if n_gpu < 0 else f"GPU {n_gpu} layers"
+        if self.n_cpu_moe:
+            where += f", {self.n_cpu_moe} layers' experts in RAM"
+        return f"{where} · {gib(self.gpu_bytes)} GPU + {gib(self.ram_bytes)} RAM"
+
     def describe(self) -> str:
         layers = {"gpu": "all layers on the GPU", "cpu": "no GPU layers"}.get(
             self.mode, f"{self.n_gpu_layers if self.n_gpu_layers >= 0 else 'all'} layers on the GPU")
@@ -257,6 +267,8 @@ def plan(arch: Arch, candidates: Sequence[Candidate], machine: Machine, requeste
     gpu_budget, ram_budget = budgets(machine)
     unified = machine.unified_memory
     good, low = _split_by_quality(candidates)
+    # q8_0 rows hold blocks of 32 values: a head size that is not a multiple cannot use it
+    kv_types = ("f16", "q8_0") if arch.key_length % 32 == 0 and arch.value_length % 32 == 0 else ("f16",)
     ladder = context_ladder(arch, requested_ctx)
     for ctx in ladder:
         yarn_factor(arch, ctx)  # refuse impossible contexts early, with the limit named
@@ -282,14 +294,14 @@ def plan(arch: Arch, candidates: Sequence[Candidate], machine: Machine, requeste
     def gpu_attempts(quants: list[Candidate]) -> Plan | None:
         for ctx in ladder:
             for c in quants:
-                for kv in ("f16", "q8_0"):
+                for kv in kv_types:
                     fit = _full_gpu(arch, c.weights, ctx, kv)
                     if ok(fit):
                         return make(c, ctx, kv, fit, -1, 0, f"{c.quant} is the best quant that fits fully on the GPU")
             if arch.is_moe:
                 # experts in RAM run at CPU speed: the smallest quality quant keeps the most of them on the GPU
                 for c in sorted(quants, key=lambda c: c.weights.total):
-                    for kv in ("f16", "q8_0"):
+                    for kv in kv_types:
                         found = _moe_offload(c, ctx, kv)
                         if found:
                             return found
@@ -311,7 +323,7 @@ def plan(arch: Arch, candidates: Sequence[Candidate], machine: Machine, requeste
         if choice is None:
             return None
         for ctx in ladder:
-            for kv in ("f16", "q8_0"):
+            for kv in kv_types:
                 for n_gpu in range(arch.layers, 0, -1):
                     fit = _partial_dense(arch, choice.weights, ctx, kv, n_gpu)
                     if fit.gpu <= gpu_budget:

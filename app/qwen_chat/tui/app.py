@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
@@ -21,6 +21,7 @@ from ..store import Conversation, Store, StoreError
 from ..thinking_stream import Part
 from .dialogs import ConfirmDialog, RenameDialog
 from .messages import AssistantMessage, NoticeLine, UserMessage
+from .models_screen import ModelsScreen
 from .theme import register_shipped_themes
 
 DRAIN_INTERVAL = 1 / 30  # tokens are batched into UI updates at most this often
@@ -43,6 +44,7 @@ class QwenChatApp(App[None]):
         # priority so it works from the prompt; check_action hands ctrl+d back to the prompt while it has text
         Binding("ctrl+d", "delete_conversation", "Delete", id="delete-conversation", priority=True),
         Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar"),
+        Binding("f3", "models", "Models", id="models"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
 
@@ -180,8 +182,8 @@ class QwenChatApp(App[None]):
     # -- events from the engine, batched --
 
     async def _drain(self) -> None:
-        if not self._events:
-            return
+        if not self._events or not self._chat_visible():
+            return  # nothing new, or the app is closing while the engine still reports
         pending: list[tuple[Part, str]] = []
         while self._events:
             event = self._events.popleft()
@@ -196,6 +198,12 @@ class QwenChatApp(App[None]):
             await self._handle(event)
         await self._flush_tokens(pending)
         self._update_status()
+
+    def _chat_visible(self) -> bool:
+        try:
+            return bool(self.query("#transcript"))
+        except ScreenStackError:
+            return False
 
     async def _flush_tokens(self, pending: list[tuple[Part, str]]) -> None:
         live = self._live
@@ -258,6 +266,8 @@ class QwenChatApp(App[None]):
             parts.append(f"{self._last_speed:.1f} tok/s")
         if session.n_ctx:
             parts.append(f"ctx {session.context_used:,}/{session.n_ctx:,}")
+        if session.plan is not None and session.ready:
+            parts.append(session.plan.short(session.gpu_layers))
         parts.append(self._state)
         self.query_one("#status", Static).update(Text("  │  ".join(parts)))
 
@@ -325,6 +335,19 @@ class QwenChatApp(App[None]):
         sidebar = self.query_one("#sidebar")
         sidebar.display = not sidebar.display
 
+    def action_models(self) -> None:
+        def done(path: Path | None) -> None:
+            if path is None:
+                return
+            if self.session.generating:
+                self.notify("An answer is still being written: press Esc to stop it first.", severity="warning")
+                return
+            self.model_path, self.n_ctx = path, None
+            self._last_speed = 0.0
+            self._load_model()
+
+        self.push_screen(ModelsScreen(), done)
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Stop generation", "Stop the answer being written (Esc)", self.action_stop)
@@ -334,3 +357,4 @@ class QwenChatApp(App[None]):
         yield SystemCommand("Rename conversation", "Rename this chat (F2)", self.action_rename_conversation)
         yield SystemCommand("Delete conversation", "Delete this chat (Ctrl+D)", self.action_delete_conversation)
         yield SystemCommand("Show/hide chats", "Toggle the conversation list (Ctrl+B)", self.action_toggle_sidebar)
+        yield SystemCommand("Models", "The Qwen3 catalog with what fits this machine (F3)", self.action_models)

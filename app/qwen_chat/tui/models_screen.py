@@ -1,0 +1,80 @@
+"""The models screen: the Qwen3 catalog with this machine's verdict per quant, the planner's pick starred."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Label
+
+from ..catalog import CatalogError, load_models
+from ..hardware import detect
+from ..paths import models_dir
+from ..verdicts import QuantVerdict, verdicts
+
+_STYLE = {"runs fully on GPU": "green", "runs partly on GPU": "yellow", "CPU only": "cyan", "too big": "red"}
+
+
+class ModelsScreen(ModalScreen[Path | None]):
+    """Dismisses with the path of a downloaded model to load, or None."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rows: dict[str, tuple[str, QuantVerdict]] = {}
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="models-dialog"):
+            yield Label("Qwen3 models for this machine — ★ recommended  ✓ downloaded  (Enter loads, Esc closes)",
+                        id="models-title", markup=False)
+            yield Label("Checking this machine…", id="machine", markup=False)
+            yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("", "model", "quant", "size", "verdict", "context")
+        self._fill()
+
+    @work(thread=True, exit_on_error=False)
+    def _fill(self) -> None:
+        try:
+            machine = detect()
+            rows = [(model, *verdicts(model, machine)) for model in load_models().values()]
+        except CatalogError as exc:
+            self.app.call_from_thread(self.app.notify, str(exc), severity="error", timeout=10)
+            return
+        gpus = ", ".join(d.description for d in machine.gpus) or "no GPU"
+        line = (f"{machine.ram_available / (1 << 30):.1f} GiB RAM free · {gpus}"
+                + (" (CPU-only llama.cpp build)" if machine.gpus and not machine.gpu_offload else ""))
+        self.app.call_from_thread(self._show, line, rows)
+
+    def _show(self, machine_line: str, rows: list) -> None:
+        self.query_one("#machine", Label).update(Text(machine_line))
+        table = self.query_one(DataTable)
+        for model, quant_rows, best in rows:
+            for row in quant_rows:
+                star = row.quant.name == best
+                style = "bold" if star else ""
+                mark = ("★" if star else " ") + ("✓" if row.downloaded else " ")
+                size = f"{'~' if row.quant.estimated else ''}{row.quant.size / 1e9:.1f} GB"
+                ctx = f"{row.plan.n_ctx:,}" if row.plan else ""
+                key = f"{model.id}:{row.quant.name}"
+                self._rows[key] = (model.id, row)
+                table.add_row(Text(mark), Text(model.id, style=style), Text(row.quant.name, style=style),
+                              Text(size), Text(row.verdict, style=_STYLE.get(row.verdict, "")), Text(ctx), key=key)
+
+    @on(DataTable.RowSelected)
+    def _chosen(self, event: DataTable.RowSelected) -> None:
+        model_id, row = self._rows[str(event.row_key.value)]
+        if not row.downloaded:
+            self.app.notify(f"{model_id}:{row.quant.name} is not downloaded. Put "
+                            f"{', '.join(Path(f.path).name for f in row.quant.files)} in {models_dir()} "
+                            "(downloads come with `qwen-chat pull`).", severity="warning", timeout=10)
+            return
+        self.dismiss(models_dir() / Path(row.quant.files[0].path).name)
