@@ -102,15 +102,18 @@ def test_stop_mid_answer_keeps_partial_text(engine, real_model: Path) -> None:
     eng, rec = engine
     eng.generate(GenerateRequest(4, prompt_for(real_model, "Write the numbers from 1 to 1000 in words, one per line."),
                                  Sampling(max_tokens=400)))
-    seen = 0
-    while seen < 10:
+    streamed = []
+    while len(streamed) < 10:
         _, event = rec.events.get(timeout=60)
-        seen += isinstance(event, Token)
+        if isinstance(event, Token):
+            streamed.append(event.text)
     asked = time.perf_counter()
     eng.stop()
     events, at = rec.until(Done)
     done = events[-1]
-    assert isinstance(done, Done) and done.finish == "stopped" and len(done.answer) > 10
+    streamed += [e.text for e in events if isinstance(e, Token)]
+    assert isinstance(done, Done) and done.finish == "stopped"
+    assert done.answer == "".join(streamed) and len(streamed) >= 10  # the partial answer is all kept
     assert at - asked < 0.2
 
 
