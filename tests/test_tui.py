@@ -231,6 +231,9 @@ session.send(conv.id, "Write the numbers from 1 to 1000 in words, one per line, 
 deadline = time.time() + 120
 while time.time() < deadline:
     answer = store.messages(conv.id)[-1]
+    if answer.role != "assistant":
+        time.sleep(0.05)
+        continue
     if answer.status != "streaming":
         break
     if len(answer.content) > 40:
