@@ -77,10 +77,14 @@ async def test_chat_streams_stops_and_persists(real_model: Path, tmp_path: Path)
         assert "tok/s" in status(app) and "ctx " in status(app) and "no thinking" in status(app)
 
         # a long answer, stopped with Esc: the partial text stays, marked stopped
-        await type_and_send(pilot, "Write the numbers from 1 to 1000 in words, one per line, nothing else.")
-        await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 2 and
-                       len(app.query(AssistantMessage)[-1].answer_text) > 30, what="second answer streaming")
-        assert app._live is not None, "the answer ended before Esc could stop it"
+        for asked in range(2, 6):  # sampling may give a short answer: ask again until one is still streaming
+            await type_and_send(pilot, "Write the numbers from 1 to 1000 in words, one per line, nothing else.")
+            await wait_for(pilot, lambda n=asked: len(app.query(AssistantMessage)) == n and (
+                len(app.query(AssistantMessage)[-1].answer_text) > 30 or app._live is None), what="streaming")
+            if app._live is not None:
+                break
+            await wait_for(pilot, lambda: not app.session.generating, what="idle")
+        assert app._live is not None, "every answer ended before Esc could stop it"
         await pilot.press("escape")
         await wait_for(pilot, lambda: app._live is None, timeout=5, what="stop")
         await pilot.pause(0.3)
@@ -88,15 +92,15 @@ async def test_chat_streams_stops_and_persists(real_model: Path, tmp_path: Path)
     store = Store(db)
     (conv,) = store.conversations()
     messages = store.messages(conv.id)
-    assert [(m.role, m.status) for m in messages] == [
-        ("user", "complete"), ("assistant", "complete"), ("user", "complete"), ("assistant", "stopped")]
-    assert messages[3].content.strip() and messages[3].tokens_per_second > 0
+    assert [(m.role, m.status) for m in messages[:2]] == [("user", "complete"), ("assistant", "complete")]
+    assert [(m.role, m.status) for m in messages[-2:]] == [("user", "complete"), ("assistant", "stopped")]
+    assert messages[-1].content.strip() and messages[-1].tokens_per_second > 0
     store.close()
 
     # relaunch: the last conversation is there
     app2 = make_app(db, real_model)
     async with app2.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: len(app2.query(AssistantMessage)) == 2, what="history")
+        await wait_for(pilot, lambda: len(app2.query(AssistantMessage)) == len(messages) // 2, what="history")
         await pilot.pause(0.3)
         shown = screen_text(app2)
         assert "one" in shown and "stopped" in shown
