@@ -31,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("model", metavar="MODEL[:QUANT]")
     plan.add_argument("--ctx", type=int, metavar="N", dest="plan_ctx", help="context size to plan for")
     commands.add_parser("doctor", help="hardware, engine build, paths and versions")
+    pull = commands.add_parser("pull", help="download MODEL[:QUANT] from Hugging Face (resumes; verifies sha256)")
+    pull.add_argument("model", metavar="MODEL[:QUANT]")
+    pull.add_argument("--keep-shards", action="store_true", help="keep a split model's shards after merging")
+    merge = commands.add_parser("merge", help="join a split GGUF (...-00001-of-0000N.gguf) into one file")
+    merge.add_argument("first_shard", type=Path)
+    merge.add_argument("out", type=Path, nargs="?")
+    merge.add_argument("--keep-shards", action="store_true", help="keep the shards after a verified merge")
+    commands.add_parser("login", help="store a Hugging Face token in the system keyring")
     return parser
 
 
@@ -105,6 +113,14 @@ def _report(args: argparse.Namespace) -> int:
     from .catalog import CatalogError
     from .cli_reports import print_doctor, print_models, print_plan
 
+    if args.command in ("pull", "merge", "login"):
+        from .cli_transfer import run_login, run_merge, run_pull
+
+        if args.command == "pull":
+            return run_pull(args.model, args.keep_shards)
+        if args.command == "merge":
+            return run_merge(args.first_shard, args.out, args.keep_shards)
+        return run_login()
     try:
         if args.command == "models":  # noqa: SIM116
             return print_models()

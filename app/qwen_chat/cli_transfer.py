@@ -1,0 +1,112 @@
+"""`qwen-chat pull`, `merge` and `login`: get a model onto the disk, join split files, store a hub token."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .catalog import CatalogError, find_model, load_models
+from .downloads import DownloadCancelled, DownloadError, human, pull
+from .gguf_files import ModelFileError
+from .gguf_split import MergeError, merge_shards
+from .hardware import detect
+from .hub import HubError, store_token
+from .planner import DoesNotFit, arch_from_catalog, candidates_from_catalog, plan
+
+
+class ProgressLine:
+    """One updating line: file, bytes, speed, ETA (for the file and in total)."""
+
+    def __init__(self, stream=sys.stderr, every: float = 0.5) -> None:
+        self.stream, self.every = stream, every
+        self.started = self.last = time.monotonic()
+        self.first_done: int | None = None
+
+    def __call__(self, done: int, total: int, name: str = "merging") -> None:
+        now = time.monotonic()
+        if self.first_done is None:
+            self.first_done = done  # bytes already on disk (resumed) do not count towards the speed
+        if now - self.last < self.every and done < total:
+            return
+        self.last = now
+        speed = (done - self.first_done) / max(now - self.started, 1e-6)
+        eta = (total - done) / speed if speed > 0 else 0
+        self.stream.write(f"\r{name}: {human(done)} of {human(total)}  {human(speed)}/s  "
+                          f"ETA {int(eta // 60)}:{int(eta % 60):02d}   ")
+        self.stream.flush()
+
+
+def pick_quant(ref: str) -> tuple[str, str]:
+    """The catalog id and the quant to download: the one asked for, else the planner's pick for this machine."""
+    model, quant = find_model(ref, load_models())
+    if quant is not None:
+        return model.id, quant.name
+    try:
+        return model.id, plan(arch_from_catalog(model), candidates_from_catalog(model), detect()).quant
+    except DoesNotFit as exc:
+        raise CatalogError(f"{model.id} does not fit this machine ({exc}); name a quant to download anyway, "
+                           f"e.g. {model.id}:Q4_K_M") from None
+
+
+def run_pull(ref: str, keep_shards: bool = False) -> int:
+    cancel = threading.Event()
+    try:
+        model_id, quant = pick_quant(ref)
+        print(f"pulling {model_id}:{quant}", file=sys.stderr)
+        paths = pull(model_id, quant, progress=ProgressLine(), cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("\nstopped; the partial file is kept: run the same command to resume.", file=sys.stderr)
+        return 130
+    except DownloadCancelled:
+        print("\nstopped; the partial file is kept: run the same command to resume.", file=sys.stderr)
+        return 130
+    except (CatalogError, HubError, DownloadError, ModelFileError) as exc:
+        print(f"\nqwen-chat: {exc}", file=sys.stderr)
+        return 1
+    print(file=sys.stderr)
+    model = paths[0]
+    if len(paths) > 1:
+        try:
+            result = merge_shards(paths[0], keep_shards=keep_shards, progress=ProgressLine())
+        except (MergeError, KeyboardInterrupt) as exc:
+            print(f"\nqwen-chat: {exc or 'merge stopped'}; the shards are intact and load as they are.",
+                  file=sys.stderr)
+            result = None
+        if result is not None:
+            print(f"\n{result.message}", file=sys.stderr)
+            model = result.path
+    print(f"ready: qwen-chat --model {model}")
+    return 0
+
+
+def run_merge(first: Path, out: Path | None, keep_shards: bool) -> int:
+    try:
+        result = merge_shards(first.expanduser(), out.expanduser() if out else None, keep_shards=keep_shards,
+                              progress=ProgressLine())
+    except KeyboardInterrupt:
+        print("\nmerge stopped; nothing was lost (the shards are untouched).", file=sys.stderr)
+        return 130
+    except (MergeError, ModelFileError) as exc:
+        print(f"\nqwen-chat: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{result.message}", file=sys.stderr)
+    print(result.path)
+    return 0
+
+
+def run_login() -> int:
+    token = getpass.getpass("Hugging Face token (from https://huggingface.co/settings/tokens): ").strip()
+    if not token:
+        print("qwen-chat: no token given; nothing stored.", file=sys.stderr)
+        return 1
+    try:
+        store_token(token)
+    except HubError as exc:
+        print(f"qwen-chat: {exc}", file=sys.stderr)
+        return 1
+    print("token stored in the system keyring (never in a file).", file=sys.stderr)
+    return 0

@@ -1,0 +1,220 @@
+"""A thin layer over huggingface_hub: file listings at a pinned commit, URLs, auth headers and the token.
+
+Every hub failure becomes a `HubError` whose message says what to do. `HF_ENDPOINT` and `HF_HUB_OFFLINE` are read
+when called (huggingface_hub reads them once, at import).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from huggingface_hub import HfApi, constants, hf_hub_url
+from huggingface_hub import get_token as _hf_stored_token
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import build_hf_headers
+
+KEYRING_SERVICE = "qwen-chat"
+KEYRING_USER = "huggingface"
+WEBSITE = "https://huggingface.co"
+OFFLINE_MESSAGE = "offline: only models already on disk can be used (HF_HUB_OFFLINE is set)"
+
+
+class HubError(Exception):
+    """The hub could not give us what we asked for; the message says why and what to do."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str  # relative to the repo root, `/`-separated
+    size: int
+    sha256: str | None = None  # the LFS sha256; None for files not stored with LFS
+
+
+def endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"} or constants.is_offline_mode()
+
+
+def safe_path(path: str) -> str:
+    """A hub file name that can be joined onto the models folder without escaping it."""
+    pure = PurePosixPath(path)
+    if (not path or "\\" in path or pure.is_absolute() or re.match(r"[A-Za-z]:", path)
+            or any(part in ("..", ".") for part in path.split("/")) or "\x00" in path):
+        raise HubError(f"refusing the hub file name {path!r}: it would be written outside the models folder")
+    return path
+
+
+# --- listing -----------------------------------------------------------------------------------------------------
+
+
+def list_files(repo: str, revision: str = "main", token: str | None = None) -> tuple[str, list[RemoteFile]]:
+    """The commit `revision` points at and every file there with its size and LFS sha256."""
+    if offline():
+        raise HubError(OFFLINE_MESSAGE)
+    api = HfApi(endpoint=endpoint(), token=token or False)
+    try:
+        info = api.model_info(repo, revision=revision, files_metadata=True, timeout=60)
+    except Exception as exc:  # every failure is translated below
+        raise map_error(exc, repo, revision=revision) from exc
+    if not info.sha:
+        raise HubError(f"the hub did not say which commit {repo}@{revision} is; try again")
+    files = []
+    for sibling in info.siblings or []:
+        lfs = sibling.lfs
+        size = lfs.size if lfs is not None else sibling.size
+        if size is None:
+            raise HubError(f"the hub listing of {repo} has no size for {sibling.rfilename}; try again")
+        files.append(RemoteFile(sibling.rfilename, int(size), lfs.sha256 if lfs is not None else None))
+    return info.sha, files
+
+
+def resolve_url(repo: str, path: str, commit: str) -> str:
+    return hf_hub_url(repo, safe_path(path), revision=commit, endpoint=endpoint())
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """User-Agent plus the Authorization header when there is a token (never the implicit stored one)."""
+    return build_hf_headers(token=token or False, library_name="qwen-chat")
+
+
+# --- errors ------------------------------------------------------------------------------------------------------
+
+
+def gated_message(repo: str) -> str:
+    return (f"{repo} is gated or private: accept its license at {WEBSITE}/{repo} and log in with "
+            "`qwen-chat login` or set HF_TOKEN")
+
+
+def map_error(exc: BaseException, repo: str, path: str | None = None, revision: str | None = None) -> HubError:
+    """A huggingface_hub / httpx exception as a HubError with an actionable message."""
+    what = f"{repo}/{path}" if path else repo
+    if isinstance(exc, HubError):
+        return exc
+    if isinstance(exc, OfflineModeIsEnabled) or (isinstance(exc, LocalEntryNotFoundError) and offline()):
+        return HubError(OFFLINE_MESSAGE)
+    status = _status(exc)
+    if isinstance(exc, GatedRepoError) or status == 403:
+        return HubError(gated_message(repo), status=status)
+    if isinstance(exc, RevisionNotFoundError):
+        return HubError(f"revision {revision!r} not found in {repo}: check the name of the branch, tag or commit",
+                        status=status)
+    if isinstance(exc, EntryNotFoundError):
+        return HubError(f"file not found on the hub: {what}; the catalog may be out of date", status=status)
+    if isinstance(exc, RepositoryNotFoundError):
+        if status == 401:
+            return HubError(f"repo not found: {repo}: check the name. If it is private or gated, "
+                            + gated_message(repo).split(": ", 1)[1], status=status)
+        return HubError(f"repo not found: {repo}: check the name", status=status)
+    if status == 401:
+        return HubError(gated_message(repo), status=status)
+    if status == 404:
+        return HubError(f"not found on the hub: {what}: check the name", status=status)
+    if status == 429:
+        return HubError("the hub is rate limiting requests; wait a minute and try again", status=status,
+                        retryable=True)
+    if status is not None and status >= 500:
+        return HubError(f"the hub had a server error ({status}) for {what}; try again", status=status,
+                        retryable=True)
+    if status is not None:
+        return HubError(f"the hub refused the request for {what} (HTTP {status}): {_first_line(exc)}", status=status)
+    if _is_connection_error(exc):
+        return HubError(f"cannot reach the hub at {endpoint()} ({_first_line(exc)}): check the network connection "
+                        "(or set HF_HUB_OFFLINE=1 to use only models already on disk)", retryable=True)
+    return HubError(f"hub request for {what} failed: {_first_line(exc)}")
+
+
+def error_for_status(status: int, headers: dict[str, str], repo: str, path: str) -> HubError:
+    """For a raw response (our own downloads): the same messages as `map_error`."""
+    code = headers.get("x-error-code") or headers.get("X-Error-Code") or ""
+    if code == "GatedRepo" or status in (401, 403):
+        return HubError(gated_message(repo), status=status)
+    if code == "RepoNotFound":
+        return HubError(f"repo not found: {repo}: check the name", status=status)
+    if code == "RevisionNotFound":
+        return HubError(f"the pinned commit of {repo} is gone from the hub; run the pull again", status=status)
+    if code == "EntryNotFound" or status == 404:
+        return HubError(f"file not found on the hub: {repo}/{path}; the catalog may be out of date", status=status)
+    if status == 429 or status >= 500:
+        text = "is rate limiting requests" if status == 429 else f"had a server error ({status})"
+        return HubError(f"the hub {text} for {repo}/{path}; try again", status=status, retryable=True)
+    return HubError(f"the hub refused {repo}/{path} (HTTP {status})", status=status)
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    try:
+        import httpx2 as httpx_module  # huggingface_hub 2.x
+    except ImportError:  # pragma: no cover - huggingface_hub 1.x uses httpx
+        import httpx as httpx_module
+    return isinstance(exc, (httpx_module.TransportError, ConnectionError, TimeoutError)) and not isinstance(
+        exc, HfHubHTTPError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+# --- token ---------------------------------------------------------------------------------------------------------
+
+
+def token() -> str | None:
+    """HF_TOKEN, then huggingface_hub's stored login, then the system keyring (`qwen-chat login`)."""
+    env = os.environ.get("HF_TOKEN", "").strip()
+    if env:
+        return env
+    try:
+        stored = _hf_stored_token()
+    except Exception:  # a broken token file must not stop anonymous downloads
+        stored = None
+    if stored:
+        return stored
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+
+        try:
+            return keyring.get_password(KEYRING_SERVICE, KEYRING_USER) or None
+        except KeyringError:
+            return None
+    except Exception:  # no usable keyring backend
+        return None
+
+
+def store_token(value: str) -> None:
+    """Keep the token in the system keyring only (never in a config file or a log)."""
+    value = value.strip()
+    if not value:
+        raise HubError("empty token: paste a token from https://huggingface.co/settings/tokens")
+    try:
+        import keyring
+
+        keyring.set_password(KEYRING_SERVICE, KEYRING_USER, value)
+    except Exception as exc:  # keyring backends raise many kinds of errors
+        raise HubError(f"cannot store the token in the system keyring ({type(exc).__name__}); "
+                       "set the HF_TOKEN environment variable instead") from None

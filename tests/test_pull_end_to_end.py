@@ -1,0 +1,98 @@
+"""The real Qwen2.5 test model, split into three shards and served by the loopback hub:
+`qwen-chat pull` → resumable verified download → merge → load → a real answer."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+
+from hub_server import hub  # noqa: F401  (fixture)
+from qwen_chat.cli import main
+from qwen_chat.engine import Done, Engine, GenerateRequest, Loaded, LoadRequest, Sampling
+from qwen_chat.gguf_files import read_model_info
+from qwen_chat.qwen3 import ChatTemplate, Turn, build_prompt
+from split_fixture import split_gguf
+
+REPO = "test-org/Qwen2.5-Coder-0.5B-Instruct-GGUF"
+STEM = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+
+
+@pytest.fixture(scope="module")
+def shards(real_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return split_gguf(real_model, tmp_path_factory.mktemp("shards"), STEM, 3)
+
+
+def catalog_entry(shards: list[Path]) -> str:
+    files = "\n".join(f"          - {{path: Q4_K_M/{s.name}, size: {s.stat().st_size}}}" for s in shards)
+    return f"""schema: 1
+models:
+  qwen2.5-coder-0.5b:
+    name: Qwen2.5-Coder-0.5B-Instruct
+    repo: {REPO}
+    variant: instruct-2507
+    params: 494032768
+    layers: 24
+    hidden: 896
+    heads: 14
+    kv_heads: 2
+    head_dim: 64
+    experts: 0
+    experts_used: 0
+    native_context: 32768
+    gguf_context: 32768
+    yarn_factors: []
+    quants:
+      Q4_K_M:
+        estimated: false
+        files:
+{files}
+"""
+
+
+def test_pull_merge_load_answer(hub, shards: list[Path], real_model: Path, tmp_path: Path,  # noqa: F811
+                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    hub.add_repo(REPO, {f"Q4_K_M/{s.name}": s.read_bytes() for s in shards})
+    config = Path(__import__("os").environ["QWEN_CHAT_CONFIG_DIR"])
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "models_catalog.yaml").write_text(catalog_entry(shards))
+    models = tmp_path / "models"
+    monkeypatch.setenv("QWEN_CHAT_MODELS_DIR", str(models))
+    hub.fault(REPO, f"Q4_K_M/{shards[1].name}", drop_after=50 << 20, times=1)  # the Wi-Fi drops once
+
+    assert main(["pull", "qwen2.5-coder-0.5b:Q4_K_M"]) == 0
+    out = capsys.readouterr()
+    merged = models / f"{STEM}.gguf"
+    assert f"ready: qwen-chat --model {merged}" in out.out
+    assert not list(models.glob(f"{STEM}-0000*"))  # shards removed after the verified merge
+    served = hub.bytes_served(f"Q4_K_M/{shards[1].name}")
+    assert served <= shards[1].stat().st_size + (10 << 20)  # the drop cost at most 10 MiB again
+    # the merged model has exactly the real model's tensors
+    info, original = read_model_info(merged), read_model_info(real_model)
+    assert [t.n_bytes for t in info.headers[0].tensors] == [t.n_bytes for t in original.headers[0].tensors]
+    with merged.open("rb") as a, real_model.open("rb") as b:
+        a.seek(info.headers[0].data_offset)
+        b.seek(original.headers[0].data_offset)
+        assert hashlib.sha256(a.read()).digest() == hashlib.sha256(b.read()).digest()
+
+    # a second pull fetches nothing
+    hub.reset_counts()
+    assert main(["pull", "qwen2.5-coder-0.5b:Q4_K_M"]) == 0
+    assert sum(hub.bytes_served(f"Q4_K_M/{s.name}") for s in shards) == 0
+
+    # and it answers
+    done = threading.Event()
+    result: list = []
+    engine = Engine(lambda e: (result.append(e), done.set()) if isinstance(e, Loaded | Done) else None).start()
+    try:
+        engine.load(LoadRequest(merged, 2048))
+        assert done.wait(60) and isinstance(result[-1], Loaded)
+        done.clear()
+        prompt = build_prompt(ChatTemplate(info.chat_template), [Turn("user", "Say hello.")], enable_thinking=False)
+        engine.generate(GenerateRequest(1, prompt, Sampling(temperature=0.0, max_tokens=16, seed=1)))
+        assert done.wait(60) and isinstance(result[-1], Done)
+        assert "hello" in result[-1].answer.lower()
+    finally:
+        engine.shutdown()
