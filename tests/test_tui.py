@@ -352,3 +352,27 @@ async def test_models_screen_verdicts_and_loading_a_downloaded_model(
         await wait_for(pilot, lambda: "Qwen3-0.6B-Q8_0.gguf" in status(app) and "ready" in status(app),
                        what="the chosen model loaded")
         assert "thinking on" in status(app)  # the stand-in has the hybrid template
+
+
+async def test_starts_and_chats_offline_with_sockets_blocked(tiny_models: dict[str, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    attempts: list[object] = []
+
+    def refuse(self: socket.socket, address: object) -> None:
+        attempts.append(address)
+        raise OSError("network is blocked in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="load")
+        await type_and_send(pilot, "/no_think")
+        await type_and_send(pilot, "hello")
+        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
+        await pilot.press("f3")  # the models screen works offline too
+        await pilot.pause(0.5)
+    assert attempts == []  # nothing tried to reach the network

@@ -15,11 +15,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
 
 from ..chat_session import AnswerSaved, AnswerStarted, ChatSession, Notice, SessionEvent, UserSaved
+from ..download_queue import DownloadQueue, Job
 from ..engine import Failed, Loaded, LoadProgress, Token
 from ..qwen3 import Variant
 from ..store import Conversation, Store, StoreError
 from ..thinking_stream import Part
 from .dialogs import ConfirmDialog, RenameDialog
+from .downloads_screen import DownloadsScreen
 from .messages import AssistantMessage, NoticeLine, UserMessage
 from .models_screen import ModelsScreen
 from .theme import register_shipped_themes
@@ -45,6 +47,7 @@ class QwenChatApp(App[None]):
         Binding("ctrl+d", "delete_conversation", "Delete", id="delete-conversation", priority=True),
         Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar"),
         Binding("f3", "models", "Models", id="models"),
+        Binding("f4", "downloads", "Downloads", id="downloads"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
 
@@ -56,6 +59,7 @@ class QwenChatApp(App[None]):
         self.fatal_error = ""
         self._events: deque[SessionEvent] = deque()
         self.session = ChatSession(store, self._events.append)
+        self.downloads = DownloadQueue(self._events.append)
         self.conversation: Conversation | None = None
         self._live: AssistantMessage | None = None
         self._state = "starting"
@@ -86,6 +90,7 @@ class QwenChatApp(App[None]):
         self.query_one("#prompt", Input).focus()
 
     def on_unmount(self) -> None:
+        self.downloads.close()  # pauses in effect: partial files stay for the next start
         self.session.close()
 
     # -- model --
@@ -249,6 +254,15 @@ class QwenChatApp(App[None]):
             self._state = "ready"
             if event.done is not None:
                 self._last_speed = event.done.tokens_per_second
+        elif isinstance(event, Job):
+            for screen in self.screen_stack:
+                if isinstance(screen, DownloadsScreen):
+                    screen.show(event)
+            if event.state == "done":
+                self.notify(f"{event.ref} is ready: F3 and Enter load it. {event.message}", timeout=8)
+            elif event.state == "failed":
+                self.notify(f"{event.ref}: {event.message}", severity="error", timeout=12)
+            return
         elif isinstance(event, Notice):
             await transcript.mount(NoticeLine(event.text, event.error))
             if self.conversation:
@@ -348,6 +362,9 @@ class QwenChatApp(App[None]):
 
         self.push_screen(ModelsScreen(), done)
 
+    def action_downloads(self) -> None:
+        self.push_screen(DownloadsScreen(self.downloads))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Stop generation", "Stop the answer being written (Esc)", self.action_stop)
@@ -358,3 +375,4 @@ class QwenChatApp(App[None]):
         yield SystemCommand("Delete conversation", "Delete this chat (Ctrl+D)", self.action_delete_conversation)
         yield SystemCommand("Show/hide chats", "Toggle the conversation list (Ctrl+B)", self.action_toggle_sidebar)
         yield SystemCommand("Models", "The Qwen3 catalog with what fits this machine (F3)", self.action_models)
+        yield SystemCommand("Downloads", "Download progress, pause, resume, cancel (F4)", self.action_downloads)

@@ -23,7 +23,7 @@ _STYLE = {"runs fully on GPU": "green", "runs partly on GPU": "yellow", "CPU onl
 class ModelsScreen(ModalScreen[Path | None]):
     """Dismisses with the path of a downloaded model to load, or None."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]  # Enter: load if downloaded, else download
 
     def __init__(self) -> None:
         super().__init__()
@@ -31,7 +31,8 @@ class ModelsScreen(ModalScreen[Path | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="models-dialog"):
-            yield Label("Qwen3 models for this machine — ★ recommended  ✓ downloaded  (Enter loads, Esc closes)",
+            yield Label("Qwen3 models for this machine — ★ recommended  ✓ downloaded  "
+                        "(Enter loads or downloads, Esc closes)",
                         id="models-title", markup=False)
             yield Label("Checking this machine…", id="machine", markup=False)
             yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
@@ -73,8 +74,15 @@ class ModelsScreen(ModalScreen[Path | None]):
     def _chosen(self, event: DataTable.RowSelected) -> None:
         model_id, row = self._rows[str(event.row_key.value)]
         if not row.downloaded:
-            self.app.notify(f"{model_id}:{row.quant.name} is not downloaded. Put "
-                            f"{', '.join(Path(f.path).name for f in row.quant.files)} in {models_dir()} "
-                            "(downloads come with `qwen-chat pull`).", severity="warning", timeout=10)
+            queue = getattr(self.app, "downloads", None)
+            if queue is None:
+                return
+            try:
+                queue.add(f"{model_id}:{row.quant.name}")
+            except CatalogError as exc:
+                self.app.notify(str(exc), severity="error")
+                return
+            self.app.notify(f"Downloading {model_id}:{row.quant.name} ({row.quant.size / 1e9:.1f} GB): F4 shows "
+                            "progress; Enter on it here once it is done loads it.", timeout=8)
             return
         self.dismiss(models_dir() / Path(row.quant.files[0].path).name)

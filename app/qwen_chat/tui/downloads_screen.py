@@ -1,0 +1,81 @@
+"""The download manager: every queued model with bytes, speed and ETA; pause, resume and cancel."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Label
+
+from ..download_queue import DownloadQueue, Job
+from ..downloads import human
+
+_STYLE = {"done": "green", "failed": "red", "paused": "yellow", "cancelled": "dim", "downloading": "cyan"}
+
+
+def _eta(job: Job) -> str:
+    seconds = job.eta_seconds
+    if seconds is None or job.state != "downloading":
+        return ""
+    return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
+
+
+class DownloadsScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Close"),
+        Binding("p", "pause_resume", "Pause/resume"),
+        Binding("x", "cancel_job", "Cancel"),
+    ]
+
+    def __init__(self, queue: DownloadQueue) -> None:
+        super().__init__()
+        self.queue = queue
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="models-dialog"):
+            yield Label("Downloads — p pause/resume · x cancel · Esc close (downloads go on in the background)",
+                        markup=False)
+            yield DataTable(id="downloads-table", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("model", "state", "file", "progress", "speed", "ETA", "note")
+        for job in self.queue.jobs():
+            self.show(job)
+
+    def show(self, job: Job) -> None:
+        table = self.query_one(DataTable)
+        percent = f"{job.done / job.total:.0%}" if job.total else ""
+        cells = [Text(job.ref), Text(job.state, style=_STYLE.get(job.state, "")), Text(job.file),
+                 Text(f"{human(job.done)} / {human(job.total)} {percent}" if job.total else ""),
+                 Text(f"{human(job.speed)}/s" if job.speed else ""), Text(_eta(job)), Text(job.message[:80])]
+        key = str(job.id)
+        if key in table.rows:
+            for column, cell in zip(table.columns, cells, strict=True):
+                table.update_cell(key, column, cell)
+        else:
+            table.add_row(*cells, key=key)
+
+    def _selected(self) -> Job | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((j for j in self.queue.jobs() if str(j.id) == key), None)
+
+    def action_pause_resume(self) -> None:
+        job = self._selected()
+        if job is None:
+            return
+        if job.state in ("paused", "failed"):
+            self.queue.resume(job.id)
+        elif job.state in ("queued", "downloading"):
+            self.queue.pause(job.id)
+
+    def action_cancel_job(self) -> None:
+        job = self._selected()
+        if job is not None:
+            self.queue.cancel(job.id)
