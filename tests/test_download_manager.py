@@ -62,8 +62,8 @@ def wait(condition, timeout: float = 30) -> None:
 
 
 def test_pause_resume_and_cancel(served) -> None:
-    hub, data, models = served
-    hub.fault(REPO, "tiny-test-F32.gguf", delay=0.05, chunk_size=4096)  # slow link: about 80 kB/s
+    server, data, models = served
+    server.fault(REPO, "tiny-test-F32.gguf", delay=0.05, chunk_size=4096)  # slow link: about 80 kB/s
     seen: list[Job] = []
     lock = threading.Lock()
 
@@ -82,18 +82,18 @@ def test_pause_resume_and_cancel(served) -> None:
         kept = partial.stat().st_size
         downloading = [j for j in seen if j.state == "downloading" and j.total]
         assert downloading and downloading[-1].speed > 0 and downloading[-1].eta_seconds is not None
-        hub.clear_faults()
-        hub.reset_counts()
+        server.clear_faults()
+        server.reset_counts()
         queue.resume(job.id)
         wait(lambda: queue.jobs()[0].state == "done")
         assert (models / "tiny-test-F32.gguf").read_bytes() == data
-        assert hub.bytes_served("tiny-test-F32.gguf") <= len(data) - kept + (10 << 20)
+        assert server.bytes_served("tiny-test-F32.gguf") <= len(data) - kept + (10 << 20)
         assert not partial.exists()
 
         # cancel deletes the partial
         (models / "tiny-test-F32.gguf").unlink()
         (models / ".verified.json").unlink(missing_ok=True)
-        hub.fault(REPO, "tiny-test-F32.gguf", delay=0.05, chunk_size=4096)
+        server.fault(REPO, "tiny-test-F32.gguf", delay=0.05, chunk_size=4096)
         again = queue.add("tiny-test:F32")
         wait(lambda: queue.jobs()[-1].done > 10_000)
         queue.cancel(again.id)
@@ -104,8 +104,8 @@ def test_pause_resume_and_cancel(served) -> None:
 
 
 def test_failure_is_reported_with_the_reason(served) -> None:
-    hub, _, _ = served
-    hub.fault(REPO, "tiny-test-F32.gguf", status=403)
+    server, _, _ = served
+    server.fault(REPO, "tiny-test-F32.gguf", status=403)
     queue = DownloadQueue(lambda job: None)
     try:
         queue.add("tiny-test:F32")
@@ -118,7 +118,7 @@ def test_failure_is_reported_with_the_reason(served) -> None:
 async def test_models_screen_downloads_then_loads(served, tiny_models: dict[str, Path], tmp_path: Path) -> None:
     from test_tui import make_app, status, wait_for
 
-    hub, data, models = served
+    server, data, models = served
     app = make_app(tmp_path / "chat.db", tiny_models["thinking"], n_ctx=512)
     async with app.run_test(size=(130, 40)) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="load")
