@@ -297,3 +297,13 @@ def test_damaged_split_count(tmp_path: Path) -> None:
     shard.write_bytes(bytes(data))
     with pytest.raises(MergeError, match=f"{shard.name} does not belong.*split.no is 1, expected 3"):
         merge_shards(first)
+
+
+def test_byte_identical_to_llama_gguf_split(tmp_path: Path) -> None:
+
+    golden = Path(__file__).parent / "fixtures" / "gguf_split_golden"
+    for shard in golden.glob("tiny-0000*-of-00003.gguf"):
+        shutil.copy(shard, tmp_path / shard.name)
+    result = merge_shards(tmp_path / "tiny-00001-of-00003.gguf", tmp_path / "merged.gguf")
+    assert result.merged
+    assert (tmp_path / "merged.gguf").read_bytes() == (golden / "tiny-merged-by-llama-gguf-split.gguf").read_bytes()
