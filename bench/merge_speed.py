@@ -49,6 +49,7 @@ def build_split_set(folder: Path, size_mb: int, shards: int) -> Path:
 
 
 def time_cat(shards: list[Path], out: Path, fsync: bool) -> float:
+    os.sync()  # no dirty pages of an earlier run may be written back inside this timing
     start = time.perf_counter()
     with out.open("wb") as f:
         subprocess.run(["cat", *map(str, shards)], stdout=f, check=True)
@@ -62,6 +63,7 @@ def time_cat(shards: list[Path], out: Path, fsync: bool) -> float:
 def time_merge(first: Path, out: Path) -> float:
     from qwen_chat.gguf_split import merge_shards
 
+    os.sync()
     start = time.perf_counter()
     result = merge_shards(first, out, keep_shards=True)
     elapsed = time.perf_counter() - start

@@ -237,7 +237,29 @@ def _plan(first_shard: Path) -> _Plan:
     for t in tensors:
         head += _tensor_info_bytes(t)
     head += bytes(_align(len(head), alignment) - len(head))
-    return _Plan(shards, bytes(head), tuple(tensors), tuple(copies), len(head) + offset, alignment)
+    return _Plan(shards, bytes(head), tuple(tensors), _coalesce(shards, copies), len(head) + offset, alignment)
+
+
+def _coalesce(shards: tuple[Path, ...], copies: list[_Copy]) -> tuple[_Copy, ...]:
+    """Join neighbouring tensors of a shard whose source padding is already zeros into one long copy:
+    a few large in-kernel copies instead of one per tensor (the bytes written are the same)."""
+    joined: list[_Copy] = []
+    handles = [p.open("rb") for p in shards]
+    try:
+        for copy in copies:
+            last = joined[-1] if joined else None
+            if (last is not None and last.shard == copy.shard
+                    and last.src_offset + last.n_bytes + last.padding == copy.src_offset
+                    and os.pread(handles[last.shard].fileno(), last.padding, last.src_offset + last.n_bytes)
+                    == bytes(last.padding)):
+                joined[-1] = _Copy(copy.shard, last.src_offset, last.n_bytes + last.padding + copy.n_bytes,
+                                   copy.padding)
+            else:
+                joined.append(copy)
+    finally:
+        for handle in handles:
+            handle.close()
+    return tuple(joined)
 
 
 def merge_needed_bytes(first_shard: Path) -> int:
