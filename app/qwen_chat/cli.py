@@ -18,9 +18,9 @@ def _parser() -> argparse.ArgumentParser:
                "F2 rename, Ctrl+D delete, Ctrl+P command palette, Ctrl+Q quit.",
     )
     parser.add_argument("--version", action="version", version=f"qwen-chat {__version__}")
-    parser.add_argument("--model", "-m", type=Path, metavar="GGUF",
-                        help="model file (for a split model, its first shard ...-00001-of-0000N.gguf); "
-                             "default: the model used last time")
+    parser.add_argument("--model", "-m", metavar="MODEL",
+                        help="a .gguf path (for a split model its first shard ...-00001-of-0000N.gguf), a catalog "
+                             "id (qwen3-8b, qwen3-8b:Q5_K_M) or a downloaded file's name; default: the last one")
     parser.add_argument("--ctx", type=int, metavar="N",
                         help="context size in tokens (default: the model's own, as far as memory allows)")
     parser.add_argument("--db", type=Path, metavar="PATH",
@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("out", type=Path, nargs="?")
     merge.add_argument("--keep-shards", action="store_true", help="keep the shards after a verified merge")
     commands.add_parser("login", help="store a Hugging Face token in the system keyring")
+    ask = commands.add_parser("ask", help="answer one question on stdout (for scripts and pipes)")
+    ask.add_argument("question", nargs="?", help="the question; read from stdin when omitted or '-'")
+    ask.add_argument("--no-think", action="store_true", help="answer without thinking (hybrid models)")
+    ask.add_argument("--show-thinking", action="store_true", help="stream the thinking to stderr")
     return parser
 
 
@@ -48,9 +52,11 @@ def _last_model_file() -> Path:
     return data_dir() / "last-model.txt"
 
 
-def _resolve_model(arg: Path | None) -> Path | None:
+def _resolve_model(arg: str | None) -> Path | None:
     if arg is not None:
-        return arg.expanduser()
+        from .model_resolve import resolve_model
+
+        return resolve_model(arg)
     remembered = _last_model_file()
     if remembered.is_file():
         path = Path(remembered.read_text(encoding="utf-8").strip())
@@ -66,12 +72,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.db is not None:
         os.environ["QWEN_CHAT_DB"] = str(args.db.expanduser())
-    if args.command:
+    if args.command and args.command != "ask":
         return _report(args)
-    model = _resolve_model(args.model)
+    from .model_resolve import ModelNotFound
+
+    try:
+        model = _resolve_model(args.model)
+    except ModelNotFound as exc:
+        print(f"qwen-chat: {exc}", file=sys.stderr)
+        return 1
+    if args.command == "ask":
+        return _ask(args, model)
     if model is None:
-        print("qwen-chat: no model given. Run: qwen-chat --model PATH/TO/Qwen3-8B-Q4_K_M.gguf", file=sys.stderr)
-        return 2
+        from .welcome import first_run
+
+        model = first_run()
+        if model is None:
+            return 2
 
     from .chat_session import plan_for_file
     from .gguf_files import ModelFileError, read_model_info
@@ -133,3 +150,25 @@ def _report(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `qwen-chat models | head`: the reader left, which is fine
         sys.stderr.close()
         return 0
+
+
+def _ask(args: argparse.Namespace, model: Path | None) -> int:
+    from .ask import ask
+    from .gguf_files import ModelFileError
+    from .logging_setup import setup_logging
+    from .planner import DoesNotFit
+
+    if model is None:
+        print("qwen-chat: no model given: qwen-chat --model PATH_OR_ID ask \"...\"", file=sys.stderr)
+        return 2
+    question = args.question if args.question not in (None, "-") else sys.stdin.read()
+    if not question.strip():
+        print("qwen-chat: nothing to ask", file=sys.stderr)
+        return 2
+    setup_logging()
+    try:
+        return ask(model, question.strip(), think=False if args.no_think else None,
+                   show_thinking=args.show_thinking, n_ctx=args.ctx)
+    except (ModelFileError, DoesNotFit) as exc:
+        print(f"qwen-chat: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,76 @@
+"""First run, `--model` by name, and `qwen-chat ask` for scripts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qwen_chat.cli import main
+from qwen_chat.hardware import Device, Machine
+from qwen_chat.model_resolve import ModelNotFound, resolve_model
+from qwen_chat.welcome import recommend, welcome
+
+GiB = 1 << 30
+
+
+def machine(available: float, gpu: float = 0) -> Machine:
+    gpus = (Device("CUDA0", "RTX test", "gpu", int(gpu * GiB), int(gpu * GiB), "nvidia"),) if gpu else ()
+    return Machine(int(available * 1.2 * GiB), int(available * GiB), 8, 16, gpus, bool(gpus))
+
+
+def test_recommendation_follows_the_machine() -> None:
+    assert recommend(machine(5))[0].id in ("qwen3-4b-instruct-2507", "qwen3-4b", "qwen3-1.7b")
+    assert recommend(machine(28))[0].id == "qwen3-8b"  # CPU only: nothing bigger than 8B
+    assert recommend(machine(28, gpu=24))[0].id == "qwen3-30b-a3b-instruct-2507"
+    assert recommend(machine(0.5)) is None
+
+
+def test_welcome_offers_the_download_or_explains_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    said: list[str] = []
+    assert welcome(machine(28), ask=lambda q: "", say=said.append) == "qwen3-8b:Q4_K_M"
+    assert any("Recommended: Qwen3-8B Q4_K_M" in s for s in said)
+    assert welcome(machine(28), ask=lambda q: "n", say=said.append) is None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    said.clear()
+    assert welcome(machine(28), ask=lambda q: pytest.fail("must not ask offline"), say=said.append) is None
+    assert any("offline" in s and "--model PATH.gguf" in s for s in said)
+
+
+def test_model_by_path_id_or_name(tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("QWEN_CHAT_MODELS_DIR", str(models))
+    assert resolve_model(str(tiny_models["hybrid"])) == tiny_models["hybrid"]
+    with pytest.raises(ModelNotFound, match="not downloaded yet. Get it with: qwen-chat pull qwen3-0.6b"):
+        resolve_model("qwen3-0.6b")
+    shutil.copy(tiny_models["hybrid"], models / "Qwen3-0.6B-Q8_0.gguf")
+    assert resolve_model("qwen3-0.6b") == models / "Qwen3-0.6B-Q8_0.gguf"
+    assert resolve_model("qwen3-0.6b:q8_0") == models / "Qwen3-0.6B-Q8_0.gguf"
+    assert resolve_model("Qwen3-0.6B-Q8_0") == models / "Qwen3-0.6B-Q8_0.gguf"
+    with pytest.raises(ModelNotFound, match="did you mean"):
+        resolve_model("qwen3-0.7b")
+
+
+def test_ask_answers_on_stdout_and_works_in_a_pipe(real_model: Path, tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "qwen-chat"
+    env = {"QWEN_CHAT_DATA_DIR": str(tmp_path), "PATH": str(exe.parent), "HOME": str(tmp_path)}
+    result = subprocess.run([str(exe), "--model", str(real_model), "ask", "Reply with just the word: hello"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "hello" in result.stdout.lower() and result.stderr == ""
+    piped = subprocess.run([str(exe), "--model", str(real_model), "ask"], input="What is 2+2? Only the number.",
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert piped.returncode == 0 and "4" in piped.stdout
+
+
+def test_ask_hides_thinking_unless_asked(tiny_models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--model", str(tiny_models["thinking"]), "--ctx", "512", "ask", "hi"]) == 0
+    hidden = capsys.readouterr()
+    assert hidden.err == ""
+    assert main(["--model", str(tiny_models["thinking"]), "--ctx", "512", "ask", "--show-thinking", "hi"]) == 0
+    shown = capsys.readouterr()
+    assert shown.err != ""  # the always-thinking model's (noise) thinking went to stderr
