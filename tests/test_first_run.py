@@ -40,7 +40,8 @@ def test_welcome_offers_the_download_or_explains_offline(monkeypatch: pytest.Mon
     assert any("offline" in s and "--model PATH.gguf" in s for s in said)
 
 
-def test_model_by_path_id_or_name(tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_by_path_id_or_name(tiny_models: dict[str, Path], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
     models = tmp_path / "models"
     models.mkdir()
     monkeypatch.setenv("QWEN_CHAT_MODELS_DIR", str(models))
