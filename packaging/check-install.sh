@@ -10,7 +10,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$python" -m build --no-isolation --outdir "$work/dist" "$top" >/dev/null
 ls "$work/dist"/qwen_chat-*.whl "$work/dist"/qwen_chat-*.tar.gz >/dev/null
-export PIPX_HOME="$work/pipx" PIPX_BIN_DIR="$work/bin" QWEN_CHAT_DATA_DIR="$work/data"
+export PIPX_HOME="$work/pipx" PIPX_BIN_DIR="$work/bin" QWEN_CHAT_DATA_DIR="$work/data" QWEN_CHAT_CONFIG_DIR="$work/config"
 "$python" -m pipx install "$work"/dist/qwen_chat-*.whl >/dev/null
 "$work/bin/qwen-chat" --version
 "$work/bin/qwen-chat" doctor
