@@ -96,3 +96,18 @@ def test_pull_merge_load_answer(hub, shards: list[Path], real_model: Path, tmp_p
         assert "hello" in result[-1].answer.lower()
     finally:
         engine.shutdown()
+
+
+def test_exact_plan_from_remote_headers_before_download(hub, shards: list[Path], tmp_path: Path,  # noqa: F811
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    hub.add_repo(REPO, {f"Q4_K_M/{s.name}": s.read_bytes() for s in shards})
+    config = Path(__import__("os").environ["QWEN_CHAT_CONFIG_DIR"])
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "models_catalog.yaml").write_text(catalog_entry(shards))
+    assert main(["plan", "qwen2.5-coder-0.5b:Q4_K_M", "--exact", "--ctx", "4096"]) == 0
+    out = capsys.readouterr().out
+    assert "sizes exact (GGUF header)" in out
+    fetched = sum(hub.bytes_served(f"Q4_K_M/{s.name}") for s in shards)
+    assert 0 < fetched < sum(s.stat().st_size for s in shards) // 10  # headers only, not the weights
+    assert main(["plan", "qwen2.5-coder-0.5b:Q4_K_M", "--ctx", "4096"]) == 0
+    assert "sizes from the catalog" in capsys.readouterr().out

@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="how MODEL[:QUANT] (or a .gguf path) would run here")
     plan.add_argument("model", metavar="MODEL[:QUANT]")
     plan.add_argument("--ctx", type=int, metavar="N", dest="plan_ctx", help="context size to plan for")
+    plan.add_argument("--exact", action="store_true",
+                      help="read the files' GGUF headers from the hub (a few MB) for exact tensor sizes")
     commands.add_parser("doctor", help="hardware, engine build, paths and versions")
     pull = commands.add_parser("pull", help="download MODEL[:QUANT] from Hugging Face (resumes; verifies sha256)")
     pull.add_argument("model", metavar="MODEL[:QUANT]")
@@ -142,7 +144,7 @@ def _report(args: argparse.Namespace) -> int:
         if args.command == "models":  # noqa: SIM116
             return print_models()
         if args.command == "plan":
-            return print_plan(args.model, args.plan_ctx or args.ctx)
+            return print_plan(args.model, args.plan_ctx or args.ctx, exact=args.exact)
         return print_doctor()
     except CatalogError as exc:
         print(f"qwen-chat: {exc}", file=sys.stderr)

@@ -7,11 +7,21 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from .catalog import CatalogError, Quant, find_model, load_models
+from .catalog import CatalogError, CatalogModel, Quant, find_model, load_models
 from .gguf_files import ModelFileError, read_model_info
 from .hardware import Machine, detect
 from .paths import config_dir, data_dir, database_path, log_dir, models_dir
-from .planner import DoesNotFit, GiB, Plan, arch_from_catalog, candidates_from_catalog, plan
+from .planner import (
+    Candidate,
+    DoesNotFit,
+    GiB,
+    Plan,
+    Weights,
+    arch_from_catalog,
+    candidates_from_catalog,
+    plan,
+    weights_from_headers,
+)
 from .verdicts import verdicts
 
 
@@ -34,11 +44,14 @@ def print_models(machine: Machine | None = None) -> int:
     return 0
 
 
-def print_plan(ref: str, ctx: int | None, machine: Machine | None = None) -> int:
+def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact: bool = False) -> int:
+    from .hub import HubError
+    from .remote_header import RemoteHeaderError
+
     machine = machine or detect()
     try:
-        chosen, title = _plan_for_ref(ref, ctx, machine)
-    except (CatalogError, ModelFileError, DoesNotFit) as exc:
+        chosen, title = _plan_for_ref(ref, ctx, machine, exact)
+    except (CatalogError, ModelFileError, DoesNotFit, HubError, RemoteHeaderError) as exc:
         print(f"qwen-chat: {exc}", file=sys.stderr)
         return 1
     print(title)
@@ -50,7 +63,7 @@ def print_plan(ref: str, ctx: int | None, machine: Machine | None = None) -> int
     return 0
 
 
-def _plan_for_ref(ref: str, ctx: int | None, machine: Machine) -> tuple[Plan, str]:
+def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = False) -> tuple[Plan, str]:
     path = Path(ref).expanduser()
     if path.suffix == ".gguf" or path.exists():
         from .chat_session import plan_for_file
@@ -61,8 +74,30 @@ def _plan_for_ref(ref: str, ctx: int | None, machine: Machine) -> tuple[Plan, st
         title = f"{info.path.name} ({info.architecture}, {info.size_bytes / 1e9:.2f} GB)"
         return plan_for_file(info, variant, machine, ctx), title
     model, quant = find_model(ref, load_models())
-    chosen = plan(arch_from_catalog(model), candidates_from_catalog(model, quant), machine, ctx)
+    if exact:
+        chosen_quant = quant or model.quants[plan(arch_from_catalog(model), candidates_from_catalog(model),
+                                                   machine, ctx).quant]
+        candidates = [Candidate(chosen_quant.name, remote_weights(model, chosen_quant))]
+    else:
+        candidates = candidates_from_catalog(model, quant)
+    chosen = plan(arch_from_catalog(model), candidates, machine, ctx)
     return chosen, f"{model.name} ({model.repo})"
+
+
+def remote_weights(model: CatalogModel, quant: Quant) -> Weights:
+    """Exact tensor sizes from the headers of the quant's files on the hub (a few MB each, Range requests)."""
+    from . import hub
+    from .remote_header import fetch_header
+
+    token = hub.token()
+    commit, listing = hub.list_files(model.repo, token=token)
+    present = {f.path for f in listing}
+    headers = []
+    for f in quant.files:
+        if f.path not in present:
+            raise CatalogError(f"{f.path} is not in {model.repo} at {commit[:12]}: the catalog entry is out of date")
+        headers.append(fetch_header(hub.resolve_url(model.repo, f.path, commit), hub.auth_headers(token)))
+    return weights_from_headers(headers, model.layers)
 
 
 def _machine_line(machine: Machine) -> str:
