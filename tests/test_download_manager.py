@@ -82,6 +82,8 @@ def test_pause_resume_and_cancel(served) -> None:
         kept = partial.stat().st_size
         downloading = [j for j in seen if j.state == "downloading" and j.total]
         assert downloading and downloading[-1].speed > 0 and downloading[-1].eta_seconds is not None
+        assert downloading[-1].file_total == len(data) and 0 < downloading[-1].file_done <= len(data)
+        assert downloading[-1].file_eta_seconds is not None
         server.clear_faults()
         server.reset_counts()
         queue.resume(job.id)

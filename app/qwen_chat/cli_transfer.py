@@ -24,6 +24,10 @@ class ProgressLine:
         self.stream, self.every = stream, every
         self.started = self.last = time.monotonic()
         self.first_done: int | None = None
+        self.file_done = self.file_total = 0
+
+    def file(self, done: int, total: int, _name: str) -> None:
+        self.file_done, self.file_total = done, total
 
     def __call__(self, done: int, total: int, name: str = "merging") -> None:
         now = time.monotonic()
@@ -34,7 +38,12 @@ class ProgressLine:
         self.last = now
         speed = (done - self.first_done) / max(now - self.started, 1e-6)
         eta = (total - done) / speed if speed > 0 else 0
-        self.stream.write(f"\r{name}: {human(done)} of {human(total)}  {human(speed)}/s  "
+        file_part = ""
+        if self.file_total and self.file_total != total:
+            file_eta = (self.file_total - self.file_done) / speed if speed > 0 else 0
+            file_part = (f"{human(self.file_done)} of {human(self.file_total)} "
+                         f"(ETA {int(file_eta // 60)}:{int(file_eta % 60):02d}), all: ")
+        self.stream.write(f"\r{name}: {file_part}{human(done)} of {human(total)}  {human(speed)}/s  "
                           f"ETA {int(eta // 60)}:{int(eta % 60):02d}   ")
         self.stream.flush()
 
@@ -56,7 +65,8 @@ def run_pull(ref: str, keep_shards: bool = False) -> int:
     try:
         model_id, quant = pick_quant(ref)
         print(f"pulling {model_id}:{quant}", file=sys.stderr)
-        paths = pull(model_id, quant, progress=ProgressLine(), cancel=cancel)
+        line = ProgressLine()
+        paths = pull(model_id, quant, progress=line, cancel=cancel, file_progress=line.file)
     except KeyboardInterrupt:
         cancel.set()
         print("\nstopped; the partial file is kept: run the same command to resume.", file=sys.stderr)

@@ -35,10 +35,16 @@ class Job:
     speed: float = 0.0  # bytes per second over this run
     message: str = ""
     path: Path | None = None
+    file_done: int = 0
+    file_total: int = 0
 
     @property
     def eta_seconds(self) -> float | None:
         return (self.total - self.done) / self.speed if self.speed > 0 and self.total else None
+
+    @property
+    def file_eta_seconds(self) -> float | None:
+        return (self.file_total - self.file_done) / self.speed if self.speed > 0 and self.file_total else None
 
 
 class DownloadQueue:
@@ -151,8 +157,20 @@ class DownloadQueue:
             speed = (done - first[0]) / max(now - started, 1e-6)
             self._update(job.id, file=name, done=done, total=total, speed=speed)
 
+        file_state = {"done": 0, "total": 0}
+
+        def file_progress(done: int, total: int, _name: str) -> None:
+            file_state.update(done=done, total=total)
+
+        def progress_with_file(done: int, total: int, name: str) -> None:
+            with self._lock:
+                current = self._jobs[job.id]
+                self._jobs[job.id] = replace(current, file_done=file_state["done"], file_total=file_state["total"])
+            progress(done, total, name)
+
         try:
-            paths = pull(job.ref, None, self.dest_dir, progress=progress, cancel=stop)
+            paths = pull(job.ref, None, self.dest_dir, progress=progress_with_file, cancel=stop,
+                         file_progress=file_progress)
         except DownloadCancelled:
             self._after_stop(job.id)
             return

@@ -397,10 +397,11 @@ def choose_quant(model: CatalogModel, quant: str | None) -> Quant:
 
 
 def pull(ref: str, quant: str | None = None, dest_dir: Path | None = None, progress: Progress | None = None,
-         cancel: Cancel = None) -> list[Path]:
+         cancel: Cancel = None, file_progress: Progress | None = None) -> list[Path]:
     """Download a catalog model's quant (all parts of a split one) into the models folder; returns the paths.
 
-    `progress(done, total, file_name)` counts bytes over all files of the quant.
+    `progress(done, total, file_name)` counts bytes over all files of the quant; `file_progress` the same for
+    the file being downloaded.
     """
     model, named = find_model(ref, load_models())
     chosen = choose_quant(model, quant) if quant is not None or named is None else named
@@ -430,7 +431,9 @@ def pull(ref: str, quant: str | None = None, dest_dir: Path | None = None, progr
     paths = []
     finished = 0
     for remote in remotes:
-        def report(done: int, _size: int, name: str, base: int = finished) -> None:
+        def report(done: int, size: int, name: str, base: int = finished) -> None:
+            if file_progress:
+                file_progress(done, size, name)
             if progress:
                 progress(base + done, total, name)
 

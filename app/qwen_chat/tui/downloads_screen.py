@@ -15,11 +15,16 @@ from ..downloads import human
 _STYLE = {"done": "green", "failed": "red", "paused": "yellow", "cancelled": "dim", "downloading": "cyan"}
 
 
-def _eta(job: Job) -> str:
-    seconds = job.eta_seconds
-    if seconds is None or job.state != "downloading":
-        return ""
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
     return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
+
+
+def _eta(job: Job) -> str:
+    if job.state != "downloading":
+        return ""
+    return f"file {_clock(job.file_eta_seconds)} · all {_clock(job.eta_seconds)}"
 
 
 class DownloadsScreen(ModalScreen[None]):
@@ -49,8 +54,9 @@ class DownloadsScreen(ModalScreen[None]):
     def show(self, job: Job) -> None:
         table = self.query_one(DataTable)
         percent = f"{job.done / job.total:.0%}" if job.total else ""
+        file_part = f"file {human(job.file_done)} / {human(job.file_total)} · " if job.file_total else ""
         cells = [Text(job.ref), Text(job.state, style=_STYLE.get(job.state, "")), Text(job.file),
-                 Text(f"{human(job.done)} / {human(job.total)} {percent}" if job.total else ""),
+                 Text(f"{file_part}all {human(job.done)} / {human(job.total)} {percent}" if job.total else ""),
                  Text(f"{human(job.speed)}/s" if job.speed else ""), Text(_eta(job)), Text(job.message[:80])]
         key = str(job.id)
         if key in table.rows:
