@@ -20,8 +20,8 @@ from .planner import DoesNotFit, arch_from_catalog, candidates_from_catalog, pla
 class ProgressLine:
     """One updating line: file, bytes, speed, ETA (for the file and in total)."""
 
-    def __init__(self, stream=sys.stderr, every: float = 0.5) -> None:
-        self.stream, self.every = stream, every
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
         self.started = self.last = time.monotonic()
         self.first_done: int | None = None
         self.file_done = self.file_total = 0
@@ -43,9 +43,10 @@ class ProgressLine:
             file_eta = (self.file_total - self.file_done) / speed if speed > 0 else 0
             file_part = (f"{human(self.file_done)} of {human(self.file_total)} "
                          f"(ETA {int(file_eta // 60)}:{int(file_eta % 60):02d}), all: ")
-        self.stream.write(f"\r{name}: {file_part}{human(done)} of {human(total)}  {human(speed)}/s  "
+        stream = sys.stderr  # looked up now: a stream bound at import time may be closed by then
+        stream.write(f"\r{name}: {file_part}{human(done)} of {human(total)}  {human(speed)}/s  "
                           f"ETA {int(eta // 60)}:{int(eta % 60):02d}   ")
-        self.stream.flush()
+        stream.flush()
 
 
 def pick_quant(ref: str) -> tuple[str, str]:
