@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +39,9 @@ from .qwen3 import (
     build_prompt,
     command_of,
     effective_thinking,
+    last_soft_switch,
     prompt_opens_thinking,
+    template_messages,
 )
 from .store import Conversation, Message, Stats, Store, StoreError
 
@@ -94,6 +97,7 @@ class ChatSession:
             engine.on_event = self._on_engine_event
         self.engine.start()
         self.info: ModelInfo | None = None
+        self.remote_model: str | None = None  # set when talking to an HTTP endpoint
         self.template: ChatTemplate | None = None
         self.plan: Plan | None = None
         self._load_request: LoadRequest | None = None
@@ -110,11 +114,25 @@ class ChatSession:
 
     @property
     def model_name(self) -> str:
+        if self.remote_model:
+            return self.remote_model
         return self.info.path.name if self.info else ""
 
     @property
     def variant(self) -> Variant:
+        if self.remote_model is not None:
+            return Variant.HYBRID  # a served Qwen3: thinking switches through chat_template_kwargs
         return self.template.variant if self.template else Variant.NO_THINKING
+
+    def connect(self, base_url: str, api_key: str | None = None, model: str | None = None) -> None:
+        """Use an OpenAI-compatible server (llama-server, vLLM, SGLang) instead of a local file."""
+        from .remote_engine import RemoteEngine
+
+        self.engine.shutdown()
+        self.engine = RemoteEngine(self._on_engine_event, base_url, api_key, model).start()
+        self.remote_model = model or ""
+        self.info, self.template, self.plan, self.ready = None, None, None, False
+        self.engine.load(LoadRequest(Path(base_url), 0))
 
     def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None) -> Plan:
         """Check the file, plan memory, then queue the load. Raises ModelFileError or DoesNotFit."""
@@ -178,7 +196,7 @@ class ChatSession:
                 self.store.set_thinking(conversation_id, change.enable_thinking)
             self.sink(Notice(change.message, error=not change.changed and self.variant is not Variant.HYBRID))
             return None
-        if not self.ready or self.template is None or self.info is None:
+        if not self.ready or (self.remote_model is None and (self.template is None or self.info is None)):
             raise StoreError("the model is still loading; your message was not sent") from None
         with self._lock:
             if self._streaming is not None:
@@ -192,20 +210,29 @@ class ChatSession:
             raise
 
     def _start_turn(self, conversation: Conversation, text: str) -> Message:
-        assert self.template is not None and self.info is not None
         thinking = effective_thinking(
             self.variant, conversation.enable_thinking,
             [t.content for t in self.turns(conversation) if t.role in ("user", "system")] + [text])
         mode = "think" if thinking else "no_think"
         user = self.store.add_user_message(conversation.id, text, mode)
         self.sink(UserSaved(user))
-        prompt = build_prompt(self.template, self.turns(conversation), enable_thinking=conversation.enable_thinking)
-        sampling = sampling_for(self.variant, thinking, self.info.quantized)
+        turns = self.turns(conversation)
+        messages = template_messages(turns)
+        if self.remote_model is not None:
+            prompt, quantized = "", _looks_quantized(self.model_name)
+            if not conversation.enable_thinking and last_soft_switch(text) is None:
+                messages[-1] = {**messages[-1], "content": f"{text} /no_think"}  # for servers without kwargs
+        else:
+            assert self.template is not None and self.info is not None
+            prompt, quantized = build_prompt(self.template, turns, enable_thinking=conversation.enable_thinking), \
+                self.info.quantized
+        sampling = sampling_for(self.variant, thinking, quantized)
         answer = self.store.start_answer(conversation.id, self.model_name, mode, dataclasses.asdict(sampling))
         with self._lock:
             self._streaming = _Streaming(answer.id, conversation.id, last_save=time.monotonic())
         self.sink(AnswerStarted(answer))
-        self.engine.generate(GenerateRequest(answer.id, prompt, sampling, prompt_opens_thinking(prompt)))
+        self.engine.generate(GenerateRequest(answer.id, prompt, sampling, prompt_opens_thinking(prompt),
+                                             tuple(messages), conversation.enable_thinking))
         return user
 
     def set_thinking(self, conversation_id: int, on: bool) -> None:
@@ -215,6 +242,8 @@ class ChatSession:
 
     def _on_engine_event(self, event: EngineEvent) -> None:
         if isinstance(event, Loaded):
+            if self.remote_model is not None:
+                self.remote_model = str(event.model_path)  # the served model's id
             self.ready = True
             self.n_ctx = event.n_ctx
             self.gpu_layers = event.n_gpu_layers
@@ -295,6 +324,12 @@ class ChatSession:
         self.sink(AnswerSaved(message, done))
         if done is None:
             self.sink(Notice(error, error=True))
+
+
+def _looks_quantized(model_id: str) -> bool:
+    """A served GGUF (llama-server) is quantized; vLLM/SGLang usually serve BF16/FP8 checkpoints."""
+    name = model_id.lower()
+    return "gguf" in name or bool(re.search(r"\bq\d|iq\d|-q\d", name))
 
 
 def plan_for_file(info: ModelInfo, variant: Variant, machine: Machine, n_ctx: int | None) -> Plan:

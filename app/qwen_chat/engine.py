@@ -56,9 +56,11 @@ class Sampling:
 @dataclass(frozen=True)
 class GenerateRequest:
     request_id: int
-    prompt: str
+    prompt: str  # the rendered chat template (local engine)
     sampling: Sampling
     starts_in_thinking: bool = False
+    messages: tuple[dict[str, str], ...] = ()  # the same turns as chat messages (HTTP engines)
+    enable_thinking: bool = True
 
 
 # ---- events ---------------------------------------------------------------------------------------------

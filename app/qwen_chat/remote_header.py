@@ -20,7 +20,7 @@ class RemoteHeaderError(Exception):
     pass
 
 
-def _http() -> Any:
+def http_library() -> Any:
     """The HTTP library huggingface_hub itself uses (httpx2 in huggingface_hub 2.x, httpx before)."""
     try:
         import httpx2 as http
@@ -30,7 +30,7 @@ def _http() -> Any:
 
 
 def fetch_header(url: str, headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> GGUFHeader:
-    http = _http()
+    http = http_library()
     size = FIRST_RANGE
     with http.Client(follow_redirects=True, timeout=timeout) as client:
         while True:
