@@ -19,7 +19,8 @@ def finish(reason: str = "stop") -> dict[str, Any]:
 
 
 # vLLM with --reasoning-parser qwen3: thinking in reasoning_content, the answer in content
-REASONING = [chunk(role="assistant"), chunk(reasoning_content="The user wants "), chunk(reasoning_content="a greeting."),
+REASONING = [chunk(role="assistant"), chunk(reasoning_content="The user wants "),
+             chunk(reasoning_content="a greeting."),
              chunk(content="\n\nHello"), chunk(content=" there!"), finish(),
              {"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 9}}]
 # no reasoning parser: the think block arrives inline, cut anywhere
