@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
                              "id (qwen3-8b, qwen3-8b:Q5_K_M) or a downloaded file's name; default: the last one")
     parser.add_argument("--ctx", type=int, metavar="N",
                         help="context size in tokens (default: the model's own, as far as memory allows)")
+    parser.add_argument("--endpoint", metavar="URL",
+                        help="chat through an OpenAI-compatible server instead (llama-server, vLLM, SGLang), "
+                             "e.g. http://host:8000/v1")
+    parser.add_argument("--api-key", metavar="KEY",
+                        help="the endpoint's API key; stored in the system keyring for next time, never in a file")
+    parser.add_argument("--remote-model", metavar="NAME", help="which of the endpoint's models (default: the first)")
     parser.add_argument("--db", type=Path, metavar="PATH",
                         help="conversations database (default: in your data folder; env QWEN_CHAT_DB)")
     commands = parser.add_subparsers(dest="command", title="commands (without one, the chat opens)")
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["QWEN_CHAT_DB"] = str(args.db.expanduser())
     if args.command and args.command != "ask":
         return _report(args)
+    if args.endpoint:
+        return _chat_endpoint(args)
     from .model_resolve import ModelNotFound
 
     try:
@@ -174,3 +182,33 @@ def _ask(args: argparse.Namespace, model: Path | None) -> int:
     except (ModelFileError, DoesNotFit) as exc:
         print(f"qwen-chat: {exc}", file=sys.stderr)
         return 1
+
+
+def _chat_endpoint(args: argparse.Namespace) -> int:
+    from .logging_setup import setup_logging
+    from .paths import database_path
+    from .remote_engine import EndpointError, api_key_for, list_models, remember_api_key
+    from .store import Store, StoreError
+
+    setup_logging()
+    url = args.endpoint.rstrip("/")
+    key = args.api_key or api_key_for(url)
+    try:
+        served = [m.get("id") for m in list_models(url, key)]
+        if args.remote_model and args.remote_model not in served:
+            raise EndpointError(f"{url} does not serve {args.remote_model}; it serves: {', '.join(map(str, served))}")
+        store = Store(database_path())
+    except (EndpointError, StoreError) as exc:
+        print(f"qwen-chat: {exc}", file=sys.stderr)
+        return 1
+    if args.api_key:
+        remember_api_key(url, args.api_key)
+    from .tui.app import QwenChatApp
+
+    app = QwenChatApp(store=store, endpoint=(url, key, args.remote_model))
+    app.run()
+    store.close()
+    if app.fatal_error:
+        print(f"qwen-chat: {app.fatal_error}", file=sys.stderr)
+        return 1
+    return 0

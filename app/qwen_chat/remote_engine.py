@@ -62,6 +62,32 @@ def list_models(base_url: str, api_key: str | None = None, timeout: float = 10.0
     return [m for m in data if isinstance(m, dict)]
 
 
+KEYRING_SERVICE = "qwen-chat-endpoint"
+
+
+def api_key_for(url: str) -> str | None:
+    """QWEN_CHAT_API_KEY, else the key stored for this endpoint in the system keyring."""
+    import os
+
+    if os.environ.get("QWEN_CHAT_API_KEY"):
+        return os.environ["QWEN_CHAT_API_KEY"]
+    try:
+        import keyring
+
+        return keyring.get_password(KEYRING_SERVICE, url)
+    except Exception:  # no keyring backend: no stored key
+        return None
+
+
+def remember_api_key(url: str, key: str) -> None:
+    try:
+        import keyring
+
+        keyring.set_password(KEYRING_SERVICE, url, key)
+    except Exception as exc:
+        log.warning("could not store the API key in the keyring: %s", exc)
+
+
 def _auth(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 

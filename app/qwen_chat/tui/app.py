@@ -23,7 +23,7 @@ from ..thinking_stream import Part
 from .dialogs import ConfirmDialog, RenameDialog
 from .downloads_screen import DownloadsScreen
 from .messages import AssistantMessage, NoticeLine, UserMessage
-from .models_screen import ModelsScreen
+from .models_screen import EndpointModelsScreen, ModelsScreen
 from .theme import register_shipped_themes
 
 DRAIN_INTERVAL = 1 / 30  # tokens are batched into UI updates at most this often
@@ -51,10 +51,13 @@ class QwenChatApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
 
-    def __init__(self, store: Store, model_path: Path, n_ctx: int | None = None) -> None:
+    def __init__(self, store: Store, model_path: Path | None = None, n_ctx: int | None = None,
+                 endpoint: tuple[str, str | None, str | None] | None = None) -> None:
+        """A local GGUF (`model_path`) or an OpenAI-compatible `endpoint` (url, api key, model)."""
         super().__init__()
         self.store = store
-        self.model_path = model_path
+        self.model_path = model_path or Path(endpoint[0] if endpoint else "")
+        self.endpoint = endpoint
         self.n_ctx = n_ctx
         self.fatal_error = ""
         self._events: deque[SessionEvent] = deque()
@@ -99,7 +102,10 @@ class QwenChatApp(App[None]):
     def _load_model(self) -> None:
         self._state = "loading"
         try:
-            self.session.load_model(self.model_path, self.n_ctx)
+            if self.endpoint is not None:
+                self.session.connect(*self.endpoint)
+            else:
+                self.session.load_model(self.model_path, self.n_ctx)
         except Exception as exc:  # file, memory and template problems all end up as one message
             self._events.append(Failed(None, str(exc)))
 
@@ -271,7 +277,7 @@ class QwenChatApp(App[None]):
     def _update_status(self) -> None:
         session = self.session
         parts = [session.model_name or self.model_path.name]
-        if self.conversation is not None and session.template is not None:
+        if self.conversation is not None and (session.template is not None or session.remote_model is not None):
             if session.variant.can_switch:
                 parts.append("thinking on" if session.thinking_now(self.conversation) else "thinking off")
             else:
@@ -350,13 +356,24 @@ class QwenChatApp(App[None]):
         sidebar.display = not sidebar.display
 
     def action_models(self) -> None:
+        if self.endpoint is not None:
+            url, key, _ = self.endpoint
+
+            def switch(model: str | None) -> None:
+                if model and not self.session.generating:
+                    self.endpoint = (url, key, model)
+                    self._load_model()
+
+            self.push_screen(EndpointModelsScreen(url, key), switch)
+            return
+
         def done(path: Path | None) -> None:
             if path is None:
                 return
             if self.session.generating:
                 self.notify("An answer is still being written: press Esc to stop it first.", severity="warning")
                 return
-            self.model_path, self.n_ctx = path, None
+            self.model_path, self.n_ctx, self.endpoint = path, None, None
             self._last_speed = 0.0
             self._load_model()
 

@@ -86,3 +86,44 @@ class ModelsScreen(ModalScreen[Path | None]):
                             "progress; Enter on it here once it is done loads it.", timeout=8)
             return
         self.dismiss(models_dir() / Path(row.quant.files[0].path).name)
+
+
+class EndpointModelsScreen(ModalScreen[str | None]):
+    """The models an OpenAI-compatible endpoint serves (`/v1/models`); Enter switches to one."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+
+    def __init__(self, url: str, api_key: str | None) -> None:
+        super().__init__()
+        self.url, self.api_key = url, api_key
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="models-dialog"):
+            yield Label(f"Models served by {self.url} (Enter switches, Esc closes)", markup=False)
+            yield DataTable(id="endpoint-models", cursor_type="row")
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns("model", "context", "owned by")
+        self._fill()
+
+    @work(thread=True, exit_on_error=False)
+    def _fill(self) -> None:
+        from ..remote_engine import EndpointError, list_models
+
+        try:
+            models = list_models(self.url, self.api_key)
+        except EndpointError as exc:
+            self.app.call_from_thread(self.app.notify, str(exc), severity="error", timeout=10)
+            return
+        self.app.call_from_thread(self._show, models)
+
+    def _show(self, models: list[dict]) -> None:
+        table = self.query_one(DataTable)
+        for m in models:
+            ctx = m.get("max_model_len") or m.get("meta", {}).get("n_ctx_train") or ""
+            table.add_row(Text(str(m.get("id"))), Text(f"{ctx:,}" if isinstance(ctx, int) else str(ctx)),
+                          Text(str(m.get("owned_by", ""))), key=str(m.get("id")))
+
+    @on(DataTable.RowSelected)
+    def _chosen(self, event: DataTable.RowSelected) -> None:
+        self.dismiss(str(event.row_key.value))

@@ -1,0 +1,57 @@
+"""The same Pilot chat test on the local llama.cpp engine and on an OpenAI-compatible server
+(llama-cpp-python's real server serving the same model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_remote_engine import llama_server  # noqa: F401  (fixture)
+from test_tui import SIZE, screen_text, status, type_and_send, wait_for
+
+from qwen_chat.store import Store
+from qwen_chat.tui.app import QwenChatApp
+from qwen_chat.tui.messages import AssistantMessage, UserMessage
+
+
+@pytest.fixture(params=["local", "http"])
+def make_app(request: pytest.FixtureRequest, real_model: Path):
+    def build(db: Path) -> QwenChatApp:
+        if request.param == "local":
+            return QwenChatApp(store=Store(db), model_path=real_model, n_ctx=2048)
+        url = request.getfixturevalue("llama_server")
+        return QwenChatApp(store=Store(db), endpoint=(url, None, None))
+
+    build.kind = request.param  # type: ignore[attr-defined]
+    return build
+
+
+async def test_send_stream_stop_and_find_it_again(make_app, tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="engine ready")
+        await type_and_send(pilot, "Reply with just the word: hello")
+        await wait_for(pilot, lambda: len(app.query(UserMessage)) == 1, what="user message")
+        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
+        assert "hello" in app.query_one(AssistantMessage).answer_text.lower()
+        assert "thinking on" in status(app) or "no thinking" in status(app)  # a served model counts as hybrid
+        for asked in range(2, 6):
+            await type_and_send(pilot, "Write a long story, at least 800 words, about a lighthouse keeper.")
+            await wait_for(pilot, lambda n=asked: len(app.query(AssistantMessage)) == n and (
+                len(app.query(AssistantMessage)[-1].answer_text) > 20 or app._live is None), what="streaming")
+            if app._live is not None:
+                break
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app._live is None, timeout=5, what="stop")
+        assert "tok/s" in status(app)
+    store = Store(db)
+    (conversation,) = store.conversations()
+    messages = store.messages(conversation.id)
+    assert messages[-1].status == "stopped" and messages[-1].content.strip()
+    store.close()
+    again = make_app(db)
+    async with again.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(again.query(AssistantMessage)) == len(messages) // 2, what="history")
+        await pilot.pause(0.3)
+        assert "stopped" in screen_text(again)
