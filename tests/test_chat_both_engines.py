@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_remote_engine import llama_server  # noqa: F401  (fixture)
-from test_tui import SIZE, screen_text, status, type_and_send, wait_for
 
 from qwen_chat.store import Store
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage, UserMessage
+from test_remote_engine import llama_server  # noqa: F401  (fixture)
+from test_tui import SIZE, screen_text, status, type_and_send, wait_for
 
 
 @pytest.fixture(params=["local", "http"])
