@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", metavar="KEY",
                         help="the endpoint's API key; stored in the system keyring for next time, never in a file")
     parser.add_argument("--remote-model", metavar="NAME", help="which of the endpoint's models (default: the first)")
+    parser.add_argument("--save-endpoint", metavar="NAME",
+                        help="save --endpoint (and --remote-model) under NAME in settings.toml; later: --endpoint NAME")
     parser.add_argument("--db", type=Path, metavar="PATH",
                         help="conversations database (default: in your data folder; env QWEN_CHAT_DB)")
     commands = parser.add_subparsers(dest="command", title="commands (without one, the chat opens)")
@@ -188,10 +190,23 @@ def _chat_endpoint(args: argparse.Namespace) -> int:
     from .logging_setup import setup_logging
     from .paths import database_path
     from .remote_engine import EndpointError, api_key_for, list_models, remember_api_key
+    from .settings import Endpoint, load_endpoints, save_endpoint
     from .store import Store, StoreError
 
     setup_logging()
-    url = args.endpoint.rstrip("/")
+    problems: list[str] = []
+    saved = load_endpoints(problems)
+    for problem in problems:
+        print(f"qwen-chat: {problem}", file=sys.stderr)
+    if args.endpoint in saved:
+        url, model = saved[args.endpoint].url, args.remote_model or saved[args.endpoint].model
+    elif args.endpoint.startswith(("http://", "https://")):
+        url, model = args.endpoint.rstrip("/"), args.remote_model
+    else:
+        names = ", ".join(saved) or "none saved yet"
+        print(f"qwen-chat: --endpoint takes an http(s) URL or a saved name ({names})", file=sys.stderr)
+        return 2
+    args.remote_model = model
     key = args.api_key or api_key_for(url)
     try:
         served = [m.get("id") for m in list_models(url, key)]
@@ -203,6 +218,8 @@ def _chat_endpoint(args: argparse.Namespace) -> int:
         return 1
     if args.api_key:
         remember_api_key(url, args.api_key)
+    if args.save_endpoint:
+        save_endpoint(Endpoint(args.save_endpoint, url, args.remote_model))
     from .tui.app import QwenChatApp
 
     app = QwenChatApp(store=store, endpoint=(url, key, args.remote_model))
