@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import fit_memory
 from .engine import (
+    ChatEngine,
     Done,
     Engine,
     EngineEvent,
@@ -89,10 +90,10 @@ class _Streaming:
 
 
 class ChatSession:
-    def __init__(self, store: Store, sink: Callable[[SessionEvent], None], engine: Engine | None = None) -> None:
+    def __init__(self, store: Store, sink: Callable[[SessionEvent], None], engine: ChatEngine | None = None) -> None:
         self.store = store
         self.sink = sink
-        self.engine = engine or Engine(self._on_engine_event)
+        self.engine: ChatEngine = engine or Engine(self._on_engine_event)
         if engine is not None:
             engine.on_event = self._on_engine_event
         self.engine.start()

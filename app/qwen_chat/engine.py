@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .thinking_stream import Part, ThinkingSplitter
 
@@ -113,6 +113,19 @@ class Failed:
 
 
 EngineEvent = LoadProgress | Loaded | Token | Done | Failed
+
+
+class ChatEngine(Protocol):
+    """What the session needs from an engine: the local one below or the HTTP one in remote_engine.py.
+    Requests are queued and answered with events through `on_event`; `stop` works from any thread."""
+
+    on_event: Callable[[EngineEvent], None]
+
+    def start(self) -> ChatEngine: ...
+    def load(self, request: LoadRequest) -> None: ...
+    def generate(self, request: GenerateRequest) -> None: ...
+    def stop(self) -> None: ...
+    def shutdown(self, timeout: float = ...) -> None: ...
 
 
 class EngineError(Exception):
