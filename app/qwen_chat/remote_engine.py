@@ -167,9 +167,20 @@ class RemoteEngine:
             self._emit(Failed(None, f"{self.base_url} does not serve {self.model}; it serves: {', '.join(ids)}"))
             return
         info = next(m for m in models if str(m.get("id")) == self.model)
-        # vLLM reports max_model_len; llama-server and SGLang do not always say
-        self.n_ctx = int(info.get("max_model_len") or info.get("meta", {}).get("n_ctx_train") or 0)
+        # vLLM reports max_model_len; llama-server its context in /props; else the training context if given
+        self.n_ctx = int(info.get("max_model_len") or self._llama_server_ctx()
+                         or info.get("meta", {}).get("n_ctx_train") or 0)
         self._emit(Loaded(Path(self.model), self.n_ctx, 0, time.perf_counter() - started))
+
+    def _llama_server_ctx(self) -> int:
+        http = _http()
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            response = http.get(f"{root}/props", headers=_auth(self.api_key), timeout=5.0)
+            settings = response.json().get("default_generation_settings", {}) if response.status_code == 200 else {}
+        except Exception:  # not llama-server: no /props
+            return 0
+        return int(settings.get("n_ctx") or 0)
 
     def _body(self, request: GenerateRequest) -> dict[str, Any]:
         s = request.sampling
