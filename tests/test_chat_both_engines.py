@@ -52,7 +52,8 @@ async def test_send_stream_stop_and_find_it_again(make_app, tmp_path: Path) -> N
     conversation = store.latest_conversation()
     assert conversation is not None
     messages = store.messages(conversation.id)
-    assert messages[-1].status == "stopped" and messages[-1].content.strip(), [(m.status, m.content[:30]) for m in messages]
+    summary = [(m.status, m.content[:30]) for m in messages]
+    assert messages[-1].status == "stopped" and messages[-1].content.strip(), summary
     store.close()
     again = make_app(db)
     async with again.run_test(size=SIZE) as pilot:
