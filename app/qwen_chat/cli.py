@@ -49,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("out", type=Path, nargs="?")
     merge.add_argument("--keep-shards", action="store_true", help="keep the shards after a verified merge")
     commands.add_parser("login", help="store a Hugging Face token in the system keyring")
+    search = commands.add_parser("search", help="full-text search across all conversations")
+    search.add_argument("query", nargs="+")
+    export = commands.add_parser("export", help="a conversation as Markdown or JSON (default: the latest)")
+    export.add_argument("conversation", nargs="?", type=int, help="conversation id (see `search`)")
+    export.add_argument("--format", choices=("md", "json"), default="md")
+    export.add_argument("--thinking", action="store_true", help="include the model's thinking")
+    export.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
+    imp = commands.add_parser("import", help="import a conversation exported as JSON")
+    imp.add_argument("file", type=Path)
     ask = commands.add_parser("ask", help="answer one question on stdout (for scripts and pipes)")
     ask.add_argument("question", nargs="?", help="the question; read from stdin when omitted or '-'")
     ask.add_argument("--no-think", action="store_true", help="answer without thinking (hybrid models)")
@@ -142,6 +151,14 @@ def _report(args: argparse.Namespace) -> int:
     from .catalog import CatalogError
     from .cli_reports import print_doctor, print_models, print_plan
 
+    if args.command in ("search", "export", "import"):
+        from .cli_history import run_export, run_import, run_search
+
+        if args.command == "search":
+            return run_search(" ".join(args.query))
+        if args.command == "export":
+            return run_export(args.conversation, args.format, args.thinking, args.output)
+        return run_import(args.file)
     if args.command in ("pull", "merge", "login"):
         from .cli_transfer import run_login, run_merge, run_pull
 

@@ -1,0 +1,93 @@
+"""Full-text search (FTS5, migration 2), export to Markdown/JSON and import back."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from qwen_chat.cli import main
+from qwen_chat.export import from_json, to_json, to_markdown
+from qwen_chat.store import _MIGRATIONS, MARK_END, MARK_START, Store, StoreError, _statements
+
+
+def filled(store: Store) -> int:
+    conv = store.create_conversation(system_prompt="Be brief.")
+    store.add_user_message(conv.id, "How do I sort a dict by value in Python?")
+    answer = store.start_answer(conv.id, "Qwen3-8B-Q4_K_M.gguf", "think", {"temperature": 0.6})
+    store.save_partial(answer.id, "half", "half")
+    store.finish_answer(answer.id, "complete", "They want sorted() with a key.",
+                        "Use `sorted(d.items(), key=lambda kv: kv[1])`. ```not a fence``` [bold]x[/]", True)
+    other = store.create_conversation(title="Cooking")
+    store.add_user_message(other.id, "A recipe for crêpes")
+    return conv.id
+
+
+def test_search_finds_words_in_answers_questions_and_thinking(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+    conv_id = filled(store)
+    hits = store.search("sorted")
+    assert {h.role for h in hits} == {"assistant"} and hits[0].conversation_id == conv_id
+    assert f"{MARK_START}sorted{MARK_END}" in hits[0].snippet
+    assert [h.title for h in store.search("crepes")] == ["Cooking"]  # diacritics folded
+    assert store.search("sor")  # prefix on the last word while typing
+    assert store.search("key") and store.search("They want")  # thinking is searchable
+    assert store.search('AND OR "NEAR(') == []  # user text is never FTS syntax
+    assert store.search("half") == []  # partial saves leave no stale index entries
+    store.delete(conv_id)
+    assert store.search("sorted") == []
+
+
+def test_migration_from_version_1_indexes_existing_messages(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    for statement in _statements(_MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute("INSERT INTO conversations (title, created_at, updated_at) VALUES ('Old', 0, 0)")
+    conn.execute("INSERT INTO messages (conversation_id, role, content, created_at, updated_at) "
+                 "VALUES (1, 'user', 'an old question about lighthouses', 0, 0)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = Store(db)
+    assert store.schema_version() == len(_MIGRATIONS)
+    assert [h.title for h in store.search("lighthouses")] == ["Old"]
+
+
+def test_export_markdown_and_json_then_import(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+    conv = store.conversation(filled(store))
+    md = to_markdown(store, conv, thinking=True)
+    assert md.startswith("# How do I sort a dict by value in Python?") and "**System:**" in md
+    assert "<details><summary>Thinking</summary>" in md and "They want sorted() with a key." in md
+    assert "Thinking" not in to_markdown(store, conv, thinking=False)
+    data = json.loads(to_json(store, conv, thinking=True))
+    assert data["format"] == "qwen-chat-conversation" and data["messages"][1]["thinking"]
+    assert "thinking" not in json.loads(to_json(store, conv, thinking=False))["messages"][1]
+    again = from_json(store, to_json(store, conv, thinking=True))
+    assert again.id != conv.id and again.title == conv.title and again.system_prompt == "Be brief."
+    old, new = store.messages(conv.id), store.messages(again.id)
+    assert [(m.role, m.content, m.thinking, m.status) for m in old] == [(m.role, m.content, m.thinking, m.status)
+                                                                        for m in new]
+    for bad, why in (("{", "not JSON"), ('{"format": "other"}', "not a qwen-chat conversation export"),
+                     ('{"format": "qwen-chat-conversation", "version": 9}', "version 9"),
+                     ('{"format": "qwen-chat-conversation", "version": 1, "messages": [{"role": "x"}]}', "role")):
+        with pytest.raises(StoreError, match=why):
+            from_json(store, bad)
+
+
+def test_cli_search_export_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "c.db"
+    filled(Store(db))
+    assert main(["--db", str(db), "search", "sorted"]) == 0
+    assert "[sorted]" in capsys.readouterr().out  # not a terminal: the match in brackets
+    assert main(["--db", str(db), "search", "zebra"]) == 1
+    out = tmp_path / "chat.json"
+    assert main(["--db", str(db), "export", "1", "--format", "json", "--thinking", "-o", str(out)]) == 0
+    assert main(["--db", str(db), "import", str(out)]) == 0
+    assert "imported as conversation" in capsys.readouterr().err
+    assert len(Store(db).conversations()) == 3
+    assert main(["--db", str(db), "export"]) == 0
+    assert capsys.readouterr().out.startswith("# ")
