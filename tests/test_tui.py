@@ -376,3 +376,50 @@ async def test_starts_and_chats_offline_with_sockets_blocked(tiny_models: dict[s
         await pilot.press("f3")  # the models screen works offline too
         await pilot.pause(0.5)
     assert attempts == []  # nothing tried to reach the network
+
+
+async def test_search_jumps_to_the_message(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from qwen_chat.tui.search_screen import HitItem
+
+    db = tmp_path / "chat.db"
+    store = Store(db)
+    first = store.create_conversation(title="Sea stories")
+    store.add_user_message(first.id, "Tell me about lighthouses and [b]storms[/b]")
+    answer = store.start_answer(first.id, "m", "", {})
+    store.finish_answer(answer.id, "complete", "", "Lighthouse keepers tended the lamp.", True)
+    second = store.create_conversation(title="Cooking")
+    store.add_user_message(second.id, "crêpes recipe")
+    store.close()
+    app = make_app(db, tiny_models["hybrid"], n_ctx=512)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.conversation is not None and app.conversation.title == "Cooking",
+                       what="latest open")
+        await pilot.press("ctrl+f")
+        await wait_for(pilot, lambda: bool(app.screen.query("#search-input")), what="search screen")
+        await pilot.press(*"lamp")
+        await wait_for(pilot, lambda: len(app.screen.query(HitItem)) == 1, what="one hit")
+        assert "lamp" in screen_text(app)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.conversation.title == "Sea stories", what="jump")
+        await wait_for(pilot, lambda: bool(app.query(".found")), what="the message marked")
+        assert app.query_one(".found", AssistantMessage).message_id == answer.id
+
+
+async def test_themes_shipped_user_broken_and_saved(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    config = Path(os.environ["QWEN_CHAT_CONFIG_DIR"])
+    (config / "themes").mkdir(parents=True)
+    (config / "themes" / "mine.toml").write_text('name = "mine"\nprimary = "#ff00aa"\ndark = true\n')
+    (config / "themes" / "broken.toml").write_text('name = "broken"\nprimary = \n')
+    app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        assert app.theme == "qwen-dark"
+        assert {"qwen-dark", "qwen-light", "mine"} <= set(app.available_themes) and "broken" not in app.available_themes
+        assert any("broken.toml was skipped" in n.message for n in app._notifications)
+        app.theme = "qwen-light"
+        await pilot.pause(0.2)
+    assert 'theme = "qwen-light"' in (config / "settings.toml").read_text()
+    again = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
+    async with again.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        assert again.theme == "qwen-light"

@@ -63,11 +63,36 @@ def load_endpoints(problems: list[str] | None = None) -> dict[str, Endpoint]:
     return found
 
 
+def load_theme(problems: list[str] | None = None) -> str | None:
+    path = settings_path()
+    if not path.is_file():
+        return None
+    try:
+        theme = _toml(path.read_text(encoding="utf-8")).get("theme")
+    except Exception:
+        return None  # reported by load_endpoints
+    if theme is not None and not isinstance(theme, str):
+        if problems is not None:
+            problems.append(f"{path}: theme must be a theme name; ignored")
+        return None
+    return theme
+
+
 def save_endpoint(endpoint: Endpoint) -> None:
-    """Add or replace one saved endpoint, keeping the others (the file holds only endpoints so far)."""
+    """Add or replace one saved endpoint, keeping the others and the theme."""
     endpoints = load_endpoints()
     endpoints[endpoint.name] = endpoint
+    _write(load_theme(), endpoints)
+
+
+def save_theme(theme: str) -> None:
+    _write(theme, load_endpoints())
+
+
+def _write(theme: str | None, endpoints: dict[str, Endpoint]) -> None:
     lines = ["# qwen-chat settings. API keys live in the system keyring, never here.", ""]
+    if theme:
+        lines += [f"theme = {json.dumps(theme)}", ""]
     for e in endpoints.values():
         lines.append(f"[endpoints.{json.dumps(e.name)}]")
         lines.append(f"url = {json.dumps(e.url)}")

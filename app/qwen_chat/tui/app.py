@@ -24,6 +24,7 @@ from .dialogs import ConfirmDialog, RenameDialog
 from .downloads_screen import DownloadsScreen
 from .messages import AssistantMessage, NoticeLine, UserMessage
 from .models_screen import EndpointModelsScreen, ModelsScreen
+from .search_screen import SearchScreen
 from .theme import register_shipped_themes
 
 DRAIN_INTERVAL = 1 / 30  # tokens are batched into UI updates at most this often
@@ -48,6 +49,7 @@ class QwenChatApp(App[None]):
         Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar"),
         Binding("f3", "models", "Models", id="models"),
         Binding("f4", "downloads", "Downloads", id="downloads"),
+        Binding("ctrl+f", "search", "Search", id="search"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
 
@@ -83,6 +85,7 @@ class QwenChatApp(App[None]):
 
     def on_mount(self) -> None:
         register_shipped_themes(self)
+        self.theme_changed_signal.subscribe(self, self._save_theme)
         self.query_one("#transcript", VerticalScroll).anchor()
         self.set_interval(DRAIN_INTERVAL, self._drain)
         if self.store.recovered:
@@ -91,6 +94,14 @@ class QwenChatApp(App[None]):
         self._load_model()
         self._open(self.store.latest_conversation())
         self.query_one("#prompt", Input).focus()
+
+    def _save_theme(self, theme: object) -> None:
+        from ..settings import save_theme
+
+        try:
+            save_theme(getattr(theme, "name", str(theme)))
+        except OSError as exc:
+            self.notify(f"The theme could not be saved: {exc}", severity="warning")
 
     def on_unmount(self) -> None:
         self.downloads.close()  # pauses in effect: partial files stay for the next start
@@ -137,7 +148,7 @@ class QwenChatApp(App[None]):
         widgets = []
         for message in self.store.messages(self.conversation.id):
             if message.role == "user":
-                widgets.append(UserMessage(message.content))
+                widgets.append(UserMessage(message.content, message.id))
             elif message.role == "assistant":
                 widgets.append(AssistantMessage(message))
         transcript.mount_all(widgets)
@@ -241,7 +252,7 @@ class QwenChatApp(App[None]):
             await transcript.mount(NoticeLine(f"The model could not be loaded: {event.message}", error=True))
         elif isinstance(event, UserSaved):
             if self.conversation and event.message.conversation_id == self.conversation.id:
-                await transcript.mount(UserMessage(event.message.content))
+                await transcript.mount(UserMessage(event.message.content, event.message.id))
                 transcript.scroll_end(animate=False)  # sending means the user wants to follow the answer
         elif isinstance(event, AnswerStarted):
             if self.conversation and event.message.conversation_id == self.conversation.id:
@@ -379,6 +390,30 @@ class QwenChatApp(App[None]):
 
         self.push_screen(ModelsScreen(), done)
 
+    def action_search(self) -> None:
+        def jump(hit: object) -> None:
+            if hit is None:
+                return
+            if self.session.generating:
+                self.notify("An answer is still being written: press Esc to stop it first.", severity="warning")
+                return
+            try:
+                self._open(self.store.conversation(hit.conversation_id))  # type: ignore[attr-defined]
+            except StoreError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.call_after_refresh(self._scroll_to_message, hit.message_id)  # type: ignore[attr-defined]
+
+        self.push_screen(SearchScreen(self.store), jump)
+
+    def _scroll_to_message(self, message_id: int) -> None:
+        transcript = self.query_one("#transcript", VerticalScroll)
+        for widget in transcript.children:
+            if getattr(widget, "message_id", None) == message_id:
+                transcript.scroll_to_widget(widget, animate=False, top=True)
+                widget.add_class("found")
+                return
+
     def action_downloads(self) -> None:
         self.push_screen(DownloadsScreen(self.downloads))
 
@@ -393,3 +428,4 @@ class QwenChatApp(App[None]):
         yield SystemCommand("Show/hide chats", "Toggle the conversation list (Ctrl+B)", self.action_toggle_sidebar)
         yield SystemCommand("Models", "The Qwen3 catalog with what fits this machine (F3)", self.action_models)
         yield SystemCommand("Downloads", "Download progress, pause, resume, cancel (F4)", self.action_downloads)
+        yield SystemCommand("Search", "Search all conversations (Ctrl+F)", self.action_search)

@@ -29,8 +29,9 @@ _STATUS_LABEL = {
 
 
 class UserMessage(Static):
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, message_id: int = 0) -> None:
         super().__init__(Text(printable(text)), classes="user-message", markup=False)
+        self.message_id = message_id
 
 
 class NoticeLine(Static):

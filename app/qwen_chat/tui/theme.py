@@ -33,16 +33,27 @@ def _toml_loads(text: str) -> dict:
 
 
 def register_shipped_themes(app: App[object]) -> list[str]:
+    from ..paths import config_dir
+
     names = []
-    folder = shipped_file("themes")
-    for path in sorted(folder.glob("*.toml")):
+    paths = sorted(shipped_file("themes").glob("*.toml")) + sorted((config_dir() / "themes").glob("*.toml"))
+    for path in paths:
         try:
             theme = _load(path)
         except Exception as exc:  # a broken theme file is reported and skipped, never fatal
             log.warning("skipping theme %s: %s", path, exc)
+            app.notify(f"Theme file {path} was skipped: {exc}", severity="warning", timeout=8)
             continue
         app.register_theme(theme)
         names.append(theme.name)
-    if DEFAULT_THEME in names:
+    from ..settings import load_theme
+
+    saved = load_theme()
+    if saved and saved in app.available_themes:
+        app.theme = saved
+    elif saved:
+        log.warning("saved theme %r is not available; using %s", saved, DEFAULT_THEME)
+        app.theme = DEFAULT_THEME
+    elif DEFAULT_THEME in names:
         app.theme = DEFAULT_THEME
     return names
