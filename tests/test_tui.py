@@ -398,7 +398,8 @@ async def test_search_jumps_to_the_message(tiny_models: dict[str, Path], tmp_pat
         await wait_for(pilot, lambda: bool(app.screen.query("#search-input")), what="search screen")
         await pilot.press(*"lamp")
         await wait_for(pilot, lambda: len(app.screen.query(HitItem)) == 1, what="one hit")
-        assert "lamp" in screen_text(app)
+        shown = screen_text(app)
+        assert "lamp" in shown and "\u2402" not in shown and "\u2403" not in shown  # markers became highlighting
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.conversation.title == "Sea stories", what="jump")
         await wait_for(pilot, lambda: bool(app.query(".found")), what="the message marked")

@@ -17,11 +17,11 @@ from .messages import printable
 def highlighted(snippet: str) -> Text:
     """The snippet as plain text with the matches in reverse video: model text is never markup."""
     text = Text()
-    bold = False
-    for piece in " ".join(printable(snippet.replace("\n", " ")).split(" ")).replace(MARK_END, MARK_START).split(
-            MARK_START):
-        text.append(piece, style="reverse" if bold else "")
-        bold = not bold
+    marked = False
+    flat = " ".join(snippet.split())  # newlines and runs of spaces: one line per hit
+    for piece in flat.replace(MARK_END, MARK_START).split(MARK_START):
+        text.append(printable(piece), style="reverse" if marked else "")  # markers first, then controls
+        marked = not marked
     return text
 
 
