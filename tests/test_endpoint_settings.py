@@ -7,28 +7,11 @@ from pathlib import Path
 
 import keyring
 import pytest
-from keyring.backend import KeyringBackend
 
 from qwen_chat.cli import main
 from qwen_chat.remote_engine import api_key_for, remember_api_key
 from qwen_chat.settings import Endpoint, load_endpoints, save_endpoint, settings_path
-
-
-class MemoryKeyring(KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username), None)
+from test_downloads import MemoryKeyring
 
 
 @pytest.fixture

@@ -6,8 +6,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:  # --help and --version must not import the store (sqlite-utils) or anything heavy
+    from .store import Store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,14 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     last.parent.mkdir(parents=True, exist_ok=True)
     last.write_text(str(info.path.resolve()), encoding="utf-8")
 
+    return _run_app(store, model_path=info.path, n_ctx=args.ctx)
+
+
+def _run_app(store: Store, **source: object) -> int:
+    """Open the chat on a model file or an endpoint; problems after start are shown inside the app."""
     from .tui.app import QwenChatApp
 
-    app = QwenChatApp(store=store, model_path=info.path, n_ctx=args.ctx)
-    app.run()
-    store.close()
-    if app.fatal_error:
-        print(f"qwen-chat: {app.fatal_error}", file=sys.stderr)
-        return 1
+    try:
+        QwenChatApp(store=store, **source).run()  # type: ignore[arg-type]
+    finally:
+        store.close()
     return 0
 
 
@@ -237,12 +244,4 @@ def _chat_endpoint(args: argparse.Namespace) -> int:
         remember_api_key(url, args.api_key)
     if args.save_endpoint:
         save_endpoint(Endpoint(args.save_endpoint, url, args.remote_model))
-    from .tui.app import QwenChatApp
-
-    app = QwenChatApp(store=store, endpoint=(url, key, args.remote_model))
-    app.run()
-    store.close()
-    if app.fatal_error:
-        print(f"qwen-chat: {app.fatal_error}", file=sys.stderr)
-        return 1
-    return 0
+    return _run_app(store, endpoint=(url, key, args.remote_model))

@@ -61,7 +61,6 @@ class QwenChatApp(App[None]):
         self.model_path = model_path or Path(endpoint[0] if endpoint else "")
         self.endpoint = endpoint
         self.n_ctx = n_ctx
-        self.fatal_error = ""
         self._events: deque[SessionEvent] = deque()
         self.session = ChatSession(store, self._events.append)
         self.downloads = DownloadQueue(self._events.append)
