@@ -11,7 +11,7 @@ dense models, a smaller quant fully on the GPU before partial offload; the CPU l
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .catalog import CatalogModel, Quant
@@ -362,9 +362,6 @@ def _cpu_preference(good: list[Candidate], low: list[Candidate]) -> list[Candida
 def kv_type_id(kv_type: str) -> int:
     return GGML_TYPE[kv_type]
 
-
-def describe_reasons(reasons: Iterable[str]) -> str:
-    return "; ".join(reasons)
 
 
 # ---- inputs from a file on disk -------------------------------------------------------------------------

@@ -67,10 +67,6 @@ class ThinkingSplitter:
             self._buffer = ""
         return self._take()
 
-    @property
-    def in_thinking(self) -> bool:
-        return self._state is _State.THINKING or (self._state is _State.START and self.starts_in_thinking)
-
     def _take(self) -> list[tuple[Part, str]]:
         out, self._out = self._out, []
         return out
