@@ -137,7 +137,8 @@ def test_prompt_longer_than_context_is_refused_clearly(engine, real_model: Path)
     eng, rec = engine
     eng.generate(GenerateRequest(7, prompt_for(real_model, "word " * 9000), Sampling(max_tokens=10)))
     failed = rec.until(Done)[0][-1]
-    assert isinstance(failed, Failed) and "no longer fits the context" in failed.message
+    assert isinstance(failed, Failed) and "does not fit the context" in failed.message
+    assert "9,0" in failed.message and "F7" in failed.message  # the prompt's size and what to do
 
 
 def test_tiny_qwen3_thinking_model_streams_thinking(tiny_models: dict[str, Path]) -> None:

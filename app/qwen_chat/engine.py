@@ -53,6 +53,23 @@ class Sampling:
     seed: int | None = None
 
 
+# Qwen3 Technical Report §4.3 (Qwen's docs variant): inserted when thinking reaches its budget.
+STOP_THINKING = ("\n\nConsidering the limited time by the user, I have to give the solution based on the thinking "
+                 "directly now.\n</think>\n\n")
+
+
+@dataclass(frozen=True)
+class Trim:
+    """Shorter prompts to fall back on when the full one would not leave room for an answer.
+
+    `render(i)` gives the prompt with the i oldest turns left out (1 <= i < count); each is shorter than the
+    one before. The system prompt and the current message are in every one of them.
+    """
+
+    render: Callable[[int], str]
+    count: int
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     request_id: int
@@ -61,6 +78,8 @@ class GenerateRequest:
     starts_in_thinking: bool = False
     messages: tuple[dict[str, str], ...] = ()  # the same turns as chat messages (HTTP engines)
     enable_thinking: bool = True
+    thinking_budget: int = 0  # 0: unlimited; else STOP_THINKING is inserted after this many thinking tokens
+    trim: Trim | None = None
 
 
 # ---- events ---------------------------------------------------------------------------------------------
@@ -86,6 +105,17 @@ class Token:
     request_id: int
     part: Part
     text: str
+    thinking_tokens: int = 0  # thinking tokens generated so far (for the budget meter)
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """The full conversation did not fit: the `dropped` oldest turns are not sent for this answer."""
+
+    request_id: int
+    dropped: int
+    prompt_tokens: int
+    n_ctx: int
 
 
 @dataclass(frozen=True)
@@ -104,6 +134,9 @@ class Done:
     context_used: int
     n_ctx: int
     tokens_per_second: float  # decode speed: streamed tokens after the first over the time they took
+    thinking_tokens: int = 0
+    thinking_cut_at: int | None = None  # offset in `thinking` where the budget's STOP_THINKING begins
+    dropped: int = 0  # oldest turns left out to fit the context (see Trim)
 
 
 @dataclass(frozen=True)
@@ -112,7 +145,7 @@ class Failed:
     message: str
 
 
-EngineEvent = LoadProgress | Loaded | Token | Done | Failed
+EngineEvent = LoadProgress | Loaded | Token | Trimmed | Done | Failed
 
 
 class ChatEngine(Protocol):
@@ -321,26 +354,74 @@ class Engine:
             self._emit(Failed(request.request_id, "No model is loaded."))
             return
         llm = model.llm
-        add_bos = model.add_bos and not (model.bos_text and request.prompt.startswith(model.bos_text))
-        tokens = llm.tokenize(request.prompt.encode("utf-8"), add_bos=add_bos, special=True)
         n_ctx = llm.n_ctx()
-        room = n_ctx - len(tokens)
-        if room < 16:
-            self._emit(Failed(request.request_id, (
-                f"This conversation no longer fits the context: the prompt is {len(tokens):,} tokens and the "
-                f"context holds {n_ctx:,}. Start a new conversation, or reload with a larger --ctx.")))
-            return
-        cached = _common_prefix(llm, tokens)
         sampling = request.sampling
-        splitter = ThinkingSplitter(starts_in_thinking=request.starts_in_thinking)
+        fitted = self._fit_prompt(model, request)
+        if isinstance(fitted, str):
+            self._emit(Failed(request.request_id, fitted))
+            return
+        prompt, tokens, dropped = fitted
+        if dropped:
+            self._emit(Trimmed(request.request_id, dropped, len(tokens), n_ctx))
+        cached = _common_prefix(llm, tokens)
+        run = _Run(request, ThinkingSplitter(starts_in_thinking=request.starts_in_thinking), time.perf_counter())
+        max_tokens = max(1, min(sampling.max_tokens, n_ctx - len(tokens)))
+        budget = request.thinking_budget
+        first_call = min(max_tokens, budget) if budget > 0 else max_tokens
+        finish, raw = self._stream(llm, tokens, first_call, run)
+        if finish == "length" and first_call < max_tokens:
+            # The budget ended the first call. Still thinking: insert the stop-thinking instruction (Qwen3
+            # Technical Report) and let the model answer; already answering: just carry on.
+            inserted = ""
+            if not run.splitter.thinking_closed and (run.splitter.saw_thinking or _opens_thinking(raw)):
+                inserted = STOP_THINKING
+                run.cut_at = len(run.splitter.thinking)
+                for part, text in run.splitter.feed(inserted):
+                    self._emit(Token(request.request_id, part, text, run.thinking_tokens))
+            more = _tokenize(model, prompt + raw + inserted)  # the KV cache still holds all but its tail
+            left = min(max_tokens - first_call, n_ctx - len(more))
+            if left > 0:
+                finish, _ = self._stream(llm, more, left, run)
+        self._finish_generation(llm, request, run, finish, tokens, cached, dropped)
+
+    def _fit_prompt(self, model: _Loaded, request: GenerateRequest) -> tuple[str, list[int], int] | str:
+        """The fullest prompt that leaves room for an answer: (prompt, tokens, oldest turns dropped), or why not.
+
+        Room is the preset's output limit, capped at a quarter of the context. When turns must go, enough go
+        to leave another quarter free, so the next turns keep the same start and reuse the KV cache.
+        """
+        llm = model.llm
+        n_ctx = llm.n_ctx()
+        reserve = max(16, min(request.sampling.max_tokens, n_ctx // 4))
+        tokens = _tokenize(model, request.prompt)
+        if len(tokens) + reserve <= n_ctx:
+            return request.prompt, tokens, 0
+        trim = request.trim
+        options = trim.count if trim is not None else 1
+        best: tuple[str, list[int], int] | None = None
+        for dropped in range(1, options):
+            assert trim is not None
+            prompt = trim.render(dropped)
+            shorter = _tokenize(model, prompt)
+            if len(shorter) + reserve <= n_ctx and best is None:
+                best = (prompt, shorter, dropped)
+            if len(shorter) + reserve + n_ctx // 4 <= n_ctx:
+                return prompt, shorter, dropped
+            tokens = shorter
+        if best is not None:
+            return best
+        return (f"This message does not fit the context: with only the system prompt and your message the prompt is "
+                f"{len(tokens):,} tokens, and the context holds {n_ctx:,} (an answer needs room too). Shorten the "
+                f"message, or reload with a larger context (F7).")
+
+    def _stream(self, llm: Any, tokens: list[int], max_tokens: int, run: _Run) -> tuple[str, str]:
+        """One create_completion call, streamed into `run`. Returns (finish reason, raw text generated)."""
+        sampling = run.request.sampling
         finish = "stop"
-        started = time.perf_counter()
-        first_token_at: float | None = None
-        last_token_at = started
-        chunks = 0
+        raw: list[str] = []
         stream = llm.create_completion(
             prompt=tokens,
-            max_tokens=max(1, min(sampling.max_tokens, room)),
+            max_tokens=max_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             top_k=sampling.top_k,
@@ -351,16 +432,22 @@ class Engine:
             seed=sampling.seed if sampling.seed is not None else -1,
             stream=True,
         )
+        rid = run.request.request_id
         try:
             for chunk in stream:
                 choice = chunk["choices"][0]
                 now = time.perf_counter()
-                if first_token_at is None:
-                    first_token_at = now
-                last_token_at = now
-                chunks += 1
-                for part, text in splitter.feed(choice["text"]):
-                    self._emit(Token(request.request_id, part, text))
+                if run.first_token_at is None:
+                    run.first_token_at = now
+                run.last_token_at = now
+                run.chunks += 1
+                raw.append(choice["text"])
+                pieces = run.splitter.feed(choice["text"])
+                thinking = run.splitter.saw_thinking and not run.splitter.thinking_closed and run.cut_at is None
+                if thinking and choice["text"]:  # the closing chunk of a stream may carry no token
+                    run.thinking_tokens += 1
+                for part, text in pieces:
+                    self._emit(Token(rid, part, text, run.thinking_tokens))
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
                 if self._cancel.is_set():
@@ -373,10 +460,16 @@ class Engine:
             finish = "stopped"
         finally:
             stream.close()
+        return finish, "".join(raw)
+
+    def _finish_generation(self, llm: Any, request: GenerateRequest, run: _Run, finish: str, tokens: list[int],
+                           cached: int, dropped: int) -> None:
+        splitter = run.splitter
         for part, text in splitter.finish():
-            self._emit(Token(request.request_id, part, text))
+            self._emit(Token(request.request_id, part, text, run.thinking_tokens))
         ended = time.perf_counter()
-        first = first_token_at or ended
+        first = run.first_token_at or ended
+        last = run.last_token_at
         generated = max(0, llm.n_tokens - len(tokens))
         if finish == "stop":
             generated += 1  # the end-of-turn token was sampled but never evaluated
@@ -390,12 +483,38 @@ class Engine:
             prompt_tokens=len(tokens),
             prompt_evaluated=len(tokens) - cached,
             completion_tokens=generated,
-            prompt_seconds=first - started,
-            generation_seconds=(last_token_at - first) if chunks > 1 else 0.0,
+            prompt_seconds=first - run.started,
+            generation_seconds=(last - first) if run.chunks > 1 else 0.0,
             context_used=llm.n_tokens,
-            n_ctx=n_ctx,
-            tokens_per_second=(chunks - 1) / (last_token_at - first) if chunks > 1 and last_token_at > first else 0.0,
+            n_ctx=llm.n_ctx(),
+            tokens_per_second=(run.chunks - 1) / (last - first) if run.chunks > 1 and last > first else 0.0,
+            thinking_tokens=run.thinking_tokens,
+            thinking_cut_at=run.cut_at,
+            dropped=dropped,
         ))
+
+
+@dataclass
+class _Run:
+    """What one answer has produced so far, across the calls a thinking budget splits it into."""
+
+    request: GenerateRequest
+    splitter: ThinkingSplitter
+    started: float
+    first_token_at: float | None = None
+    last_token_at: float = 0.0
+    chunks: int = 0
+    thinking_tokens: int = 0
+    cut_at: int | None = None
+
+
+def _opens_thinking(raw: str) -> bool:
+    return raw.lstrip().startswith("<think>")
+
+
+def _tokenize(model: _Loaded, prompt: str) -> list[int]:
+    add_bos = model.add_bos and not (model.bos_text and prompt.startswith(model.bos_text))
+    return model.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
 
 class _BuftOverride(ctypes.Structure):
