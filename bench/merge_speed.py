@@ -6,7 +6,12 @@ median throughput of both and their ratio (the merge must reach >= 0.9 of cat). 
 output (it must, to be safe), so `cat` is also shown followed by an fsync of its output, the like-for-like
 figure. Everything is deleted at the end.
 
-Usage: python bench/merge_speed.py [--dir FOLDER] [--size-mb 1536] [--shards 3] [--runs 3]
+Size: a `cat` smaller than the kernel's dirty-page limit never waits for the disk (its data is still in RAM
+when it exits), while a merge must put its data on the disk before it renames the file. Real model files are
+far larger than that limit, so by default the set is twice the limit (vm.dirty_ratio of the available memory),
+where `cat` is bound by the disk as a real merge is. `--size-mb` sets it by hand.
+
+Usage: python bench/merge_speed.py [--dir FOLDER] [--size-mb N] [--shards 3] [--runs 3]
 """
 
 from __future__ import annotations
@@ -48,6 +53,18 @@ def build_split_set(folder: Path, size_mb: int, shards: int) -> Path:
     return first[0]
 
 
+def default_size_mb() -> int:
+    import psutil
+
+    try:
+        ratio = int(Path("/proc/sys/vm/dirty_ratio").read_text()) / 100
+        fixed = int(Path("/proc/sys/vm/dirty_bytes").read_text())
+    except (OSError, ValueError):
+        ratio, fixed = 0.2, 0
+    limit = fixed or int(psutil.virtual_memory().available * ratio)
+    return max(1536, 2 * limit >> 20)
+
+
 def time_cat(shards: list[Path], out: Path, fsync: bool) -> float:
     os.sync()  # no dirty pages of an earlier run may be written back inside this timing
     start = time.perf_counter()
@@ -76,10 +93,13 @@ def time_merge(first: Path, out: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
-    parser.add_argument("--size-mb", type=int, default=1536)
+    parser.add_argument("--size-mb", type=int, default=0, help="default: twice the dirty-page limit")
     parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    if not args.size_mb:
+        args.size_mb = default_size_mb()
+        print(f"set size: {args.size_mb} MiB (twice the dirty-page limit of this machine)")
 
     free = shutil.disk_usage(args.dir).free
     needed = 2 * args.size_mb * (1 << 20) + (256 << 20)  # the shards and one merged copy at a time
