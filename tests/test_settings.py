@@ -160,7 +160,7 @@ toggle-sidebar = "question_mark"
 
 
 def test_chat_settings_invalid_values_are_reported_with_their_range_and_replaced_by_the_default() -> None:
-    assert load_chat() == ChatSettings(thinking_budget=0, context="native", persona="")  # no file at all
+    assert load_chat() == ChatSettings(thinking_budget=0, context="auto", persona="")  # no file at all
     write("""[chat]
 thinking_budget = -5
 context = "100k"
@@ -173,7 +173,7 @@ colour = "blue"
     assert problems == [
         p + "thinking_budget: must be a whole number of tokens between 0 and 262144, 0 = no limit (got -5); "
             "the default 0 is used",
-        p + "context: must be one of native, auto, 64k, 128k, 256k (got '100k'); the default 'native' is used",
+        p + "context: must be one of auto, native, 64k, 128k, 256k (got '100k'); the default 'auto' is used",
         p + "persona: must be a persona name in quotes, \"\" for none (got 3); the default '' is used",
         p + "colour: unknown setting (known: thinking_budget, context, persona); ignored",
     ]

@@ -11,7 +11,7 @@ import dataclasses
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +27,13 @@ from .engine import (
     LoadProgress,
     LoadRequest,
     Token,
+    Trim,
+    Trimmed,
 )
 from .gguf_files import ModelInfo, read_model_info
 from .hardware import Machine, detect
 from .planner import Plan, arch_from_info, candidate_from_info, plan
-from .presets import sampling_for
+from .presets import sampling_for, thinking_budget_for
 from .qwen3 import (
     ChatTemplate,
     Turn,
@@ -47,6 +49,7 @@ from .qwen3 import (
 from .store import Conversation, Message, Stats, Store, StoreError
 
 SAVE_EVERY = 0.5  # seconds between partial-answer saves while streaming
+MAX_BUDGET = 262144  # thinking tokens: the largest context any Qwen3 model has
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,26 @@ class AnswerStarted:
 
 
 @dataclass(frozen=True)
+class Rewound:
+    """An edit or a regeneration: from this message on, the transcript is replaced (the old turns are kept
+    in the store as an earlier version)."""
+
+    conversation_id: int
+    from_message_id: int
+
+
+@dataclass(frozen=True)
+class ContextTrimmed:
+    """The oldest turns no longer fit: from `from_message_id` on is what the model sees for this answer."""
+
+    conversation_id: int
+    answer_id: int
+    from_message_id: int
+    dropped_turns: int
+    n_ctx: int
+
+
+@dataclass(frozen=True)
 class AnswerSaved:
     """The final state of an answer is on disk."""
 
@@ -77,7 +100,7 @@ class AnswerSaved:
     done: Done | None
 
 
-SessionEvent = EngineEvent | Notice | UserSaved | AnswerStarted | AnswerSaved
+SessionEvent = EngineEvent | Notice | UserSaved | AnswerStarted | AnswerSaved | Rewound | ContextTrimmed
 
 
 @dataclass
@@ -87,6 +110,7 @@ class _Streaming:
     thinking: str = ""
     answer: str = ""
     last_save: float = 0.0
+    turn_starts: tuple[int, ...] = ()  # the first message id of each turn sent, oldest first (for trimming)
 
 
 class ChatSession:
@@ -110,6 +134,7 @@ class ChatSession:
         self.context_used = 0
         self._lock = threading.Lock()
         self._streaming: _Streaming | None = None
+        self._fresh_context = True
 
     # -- model --
 
@@ -135,11 +160,24 @@ class ChatSession:
         self.info, self.template, self.plan, self.ready = None, None, None, False
         self.engine.load(LoadRequest(Path(base_url), 0))
 
-    def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None) -> Plan:
-        """Check the file, plan memory, then queue the load. Raises ModelFileError or DoesNotFit."""
+    def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None,
+                   context: str = "auto") -> Plan:
+        """Check the file, plan memory, then queue the load. Raises ModelFileError or DoesNotFit.
+
+        Without `n_ctx`, `context` names a preset (settings.toml [chat] context); "auto" lets the planner choose.
+        """
+        from .context_presets import preset_for
+
         info = read_model_info(path)
         template = ChatTemplate(info.chat_template, info.bos_token, info.eos_token)
         _ = template.variant  # a broken template fails here, before the load, with the model named
+        if n_ctx is None and context != "auto":
+            preset = preset_for(context, info, template.variant)
+            if preset is None:
+                self.sink(Notice(f"settings.toml: chat.context: {path.name} does not offer {context!r}; "
+                                 "the planner chooses the context instead.", error=True))
+            else:
+                n_ctx = preset.n_ctx
         machine = machine or detect()
         chosen = plan_for_file(info, template.variant, machine, n_ctx)
         self._fit_key = fit_memory.key(machine, info.path, info.size_bytes)
@@ -155,6 +193,22 @@ class ChatSession:
         self.engine.load(self._load_request)
         return chosen
 
+    def change_context(self, key: str, machine: Machine | None = None) -> Plan:
+        """Re-plan for a context preset ("auto", "native", "64k", "128k", "256k") and reload the model in the
+        background; the conversation stays. Raises StoreError (cannot now), ValueError (not offered) or
+        DoesNotFit (memory), each with the reason."""
+        from .context_presets import context_presets, preset_for
+
+        if self.info is None or self.template is None:
+            raise StoreError("the context is set by the server for an endpoint; load a local model to change it")
+        if self.generating:
+            raise StoreError("an answer is still being written; press Esc to stop it first")
+        preset = preset_for(key, self.info, self.variant)
+        if preset is None:
+            offered = ", ".join(p.key for p in context_presets(self.info, self.variant))
+            raise ValueError(f"{self.info.path.name} does not offer the context {key!r}; it offers: {offered}")
+        return self.load_model(self.info.path, preset.n_ctx, machine)
+
     @property
     def generating(self) -> bool:
         return self._streaming is not None
@@ -168,73 +222,202 @@ class ChatSession:
     # -- conversation --
 
     def new_conversation(self) -> Conversation:
+        from .settings import load_chat
+
         thinking = self.variant is not Variant.NO_THINKING
-        return self.store.create_conversation(model=self.model_name, enable_thinking=thinking)
+        conversation = self.store.create_conversation(model=self.model_name, enable_thinking=thinking)
+        persona = load_chat().persona  # settings.toml [chat] persona: new chats start with its system prompt
+        if persona:
+            found = next((p for p in self.store.personas() if p.name.lower() == persona.lower()), None)
+            if found is None:
+                self.sink(Notice(f"settings.toml: chat.persona: there is no persona named {persona!r} (F6 saves "
+                                 "one); this chat starts without a system prompt.", error=True))
+            else:
+                self.store.set_system_prompt(conversation.id, found.prompt)
+                conversation = self.store.conversation(conversation.id)
+        return conversation
 
     def turns(self, conversation: Conversation) -> list[Turn]:
         """History for the prompt: answers only, no thinking; empty answers (stopped while thinking) left out."""
         turns = [Turn("system", conversation.system_prompt)] if conversation.system_prompt else []
-        for m in self.store.messages(conversation.id):
-            if m.role == "user" or (m.role == "assistant" and m.content):
-                turns.append(Turn(m.role, m.content))
-        return turns
+        return turns + [Turn(m.role, m.content) for m in _sendable(self.store.messages(conversation.id))]
 
     def thinking_now(self, conversation: Conversation) -> bool:
         texts = [t.content for t in self.turns(conversation) if t.role in ("user", "system")]
         return effective_thinking(self.variant, conversation.enable_thinking, texts)
 
+    def thinking_budget(self, conversation: Conversation) -> int:
+        """The conversation's own budget (set with /budget), else the preset's default; 0 is none."""
+        if conversation.thinking_budget is not None:
+            return conversation.thinking_budget
+        return thinking_budget_for(self.variant, True, self.quantized)
+
+    @property
+    def quantized(self) -> bool:
+        if self.remote_model is not None:
+            return _looks_quantized(self.model_name)
+        return self.info.quantized if self.info else True
+
     def send(self, conversation_id: int, text: str) -> Message | None:
-        """Handle one line from the user: a mode command, or a message to answer.
+        """Handle one line from the user: a command (/think, /no_think, /budget), or a message to answer.
 
         Returns the stored user message, or None for a command. Raises StoreError if the message could not
         be saved (the caller keeps the text so nothing is lost).
         """
-        command = command_of(text)
         conversation = self.store.conversation(conversation_id)
+        if text.strip().lower().startswith("/budget"):
+            self._budget_command(conversation, text.strip()[len("/budget"):].strip())
+            return None
+        if text.strip().lower().startswith("/context"):
+            self._context_command(text.strip()[len("/context"):].strip())
+            return None
+        command = command_of(text)
         if command is not None:
             change = apply_mode_command(self.variant, conversation.enable_thinking, command == "think")
             if change.changed:
                 self.store.set_thinking(conversation_id, change.enable_thinking)
             self.sink(Notice(change.message, error=not change.changed and self.variant is not Variant.HYBRID))
             return None
+        with self._claim():
+            thinking = effective_thinking(
+                self.variant, conversation.enable_thinking,
+                [t.content for t in self.turns(conversation) if t.role in ("user", "system")] + [text])
+            user = self.store.add_user_message(conversation.id, text, "think" if thinking else "no_think")
+            self.sink(UserSaved(user))
+            self._answer(conversation, thinking)
+            return user
+
+    def regenerate(self, conversation_id: int) -> None:
+        """Answer the last question again; the old answer stays as an earlier version."""
+        conversation = self.store.conversation(conversation_id)
+        last = next((m for m in reversed(self.store.messages(conversation_id)) if m.role == "assistant"), None)
+        if last is None:
+            raise StoreError("there is no answer to regenerate yet")
+        with self._claim():
+            self.sink(Rewound(conversation_id, last.id))
+            self._answer(conversation, self.thinking_now(conversation), replaces=last.id)
+
+    def edit_and_resend(self, message_id: int, text: str) -> Message:
+        """Replace a user message and everything after it (kept as an earlier version), then answer it."""
+        old = self.store.message(message_id)
+        conversation = self.store.conversation(old.conversation_id)
+        with self._claim():
+            user = self.store.edit_user_message(message_id, text)
+            self.sink(Rewound(conversation.id, message_id))
+            self.sink(UserSaved(user))
+            self._answer(conversation, self.thinking_now(conversation))
+            return user
+
+    @contextlib.contextmanager
+    def _claim(self) -> Iterator[None]:
+        """One answer at a time; claimed before any slow work, released if starting it fails."""
         if not self.ready or (self.remote_model is None and (self.template is None or self.info is None)):
             raise StoreError("the model is still loading; your message was not sent") from None
         with self._lock:
             if self._streaming is not None:
                 raise StoreError("an answer is still being written; press Esc to stop it first")
-            self._streaming = _Streaming(0, conversation_id)  # claimed before any slow work
+            self._streaming = _Streaming(0, 0)
         try:
-            return self._start_turn(conversation, text)
+            yield
         except BaseException:
             with self._lock:
                 self._streaming = None
             raise
 
-    def _start_turn(self, conversation: Conversation, text: str) -> Message:
-        thinking = effective_thinking(
-            self.variant, conversation.enable_thinking,
-            [t.content for t in self.turns(conversation) if t.role in ("user", "system")] + [text])
-        mode = "think" if thinking else "no_think"
-        user = self.store.add_user_message(conversation.id, text, mode)
-        self.sink(UserSaved(user))
-        turns = self.turns(conversation)
-        messages = template_messages(turns)
-        if self.remote_model is not None:
-            prompt, quantized = "", _looks_quantized(self.model_name)
-            if not conversation.enable_thinking and last_soft_switch(text) is None:
-                messages[-1] = {**messages[-1], "content": f"{text} /no_think"}  # for servers without kwargs
+    def _budget_command(self, conversation: Conversation, argument: str) -> None:
+        if self.variant is Variant.NO_THINKING:
+            self.sink(Notice(f"{self.model_name or 'This model'} does not think, so a thinking budget does not "
+                             "apply.", error=True))
+            return
+        word = argument.lower().replace(",", "").replace("_", "")
+        if not word:
+            budget = self.thinking_budget(conversation)
+            self.sink(Notice(f"Thinking budget: {budget:,} tokens." if budget else
+                             "No thinking budget. Set one with /budget N (tokens), e.g. /budget 2048."))
+            return
+        if word in ("off", "none", "0"):
+            budget = 0
+        elif word.isdigit() and int(word) <= MAX_BUDGET:
+            budget = int(word)
         else:
-            assert self.template is not None and self.info is not None
-            prompt, quantized = build_prompt(self.template, turns, enable_thinking=conversation.enable_thinking), \
-                self.info.quantized
-        sampling = sampling_for(self.variant, thinking, quantized)
-        answer = self.store.start_answer(conversation.id, self.model_name, mode, dataclasses.asdict(sampling))
+            self.sink(Notice(f"/budget takes a number of tokens from 1 to {MAX_BUDGET:,}, or off (got "
+                             f"{argument!r}).", error=True))
+            return
+        self.store.set_thinking_budget(conversation.id, budget)
+        if self.remote_model is not None and budget:
+            self.sink(Notice(f"Thinking budget set to {budget:,} tokens, but it only applies to local models: "
+                             "a server caps thinking with its own settings (llama-server --reasoning-budget).",
+                             error=True))
+            return
+        self.sink(Notice(f"Thinking budget: {budget:,} tokens; after that the model is told to answer."
+                         if budget else "Thinking budget off: the model thinks as long as it needs."))
+
+    def _context_command(self, key: str) -> None:
+        from .context_presets import context_presets
+        from .planner import DoesNotFit
+
+        if not key:
+            if self.info is None:
+                self.sink(Notice("The server sets the context of an endpoint.", error=True))
+                return
+            offered = ", ".join(p.key for p in context_presets(self.info, self.variant))
+            self.sink(Notice(f"Context: {self.n_ctx:,} tokens. /context KEY reloads with another: {offered}."))
+            return
+        try:
+            chosen = self.change_context(key)
+        except (StoreError, ValueError, DoesNotFit) as exc:
+            self.sink(Notice(str(exc), error=True))
+            return
+        yarn = f" with YaRN ×{chosen.yarn_factor}" if chosen.yarn_factor else ""
+        self.sink(Notice(f"Reloading with a context of {chosen.n_ctx:,} tokens{yarn}; the conversation stays."))
+
+    def _answer(self, conversation: Conversation, thinking: bool, replaces: int | None = None) -> None:
+        """Start the answer to the conversation's last user message (called with the answer slot claimed)."""
+        conversation = self.store.conversation(conversation.id)  # /think, budget and persona may have changed
+        mode = "think" if thinking else "no_think"
+        rows = _sendable(self.store.messages(conversation.id))
+        if replaces is not None:
+            rows = [m for m in rows if m.id < replaces]
+        start = next((m.context_from_id for m in reversed(rows) if m.role == "assistant"), None)
+        if self._fresh_context:
+            start, self._fresh_context = None, False  # the cache is empty anyway: try the whole conversation
+        if start is not None:
+            rows = [m for m in rows if m.id >= start]  # what did not fit before stays out: the KV prefix holds
+        *history, current = rows
+        turn_groups: list[list[Message]] = []
+        for m in history:
+            if m.role == "user" or not turn_groups:
+                turn_groups.append([])
+            turn_groups[-1].append(m)
+        system = [Turn("system", conversation.system_prompt)] if conversation.system_prompt else []
+
+        def turns_without(dropped: int) -> list[Turn]:
+            kept = [Turn(m.role, m.content) for group in turn_groups[dropped:] for m in group]
+            return [*system, *kept, Turn("user", current.content)]
+
+        budget = self.thinking_budget(conversation) if thinking and self.remote_model is None else 0
+        messages = template_messages(turns_without(0))
+        trim = None
+        if self.remote_model is not None:
+            prompt = ""
+            if not conversation.enable_thinking and last_soft_switch(current.content) is None:
+                messages[-1] = {**messages[-1], "content": f"{current.content} /no_think"}  # servers w/o kwargs
+        else:
+            template = self.template
+            assert template is not None
+            enable = conversation.enable_thinking
+            prompt = build_prompt(template, turns_without(0), enable_thinking=enable)
+            trim = Trim(lambda dropped: build_prompt(template, turns_without(dropped), enable_thinking=enable),
+                        len(turn_groups) + 1)
+        sampling = sampling_for(self.variant, thinking, self.quantized)
+        answer = self.store.start_answer(conversation.id, self.model_name, mode, dataclasses.asdict(sampling),
+                                         replaces=replaces, thinking_budget=budget, context_from_id=start)
         with self._lock:
-            self._streaming = _Streaming(answer.id, conversation.id, last_save=time.monotonic())
+            self._streaming = _Streaming(answer.id, conversation.id, last_save=time.monotonic(),
+                                         turn_starts=tuple(g[0].id for g in turn_groups) + (current.id,))
         self.sink(AnswerStarted(answer))
         self.engine.generate(GenerateRequest(answer.id, prompt, sampling, prompt_opens_thinking(prompt),
-                                             tuple(messages), conversation.enable_thinking))
-        return user
+                                             tuple(messages), conversation.enable_thinking, budget, trim))
 
     def set_thinking(self, conversation_id: int, on: bool) -> None:
         self.send(conversation_id, "/think" if on else "/no_think")
@@ -246,6 +429,7 @@ class ChatSession:
             if self.remote_model is not None:
                 self.remote_model = str(event.model_path)  # the served model's id
             self.ready = True
+            self._fresh_context = True  # a new context may hold turns an earlier one had to leave out
             self.n_ctx = event.n_ctx
             self.gpu_layers = event.n_gpu_layers
             if self._retried:
@@ -254,6 +438,9 @@ class ChatSession:
             return
         elif isinstance(event, Token):
             self._on_token(event)
+            return
+        elif isinstance(event, Trimmed):
+            self._on_trimmed(event)
             return
         elif isinstance(event, Done):
             self.context_used = event.context_used
@@ -294,6 +481,17 @@ class ChatSession:
             with contextlib.suppress(StoreError):
                 self.store.save_partial(streaming.message_id, streaming.thinking, streaming.answer)
 
+    def _on_trimmed(self, event: Trimmed) -> None:
+        streaming = self._streaming
+        if streaming is None or streaming.message_id != event.request_id or not streaming.turn_starts:
+            return
+        first = streaming.turn_starts[min(event.dropped, len(streaming.turn_starts) - 1)]
+        try:
+            self.store.set_context_from(event.request_id, first)
+        except StoreError as exc:  # the marker is lost, not the answer
+            self.sink(Notice(f"Could not record where the context starts: {exc}", error=True))
+        self.sink(ContextTrimmed(streaming.conversation_id, event.request_id, first, event.dropped, event.n_ctx))
+
     def _finish(self, message_id: int, done: Done | None, error: str = "") -> None:
         streaming = self._streaming
         thinking = done.thinking if done else (streaming.thinking if streaming else "")
@@ -309,7 +507,8 @@ class ChatSession:
                           done.generation_seconds, done.tokens_per_second)
         for attempt in range(5):
             try:
-                self.store.finish_answer(message_id, status, thinking, answer, closed, stats, error)
+                self.store.finish_answer(message_id, status, thinking, answer, closed, stats, error,
+                                         thinking_cut_at=done.thinking_cut_at if done else None)
                 break
             except StoreError as exc:
                 if attempt == 4:
@@ -327,6 +526,12 @@ class ChatSession:
             self.sink(Notice(error, error=True))
 
 
+def _sendable(messages: list[Message]) -> list[Message]:
+    """What the model sees of the history: questions and answers; empty answers (stopped while thinking) and
+    failed ones without text are left out."""
+    return [m for m in messages if m.role == "user" or (m.role == "assistant" and m.content)]
+
+
 def _looks_quantized(model_id: str) -> bool:
     """A served GGUF (llama-server) is quantized; vLLM/SGLang usually serve BF16/FP8 checkpoints."""
     name = model_id.lower()
@@ -340,4 +545,5 @@ def plan_for_file(info: ModelInfo, variant: Variant, machine: Machine, n_ctx: in
     return plan(arch, [candidate_from_info(info)], machine, n_ctx)
 
 
-__all__ = ["AnswerSaved", "AnswerStarted", "ChatSession", "LoadProgress", "Notice", "SessionEvent", "UserSaved"]
+__all__ = ["AnswerSaved", "AnswerStarted", "ChatSession", "ContextTrimmed", "LoadProgress", "Notice", "Rewound",
+           "SessionEvent", "UserSaved"]

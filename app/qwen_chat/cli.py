@@ -243,5 +243,8 @@ def _chat_endpoint(args: argparse.Namespace) -> int:
     if args.api_key:
         remember_api_key(url, args.api_key)
     if args.save_endpoint:
-        save_endpoint(Endpoint(args.save_endpoint, url, args.remote_model))
+        try:
+            save_endpoint(Endpoint(args.save_endpoint, url, args.remote_model))
+        except OSError as exc:  # a settings.toml that does not parse is never overwritten
+            print(f"qwen-chat: the endpoint was not saved: {exc}", file=sys.stderr)
     return _run_app(store, endpoint=(url, key, args.remote_model))

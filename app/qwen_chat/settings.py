@@ -11,7 +11,7 @@
 
     [chat]                               # defaults for new conversations
     thinking_budget = 0                  # tokens of thinking per answer; 0 = no limit
-    context = "native"                   # native, auto, 64k, 128k or 256k
+    context = "auto"                     # auto, native, 64k, 128k or 256k
     persona = ""                         # a persona name; "" = none
 
     [presets.my-precise]                 # a named sampling preset (presets.py reads these three sections)
@@ -46,7 +46,7 @@ from typing import Any
 
 from .paths import config_dir
 
-CONTEXT_CHOICES = ("native", "auto", "64k", "128k", "256k")  # as context_presets.py names them
+CONTEXT_CHOICES = ("auto", "native", "64k", "128k", "256k")  # as context_presets.py names them
 MAX_THINKING_BUDGET = 262144
 KNOWN_SECTIONS = ("theme", "endpoints", "keys", "chat", "presets", "overrides", "use")
 HEADER = ("# qwen-chat settings; every section and key is described in the README's \"Settings\" section.\n"
@@ -68,7 +68,7 @@ class Endpoint:
 @dataclass(frozen=True)
 class ChatSettings:
     thinking_budget: int = 0  # tokens; 0 = no limit
-    context: str = "native"  # one of CONTEXT_CHOICES
+    context: str = "auto"  # one of CONTEXT_CHOICES; auto: the planner picks what fits
     persona: str = ""  # "" = no persona
 
 

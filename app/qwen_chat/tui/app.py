@@ -12,22 +12,36 @@ from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
 
-from ..chat_session import AnswerSaved, AnswerStarted, ChatSession, Notice, SessionEvent, UserSaved
+from ..chat_session import (
+    AnswerSaved,
+    AnswerStarted,
+    ChatSession,
+    ContextTrimmed,
+    Notice,
+    Rewound,
+    SessionEvent,
+    UserSaved,
+)
+from ..clipboard import system_copy
+from ..context_presets import context_presets
 from ..download_queue import DownloadQueue, Job
 from ..engine import Failed, Loaded, LoadProgress, Token
 from ..qwen3 import Variant
 from ..store import Conversation, Store, StoreError
 from ..thinking_stream import Part
+from .conversation_screens import ContextScreen, CopyScreen, PersonasScreen, VersionsScreen, copy_choices
 from .dialogs import ConfirmDialog, RenameDialog
 from .downloads_screen import DownloadsScreen
-from .messages import AssistantMessage, NoticeLine, UserMessage
+from .messages import AssistantMessage, NoticeLine, TrimMarker, UserMessage
 from .models_screen import EndpointModelsScreen, ModelsScreen
 from .search_screen import SearchScreen
 from .theme import register_shipped_themes
 
 DRAIN_INTERVAL = 1 / 30  # tokens are batched into UI updates at most this often
+PROMPT_HINT = "Message Qwen…  (/think, /no_think, /budget N; Esc stops)"
 
 
 class ConversationItem(ListItem):
@@ -41,15 +55,23 @@ class QwenChatApp(App[None]):
     CSS_PATH = "app.tcss"
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="stop"),
-        Binding("ctrl+t", "toggle_thinking", "Thinking", id="toggle-thinking"),
-        Binding("ctrl+n", "new_conversation", "New chat", id="new-conversation"),
+        Binding("ctrl+t", "toggle_thinking", "Think", id="toggle-thinking"),
+        Binding("ctrl+r", "regenerate", "Redo", id="regenerate"),
+        # priority like ctrl+d: with text in the prompt, ctrl+e stays the prompt's "go to end"
+        Binding("ctrl+e", "edit_message", "Edit", id="edit-message", priority=True),
+        Binding("ctrl+y", "copy_message", "Copy", id="copy-message"),
+        Binding("ctrl+n", "new_conversation", "New", id="new-conversation"),
         Binding("f2", "rename_conversation", "Rename", id="rename-conversation"),
         # priority so it works from the prompt; check_action hands ctrl+d back to the prompt while it has text
-        Binding("ctrl+d", "delete_conversation", "Delete", id="delete-conversation", priority=True),
+        Binding("ctrl+d", "delete_conversation", "Del", id="delete-conversation", priority=True),
         Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar"),
         Binding("f3", "models", "Models", id="models"),
         Binding("f4", "downloads", "Downloads", id="downloads"),
         Binding("ctrl+f", "search", "Search", id="search"),
+        Binding("f5", "presets", "Preset", id="presets"),
+        Binding("f6", "personas", "Persona", id="personas"),
+        Binding("f7", "context", "Context", id="context"),
+        Binding("f8", "versions", "Versions", id="versions"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
 
@@ -68,6 +90,9 @@ class QwenChatApp(App[None]):
         self._live: AssistantMessage | None = None
         self._state = "starting"
         self._last_speed = 0.0
+        self._editing: int | None = None  # the user message being edited (Ctrl+E), if any
+        self._thinking_tokens = 0  # of the answer being written (the budget meter)
+        self._budget = 0
 
     # -- layout --
 
@@ -78,12 +103,19 @@ class QwenChatApp(App[None]):
                 yield ListView(id="conversations")
             with Vertical(id="chat"):
                 yield VerticalScroll(id="transcript")
-                yield Input(placeholder="Message Qwen…  (/think, /no_think; Esc stops)", id="prompt")
+                yield Input(placeholder=PROMPT_HINT, id="prompt")
         yield Static("", id="status", markup=False)
-        yield Footer()
+        yield Footer(compact=True)  # 18 actions: all of them fit a 180-column terminal
 
     def on_mount(self) -> None:
+        from ..settings import check as check_settings
+        from ..settings import load_keymap
+
         register_shipped_themes(self)
+        ids = {b.id for b in self.BINDINGS if isinstance(b, Binding) and b.id}
+        for problem in check_settings(ids):  # each problem once, with its key; the value is ignored
+            self.notify(problem, severity="warning", timeout=10)
+        self.set_keymap(load_keymap(ids))
         self.theme_changed_signal.subscribe(self, self._save_theme)
         self.query_one("#transcript", VerticalScroll).anchor()
         self.set_interval(DRAIN_INTERVAL, self._drain)
@@ -115,7 +147,9 @@ class QwenChatApp(App[None]):
             if self.endpoint is not None:
                 self.session.connect(*self.endpoint)
             else:
-                self.session.load_model(self.model_path, self.n_ctx)
+                from ..settings import load_chat
+
+                self.session.load_model(self.model_path, self.n_ctx, context=load_chat().context)
         except Exception as exc:  # file, memory and template problems all end up as one message
             self._events.append(Failed(None, str(exc)))
 
@@ -144,12 +178,18 @@ class QwenChatApp(App[None]):
         self._live = None
         if self.conversation is None:
             return
-        widgets = []
-        for message in self.store.messages(self.conversation.id):
+        widgets: list[Widget] = []
+        messages = self.store.messages(self.conversation.id)
+        versions = self.store.versions_by_message(self.conversation.id)
+        trimmed = next((m for m in reversed(messages) if m.role == "assistant" and m.context_from_id), None)
+        for message in messages:
+            if trimmed is not None and message.id == trimmed.context_from_id:
+                widgets.append(TrimMarker(sum(1 for m in messages if m.role == "user" and m.id < message.id),
+                                          self.session.n_ctx))
             if message.role == "user":
-                widgets.append(UserMessage(message.content, message.id))
+                widgets.append(UserMessage(message.content, message.id, versions.get(message.id, 1)))
             elif message.role == "assistant":
-                widgets.append(AssistantMessage(message))
+                widgets.append(AssistantMessage(message, versions.get(message.id, 1)))
         transcript.mount_all(widgets)
         transcript.scroll_end(animate=False)
 
@@ -177,7 +217,37 @@ class QwenChatApp(App[None]):
         if not text.strip() or self.conversation is None:
             return
         event.input.value = ""
+        if self._editing is not None:
+            message_id, self._editing = self._editing, None
+            self._set_editing(None)
+            self._resend(message_id, text)
+            return
         self._send(self.conversation.id, text)
+
+    @work(thread=True, group="send", exit_on_error=False)
+    def _resend(self, message_id: int, text: str) -> None:
+        try:
+            self.session.edit_and_resend(message_id, text)
+        except StoreError as exc:
+            self.call_from_thread(self._send_failed, text, str(exc))
+            return
+        self.call_from_thread(self._after_send)
+
+    @work(thread=True, group="send", exit_on_error=False)
+    def _regenerate(self, conversation_id: int) -> None:
+        try:
+            self.session.regenerate(conversation_id)
+        except StoreError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="warning")
+            return
+        self.call_from_thread(self._after_send)
+
+    def _set_editing(self, message_id: int | None) -> None:
+        self._editing = message_id
+        box = self.query_one("#prompt", Input)
+        box.placeholder = ("Editing: Enter resends it (later turns are kept as an earlier version); Esc cancels"
+                           if message_id is not None else PROMPT_HINT)
+        box.set_class(message_id is not None, "editing")
 
     @work(thread=True, group="send", exit_on_error=False)
     def _send(self, conversation_id: int, text: str) -> None:
@@ -209,6 +279,7 @@ class QwenChatApp(App[None]):
         while self._events:
             event = self._events.popleft()
             if isinstance(event, Token):
+                self._thinking_tokens = event.thinking_tokens
                 if pending and pending[-1][0] is event.part:
                     pending[-1] = (event.part, pending[-1][1] + event.text)
                 else:
@@ -251,9 +322,27 @@ class QwenChatApp(App[None]):
             await transcript.mount(NoticeLine(f"The model could not be loaded: {event.message}", error=True))
         elif isinstance(event, UserSaved):
             if self.conversation and event.message.conversation_id == self.conversation.id:
-                await transcript.mount(UserMessage(event.message.content, event.message.id))
+                versions = self.store.version_count(event.message.id)  # 2 or more after an edit
+                await transcript.mount(UserMessage(event.message.content, event.message.id, versions))
                 transcript.scroll_end(animate=False)  # sending means the user wants to follow the answer
+        elif isinstance(event, Rewound):
+            if self.conversation and event.conversation_id == self.conversation.id:
+                # the replaced turns leave the transcript (the store keeps them: F8 shows them)
+                children = list(transcript.children)
+                first = next((i for i, w in enumerate(children)
+                              if getattr(w, "message_id", 0) >= event.from_message_id), len(children))
+                await transcript.remove_children(children[first:])
+        elif isinstance(event, ContextTrimmed):
+            if self.conversation and event.conversation_id == self.conversation.id:
+                for old in transcript.query(TrimMarker):
+                    await old.remove()
+                before = next((w for w in transcript.children
+                               if getattr(w, "message_id", 0) == event.from_message_id), None)
+                await transcript.mount(TrimMarker(event.dropped_turns, event.n_ctx), before=before)
+            self.notify("The conversation is longer than the context: the oldest turns are not sent for this "
+                        "answer (marked in the transcript; they stay saved).", severity="warning", timeout=8)
         elif isinstance(event, AnswerStarted):
+            self._thinking_tokens, self._budget = 0, event.message.thinking_budget
             if self.conversation and event.message.conversation_id == self.conversation.id:
                 self._live = AssistantMessage()
                 self._live.message_id = event.message.id
@@ -263,6 +352,7 @@ class QwenChatApp(App[None]):
             if self._live is not None and self._live.message_id == event.message.id:
                 # the final Markdown re-render changes heights for a moment: keep a following view at the end
                 following = transcript.scroll_y >= transcript.max_scroll_y - 1
+                self._live.versions = self.store.version_count(event.message.id)  # 2 or more if regenerated
                 await self._live.finish(event.message)
                 if following:
                     transcript.scroll_end(animate=False)
@@ -292,10 +382,15 @@ class QwenChatApp(App[None]):
                 parts.append("thinking on" if session.thinking_now(self.conversation) else "thinking off")
             else:
                 parts.append("always thinks" if session.variant is Variant.ALWAYS_THINKS else "no thinking")
-        if self._last_speed:
+        if self._thinking_tokens:  # live while thinking; afterwards what the last answer used
+            verb = "thinking" if session.generating else "thought"
+            parts.append(f"{verb} {self._thinking_tokens:,}/{self._budget:,}" if self._budget
+                         else f"{verb} {self._thinking_tokens:,} tokens")
+        if self._last_speed and not session.generating:
             parts.append(f"{self._last_speed:.1f} tok/s")
         if session.n_ctx:
-            parts.append(f"ctx {session.context_used:,}/{session.n_ctx:,}")
+            share = session.context_used / session.n_ctx
+            parts.append(f"ctx {session.context_used:,}/{session.n_ctx:,} ({share:.0%})")
         if session.plan is not None and session.ready:
             parts.append(session.plan.short(session.gpu_layers))
         parts.append(self._state)
@@ -305,17 +400,147 @@ class QwenChatApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         typing = isinstance(self.focused, Input) and bool(self.focused.value)
-        return not (action == "delete_conversation" and typing)
+        return not (action in ("delete_conversation", "edit_message") and typing)
 
     def action_stop(self) -> None:
         if self.session.generating:
             self.session.stop()
+        elif self._editing is not None:
+            self._set_editing(None)
+            self.query_one("#prompt", Input).value = ""
+
+    def _selected_message(self, role: str | None = None) -> Widget | None:
+        """The focused message in the transcript, else the last one (of `role` if given)."""
+        focused = self.focused
+        if isinstance(focused, UserMessage | AssistantMessage) and (
+                role is None or isinstance(focused, UserMessage) == (role == "user")):
+            return focused
+        kinds = {"user": UserMessage, "assistant": AssistantMessage}.get(role or "", UserMessage | AssistantMessage)
+        found = [w for w in self.query_one("#transcript", VerticalScroll).children if isinstance(w, kinds)]
+        return found[-1] if found else None
+
+    def action_regenerate(self) -> None:
+        if self.conversation is None:
+            return
+        if self.session.generating:
+            self.notify("An answer is still being written: press Esc to stop it first.", severity="warning")
+            return
+        self._regenerate(self.conversation.id)
+
+    def action_edit_message(self) -> None:
+        if self.session.generating:
+            self.notify("An answer is still being written: press Esc to stop it first.", severity="warning")
+            return
+        message = self._selected_message("user")
+        if not isinstance(message, UserMessage) or not message.message_id:
+            self.notify("There is no message of yours to edit yet.", severity="warning")
+            return
+        box = self.query_one("#prompt", Input)
+        box.value = message.text
+        self._set_editing(message.message_id)
+        box.focus()
 
     def action_toggle_thinking(self) -> None:
         if self.conversation is None:
             return
         on = not self.session.thinking_now(self.conversation)
         self._send(self.conversation.id, "/think" if on else "/no_think")
+
+    def action_presets(self) -> None:
+        from ..presets import preset_name
+        from .presets_screen import PresetsScreen
+
+        if self.conversation is None:
+            return
+        slot = preset_name(self.session.variant, self.session.thinking_now(self.conversation))
+
+        def done(changed: bool | None) -> None:
+            if changed:
+                self.notify("Preset saved: it applies from the next answer.", timeout=4)
+
+        self.push_screen(PresetsScreen(slot, self.session.quantized), done)
+
+    def _copy_text(self, text: str) -> None:
+        self.copy_to_clipboard(text)  # OSC 52: reaches the local clipboard over SSH in most terminals
+        tool = system_copy(text)  # and the desktop's own clipboard tool where there is one
+        self.notify(f"Copied {len(text):,} characters" + (f" (also with {tool})" if tool else ""), timeout=3)
+
+    def action_copy_message(self) -> None:
+        widget = self._selected_message("assistant") if not isinstance(self.focused, UserMessage) else self.focused
+        if widget is None:
+            self.notify("There is no message to copy yet.", severity="warning")
+            return
+        text = widget.answer_text if isinstance(widget, AssistantMessage) else getattr(widget, "text", "")
+        if len(copy_choices(text)) == 1:  # no code blocks: nothing to choose
+            self._copy_text(text)
+            return
+        self.push_screen(CopyScreen(text, "Copy"), lambda chosen: self._copy_text(chosen) if chosen else None)
+
+    def action_versions(self) -> None:
+        widget = self._selected_message()
+        if self.conversation is None or widget is None or not getattr(widget, "message_id", 0):
+            return
+        message_id = widget.message_id  # type: ignore[attr-defined]
+        if not isinstance(self.focused, UserMessage | AssistantMessage):
+            # nothing selected: the newest message that has earlier versions
+            versioned = self.store.versions_by_message(self.conversation.id)
+            message_id = max(versioned, default=message_id)
+        try:
+            versions = self.store.earlier_versions(message_id)
+            current = [m for m in self.store.messages(self.conversation.id) if m.id >= message_id]
+        except StoreError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if not versions:
+            self.notify("This message has no earlier versions (Ctrl+E edits a message, Ctrl+R regenerates).")
+            return
+        self.push_screen(VersionsScreen(versions, current))
+
+    def action_personas(self) -> None:
+        if self.conversation is None:
+            return
+        conversation_id = self.conversation.id
+
+        def chosen(prompt: str | None) -> None:
+            if prompt is None:
+                return
+            try:
+                self.store.set_system_prompt(conversation_id, prompt)
+                if self.conversation and self.conversation.id == conversation_id:
+                    self.conversation = self.store.conversation(conversation_id)
+            except StoreError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.notify("System prompt set for this conversation; it applies from the next message." if prompt
+                        else "This conversation has no system prompt now.")
+
+        self.push_screen(PersonasScreen(self.store, self.conversation.system_prompt), chosen)
+
+    def action_context(self) -> None:
+        session = self.session
+        if session.info is None:
+            self.notify("An endpoint's server sets its context; a local model's can be changed here.")
+            return
+        presets = context_presets(session.info, session.variant)
+        note = "Changing the context re-plans memory and reloads the model; the conversation stays."
+
+        def chosen(key: str | None) -> None:
+            if key is not None:
+                self._change_context(key)
+
+        self.push_screen(ContextScreen(presets, session.n_ctx, note), chosen)
+
+    @work(thread=True, group="load", exit_on_error=False)
+    def _change_context(self, key: str) -> None:
+        try:
+            chosen = self.session.change_context(key)  # hardware detection and planning: off the UI thread
+        except Exception as exc:  # StoreError, ValueError, DoesNotFit: each says why
+            self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        self._state = "loading"
+        yarn = f" with YaRN ×{chosen.yarn_factor}" if chosen.yarn_factor else ""
+        self.call_from_thread(self.notify, f"Reloading with a context of {chosen.n_ctx:,} tokens{yarn}; "
+                              "the conversation stays.", timeout=6)
 
     def action_new_conversation(self) -> None:
         if self.session.generating:
@@ -428,3 +653,16 @@ class QwenChatApp(App[None]):
         yield SystemCommand("Models", "The Qwen3 catalog with what fits this machine (F3)", self.action_models)
         yield SystemCommand("Downloads", "Download progress, pause, resume, cancel (F4)", self.action_downloads)
         yield SystemCommand("Search", "Search all conversations (Ctrl+F)", self.action_search)
+        yield SystemCommand("Regenerate", "Answer the last message again; the old answer is kept (Ctrl+R)",
+                            self.action_regenerate)
+        yield SystemCommand("Edit message", "Edit your selected or last message and resend it (Ctrl+E)",
+                            self.action_edit_message)
+        yield SystemCommand("Copy", "Copy the selected message or the last answer, or one of its code blocks "
+                            "(Ctrl+Y)", self.action_copy_message)
+        yield SystemCommand("Sampling presets", "View and edit the sampling preset in use (F5)", self.action_presets)
+        yield SystemCommand("Persona", "Choose or save a system prompt for this conversation (F6)",
+                            self.action_personas)
+        yield SystemCommand("Context size", "Native, 64K/128K with YaRN, or 256K; reloads the model (F7)",
+                            self.action_context)
+        yield SystemCommand("Earlier versions", "Versions of an edited or regenerated turn (F8)",
+                            self.action_versions)

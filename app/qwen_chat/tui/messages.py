@@ -29,9 +29,31 @@ _STATUS_LABEL = {
 
 
 class UserMessage(Static):
-    def __init__(self, text: str, message_id: int = 0) -> None:
-        super().__init__(Text(printable(text)), classes="user-message", markup=False)
+    can_focus = True  # Tab or a click selects a message for Ctrl+E (edit), Ctrl+Y (copy), F8 (versions)
+
+    def __init__(self, text: str, message_id: int = 0, versions: int = 1) -> None:
+        super().__init__(classes="user-message", markup=False)
         self.message_id = message_id
+        self.text = text
+        self.versions = versions
+
+    def render(self) -> Text:
+        text = Text(printable(self.text))
+        if self.versions > 1:
+            text.append(f"\nedited · version {self.versions} of {self.versions} (F8 shows the earlier ones)",
+                        style="dim italic")
+        return text
+
+
+class TrimMarker(Static):
+    """Where the model's view of the conversation begins when the oldest turns no longer fit."""
+
+    def __init__(self, dropped_turns: int, n_ctx: int) -> None:
+        turns = "turn" if dropped_turns == 1 else "turns"
+        super().__init__(Text(
+            f"⋯ context full ({n_ctx:,} tokens): the model no longer sees the messages above this line "
+            f"({dropped_turns} more {turns} left out for this answer). They stay saved and searchable here."),
+            classes="notice trim-marker", markup=False)
 
 
 class NoticeLine(Static):
@@ -42,8 +64,11 @@ class NoticeLine(Static):
 class AssistantMessage(Vertical):
     """Thinking (collapsible, dimmed) above the answer (Markdown), then a line of status and speed."""
 
-    def __init__(self, message: Message | None = None) -> None:
+    can_focus = True
+
+    def __init__(self, message: Message | None = None, versions: int = 1) -> None:
         super().__init__(classes="assistant-message")
+        self.versions = versions
         self.message_id = message.id if message else 0
         self.thinking_text = message.thinking if message else ""
         self.answer_text = message.content if message else ""
@@ -89,7 +114,7 @@ class AssistantMessage(Vertical):
             await self._stream.stop()
             self._stream = None
         self.thinking_text, self.answer_text = message.thinking, message.content
-        self.query_one(".thinking-text", Static).update(Text(printable(self.thinking_text)))
+        self.query_one(".thinking-text", Static).update(_thinking_text(message))
         # a full update after the stream resets the parser state (and any half-parsed fence)
         await self.query_one(".answer", Markdown).update(printable(self.answer_text))
         self.show_final(message)
@@ -98,8 +123,14 @@ class AssistantMessage(Vertical):
         box = self._thinking_box
         box.display = bool(message.thinking)
         cut = message.thinking and not message.thinking_closed and message.status != "streaming"
-        box.title = "Thinking (cut off)" if cut else "Thinking"
+        if message.thinking_cut_at is not None:
+            box.title = f"Thinking (cut by the {message.thinking_budget:,}-token budget)"
+            self.query_one(".thinking-text", Static).update(_thinking_text(message))
+        else:
+            box.title = "Thinking (cut off)" if cut else "Thinking"
         parts = []
+        if self.versions > 1:
+            parts.append(f"version {self.versions} of {self.versions} (F8 shows the earlier ones)")
         if message.status in _STATUS_LABEL:
             parts.append(_STATUS_LABEL[message.status])
         if message.error:
@@ -109,3 +140,15 @@ class AssistantMessage(Vertical):
         meta = self.query_one(".meta", Static)
         meta.update(Text(" · ".join(parts)))
         meta.set_class(message.status in ("stopped", "interrupted", "failed"), "warn")
+
+
+def _thinking_text(message: Message) -> Text:
+    """Thinking as stored; where a budget cut it, the inserted stop-thinking instruction is marked."""
+    cut = message.thinking_cut_at
+    if cut is None:
+        return Text(printable(message.thinking))
+    text = Text(printable(message.thinking[:cut]))
+    text.append(f"\n✂ budget of {message.thinking_budget:,} thinking tokens reached; qwen-chat inserted:",
+                style="bold")
+    text.append(printable(message.thinking[cut:]), style="reverse")
+    return text

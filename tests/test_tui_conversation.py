@@ -1,0 +1,146 @@
+"""The app's conversation features driven with Pilot: regenerate, edit and resend, copy, persona, context
+reload, the thinking budget and the context-full marker. Real llama.cpp, real SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, OptionList
+
+from qwen_chat.store import Store
+from qwen_chat.tui.app import QwenChatApp
+from qwen_chat.tui.conversation_screens import ContextScreen, PersonasScreen
+from qwen_chat.tui.messages import AssistantMessage, TrimMarker, UserMessage
+from test_tui import SIZE, make_app, screen_text, status, type_and_send, wait_for
+
+
+async def ask(pilot, app: QwenChatApp, text: str) -> None:
+    before = len(app.store.messages(app.conversation.id))
+    await type_and_send(pilot, text)
+    await wait_for(pilot, lambda: len(app.store.messages(app.conversation.id)) >= before + 2
+                   and not app.session.generating and app._live is None, what=f"answer to {text!r}")
+
+
+@pytest.mark.real_model
+async def test_regenerate_edit_and_copy(real_model: Path, tmp_path: Path) -> None:
+    app = make_app(tmp_path / "chat.db", real_model, n_ctx=2048)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="model load")
+        await ask(pilot, app, "Write a one-line Python hello world in a code block.")
+        first = app.store.messages(app.conversation.id)[-1]
+
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: app.store.messages(app.conversation.id)[-1].id != first.id
+                       and not app.session.generating and app._live is None, what="regenerated answer")
+        answers = app.query(AssistantMessage)
+        assert len(answers) == 1 and answers[0].message_id != first.id  # the old answer left the transcript
+        await pilot.pause(0.3)
+        assert "version 2 of 2" in screen_text(app)
+        assert [r[0].id for r in app.store.earlier_versions(answers[0].message_id)] == [first.id]
+
+        # copy: the answer has a code block, so Ctrl+Y offers a choice; the code block is copied exactly
+        await pilot.press("ctrl+y")
+        await wait_for(pilot, lambda: isinstance(app.screen.focused, OptionList), what="copy choices")
+        options = app.screen.query_one(OptionList)
+        if options.option_count > 1:
+            await pilot.press("down", "enter")
+            from qwen_chat.clipboard import code_blocks
+
+            assert app.clipboard == code_blocks(answers[0].answer_text)[0].code
+        else:
+            await pilot.press("enter")
+            assert app.clipboard == answers[0].answer_text
+
+        # edit the question: Ctrl+E puts it in the prompt; Enter resends; the old turn becomes version 1
+        await pilot.press("ctrl+e")
+        box = app.query_one("#prompt", Input)
+        assert box.value.startswith("Write a one-line Python") and box.has_class("editing")
+        box.value = "Say just the word banana."
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.session.generating and app._live is None
+                       and app.store.messages(app.conversation.id)[0].content == "Say just the word banana.",
+                       what="edited turn answered")
+        await pilot.pause(0.3)
+        users = app.query(UserMessage)
+        assert [u.text for u in users] == ["Say just the word banana."] and users[0].versions == 2
+        assert len(app.query(AssistantMessage)) == 1
+        versions = app.store.earlier_versions(users[0].message_id)
+        assert versions[0][0].content.startswith("Write a one-line Python")
+
+        # Esc while editing cancels the edit and keeps the conversation as it is
+        await pilot.press("ctrl+e")
+        await pilot.press("escape")
+        assert not box.value and not box.has_class("editing")
+
+
+@pytest.mark.real_model
+async def test_persona_and_context_reload_keep_the_conversation(real_model: Path, tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    store = Store(db)
+    store.save_persona("Pirate", "You are a pirate. Answer like one.")
+    store.close()
+    app = make_app(db, real_model, n_ctx=1024)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="model load")
+        await ask(pilot, app, "Say hello.")
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: isinstance(app.screen, PersonasScreen), what="personas")
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: app.conversation.system_prompt.startswith("You are a pirate"), what="persona")
+
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: isinstance(app.screen, ContextScreen), what="context screen")
+        keys = [app.screen.query_one(OptionList).get_option_at_index(i).id
+                for i in range(app.screen.query_one(OptionList).option_count)]
+        await pilot.press(*["down"] * keys.index("native"), "enter")
+        await wait_for(pilot, lambda: app.session.n_ctx == 32768 and "ready" in status(app), timeout=120,
+                       what="reload with the native context")
+        assert len(app.query(UserMessage)) == 1 and len(app.query(AssistantMessage)) == 1  # the chat stayed
+        assert "ctx " in status(app) and "/32,768" in status(app)
+        await ask(pilot, app, "Say goodbye.")
+        assert len(app.store.messages(app.conversation.id)) == 4
+
+
+async def test_budget_meter_and_cut_marker_on_a_thinking_model(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    app = make_app(tmp_path / "chat.db", tiny_models["thinking"], n_ctx=512)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="model load")
+        await type_and_send(pilot, "/budget 4")
+        await wait_for(pilot, lambda: app.store.conversation(app.conversation.id).thinking_budget == 4,
+                       what="budget set")
+        for _ in range(8):  # random weights may end the turn before 4 thinking tokens: then ask again
+            await type_and_send(pilot, "hi")
+            await wait_for(pilot, lambda: not app.session.generating and app._live is None
+                           and app.store.messages(app.conversation.id)[-1].status != "streaming", what="answer")
+            answer = app.store.messages(app.conversation.id)[-1]
+            if answer.thinking_cut_at is not None:
+                break
+        assert answer.thinking_cut_at is not None
+        assert "thought 4/4" in status(app)  # the meter's last reading: the budget, used up
+        await pilot.pause(0.2)
+        box = app.query(AssistantMessage)[-1].query_one(".thinking")
+        assert "4-token budget" in str(box.title)
+
+
+@pytest.mark.real_model
+async def test_context_full_marker_shows_and_survives_a_restart(real_model: Path, tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    app = make_app(db, real_model, n_ctx=1024)
+    filler = "lorem ipsum dolor sit amet " * 30
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="model load")
+        for i in range(8):
+            await ask(pilot, app, f"Note {i}: {filler} Reply with OK.")
+            if app.query(TrimMarker):
+                break
+        assert app.query(TrimMarker), "a 1,024-token context must overflow within 8 long turns"
+        marker = app.query_one(TrimMarker)
+        transcript = list(app.query_one("#transcript").children)
+        after = transcript[transcript.index(marker) + 1]
+        assert isinstance(after, UserMessage) and after.message_id > transcript[0].message_id
+        count = len(app.store.messages(app.conversation.id))
+    app2 = make_app(db, real_model, n_ctx=1024)
+    async with app2.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app2.query(UserMessage)) == count // 2, what="history")
+        assert len(app2.query(TrimMarker)) == 1  # the marker is drawn from the store, nothing was lost
