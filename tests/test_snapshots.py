@@ -229,3 +229,36 @@ def test_rename_dialog(snap_compare, make_app, theme: str) -> None:
 
     app = make_app(theme)
     assert snap_compare(app, terminal_size=SIZE, run_before=then(chat_ready, rename))
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_presets_screen(snap_compare, make_app, theme: str) -> None:
+    """F5: the sampling preset in use (Qwen's instruct-2507, as no model is loaded), each field with its range."""
+    from qwen_chat.tui.presets_screen import PresetsScreen
+
+    async def presets(pilot: Pilot) -> None:
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, PresetsScreen)
+                       and len(pilot.app.screen.query(Input)) >= 6, "the presets screen")
+
+    app = make_app(theme)
+    assert snap_compare(app, terminal_size=SIZE, run_before=then(chat_ready, presets))
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_personas_screen(snap_compare, make_app, theme: str) -> None:
+    """F6: the saved personas, "no persona" marked as the one in use."""
+    from textual.widgets import OptionList
+
+    from qwen_chat.tui.conversation_screens import PersonasScreen
+
+    app = make_app(theme)
+    app.store.save_persona("Reviewer", "You review Python code for bugs first, style second.")
+    app.store.save_persona("Terse", "Answer in at most five words.")
+
+    async def personas(pilot: Pilot) -> None:
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, PersonasScreen)
+                       and pilot.app.screen.query_one(OptionList).option_count == 3, "the personas list")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=then(chat_ready, personas))

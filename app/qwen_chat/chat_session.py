@@ -430,6 +430,7 @@ class ChatSession:
                 self.remote_model = str(event.model_path)  # the served model's id
             self.ready = True
             self._fresh_context = True  # a new context may hold turns an earlier one had to leave out
+            self.context_used = 0
             self.n_ctx = event.n_ctx
             self.gpu_layers = event.n_gpu_layers
             if self._retried:

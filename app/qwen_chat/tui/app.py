@@ -179,6 +179,9 @@ class QwenChatApp(App[None]):
         if self.conversation is None:
             return
         widgets: list[Widget] = []
+        if self.conversation.system_prompt:  # the model reads it first: show what it is (F6 changes it)
+            first = self.conversation.system_prompt.strip().splitlines()[0]
+            widgets.append(NoticeLine(f"System prompt (F6): {first[:100]}{'…' if len(first) > 100 else ''}"))
         messages = self.store.messages(self.conversation.id)
         versions = self.store.versions_by_message(self.conversation.id)
         trimmed = next((m for m in reversed(messages) if m.role == "assistant" and m.context_from_id), None)
@@ -437,6 +440,7 @@ class QwenChatApp(App[None]):
             return
         box = self.query_one("#prompt", Input)
         box.value = message.text
+        box.cursor_position = len(box.value)  # typing goes on at the end, as in any editor
         self._set_editing(message.message_id)
         box.focus()
 
@@ -513,6 +517,8 @@ class QwenChatApp(App[None]):
                 return
             self.notify("System prompt set for this conversation; it applies from the next message." if prompt
                         else "This conversation has no system prompt now.")
+            if not self.session.generating:
+                self._render_transcript()
 
         self.push_screen(PersonasScreen(self.store, self.conversation.system_prompt), chosen)
 
