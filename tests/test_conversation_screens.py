@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import re
 import shutil
 import stat
 import sys
@@ -30,6 +28,7 @@ from qwen_chat.tui.conversation_screens import (
     copy_choices,
     current_presets,
 )
+from test_tui import screen_text
 
 APP_CSS = Path(qwen_chat.tui.__file__).parent / "app.tcss"  # the real dialog styles
 SIZE = (110, 36)
@@ -176,16 +175,6 @@ class Host(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self.make(), self.results.append)
-
-
-def screen_text(app: App) -> str:
-    """What the terminal shows, as plain text (from Textual's own screenshot)."""
-    svg = app.export_screenshot()
-    lines: dict[str, list[str]] = {}
-    for y, text in re.findall(r'<text[^>]*\by="([\d.]+)"[^>]*>(.*?)</text>', svg, flags=re.S):
-        lines.setdefault(y, []).append(html.unescape(re.sub(r"<[^>]+>", "", text)))
-    ordered = sorted(lines.items(), key=lambda kv: float(kv[0]))
-    return "\n".join("".join(parts).replace("\xa0", " ") for _, parts in ordered)
 
 
 def option_texts(app: App, selector: str) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rich.text import Text
@@ -223,27 +223,9 @@ class QwenChatApp(App[None]):
         if self._editing is not None:
             message_id, self._editing = self._editing, None
             self._set_editing(None)
-            self._resend(message_id, text)
+            self._start_turn(lambda: self.session.edit_and_resend(message_id, text), text)
             return
         self._send(self.conversation.id, text)
-
-    @work(thread=True, group="send", exit_on_error=False)
-    def _resend(self, message_id: int, text: str) -> None:
-        try:
-            self.session.edit_and_resend(message_id, text)
-        except StoreError as exc:
-            self.call_from_thread(self._send_failed, text, str(exc))
-            return
-        self.call_from_thread(self._after_send)
-
-    @work(thread=True, group="send", exit_on_error=False)
-    def _regenerate(self, conversation_id: int) -> None:
-        try:
-            self.session.regenerate(conversation_id)
-        except StoreError as exc:
-            self.call_from_thread(self.notify, str(exc), severity="warning")
-            return
-        self.call_from_thread(self._after_send)
 
     def _set_editing(self, message_id: int | None) -> None:
         self._editing = message_id
@@ -252,10 +234,15 @@ class QwenChatApp(App[None]):
                            if message_id is not None else PROMPT_HINT)
         box.set_class(message_id is not None, "editing")
 
-    @work(thread=True, group="send", exit_on_error=False)
     def _send(self, conversation_id: int, text: str) -> None:
+        self._start_turn(lambda: self.session.send(conversation_id, text), text)
+
+    @work(thread=True, group="send", exit_on_error=False)
+    def _start_turn(self, start: Callable[[], object], text: str = "") -> None:
+        """Send, resend or regenerate off the UI thread (it writes to SQLite first); `text` goes back to the
+        prompt if it fails, so nothing typed is lost."""
         try:
-            self.session.send(conversation_id, text)
+            start()
         except StoreError as exc:
             self.call_from_thread(self._send_failed, text, str(exc))
             return
@@ -428,7 +415,8 @@ class QwenChatApp(App[None]):
         if self.session.generating:
             self.notify("An answer is still being written: press Esc to stop it first.", severity="warning")
             return
-        self._regenerate(self.conversation.id)
+        conversation_id = self.conversation.id
+        self._start_turn(lambda: self.session.regenerate(conversation_id))
 
     def action_edit_message(self) -> None:
         if self.session.generating:
