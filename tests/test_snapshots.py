@@ -150,6 +150,13 @@ def test_models_screen(snap_compare, make_app, theme: str) -> None:
         await pilot.press("f3")
         await wait_for(pilot, lambda: bool(pilot.app.screen.query("#models-table"))
                        and pilot.app.screen.query_one(DataTable).row_count > 40, "the catalog rows")
+        # the table sizes its columns on a later refresh than the one that adds rows (seen once in CI: the
+        # first rows drawn with the narrow widths): wait until every column is as wide as its widest cell
+        table = pilot.app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: all(c.content_width >= max((len(str(v)) for v in table.get_column(c.key)),
+                                                                  default=0) for c in table.columns.values()),
+                       "the columns sized")
+        await pilot.pause()
 
     app = make_app(theme)
     assert snap_compare(app, terminal_size=(130, 40), run_before=then(chat_ready, models))
