@@ -23,7 +23,7 @@ from qwen_chat.presets import (
     validate,
 )
 from qwen_chat.qwen3 import Variant
-from qwen_chat.settings import _toml, settings_path
+from qwen_chat.settings import settings_path, toml_loads
 from qwen_chat.tui.presets_screen import PresetsScreen
 
 
@@ -33,7 +33,7 @@ def write(text: str) -> None:
 
 
 def stored() -> dict:
-    return _toml(settings_path().read_text(encoding="utf-8")) if settings_path().exists() else {}
+    return toml_loads(settings_path().read_text(encoding="utf-8")) if settings_path().exists() else {}
 
 
 def test_range_messages_show_the_valid_range() -> None:

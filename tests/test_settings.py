@@ -17,7 +17,6 @@ from qwen_chat.settings import (
     Endpoint,
     SettingsError,
     _normal_key,
-    _toml,
     check,
     dumps,
     key_problem,
@@ -29,6 +28,7 @@ from qwen_chat.settings import (
     save_endpoint,
     save_theme,
     settings_path,
+    toml_loads,
 )
 
 FULL = """\
@@ -70,7 +70,7 @@ def write(text: str) -> None:
 
 
 def parsed() -> dict:
-    return _toml(settings_path().read_text(encoding="utf-8"))
+    return toml_loads(settings_path().read_text(encoding="utf-8"))
 
 
 def test_saving_the_theme_or_an_endpoint_keeps_every_other_section() -> None:
@@ -103,7 +103,7 @@ def test_the_writer_round_trips_awkward_values() -> None:
         "nested": {"a": {"b": {"c": 1}}},
     }
     text = dumps(document)
-    again = _toml(text)
+    again = toml_loads(text)
     assert math.isinf(again["numbers"].pop("inf")) and math.isinf(document["numbers"].pop("inf"))
     assert again == document
 

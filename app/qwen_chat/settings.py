@@ -76,7 +76,7 @@ def settings_path() -> Path:
     return config_dir() / "settings.toml"
 
 
-def _toml(text: str) -> dict:
+def toml_loads(text: str) -> dict:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -93,7 +93,7 @@ def read_document(problems: list[str] | None = None) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return _toml(path.read_text(encoding="utf-8"))
+        return toml_loads(path.read_text(encoding="utf-8"))
     except Exception as exc:  # a broken file is reported, never fatal
         if problems is not None:
             problems.append(f"{path}: {exc}; its settings are ignored")
@@ -106,7 +106,7 @@ def update_document(change: Callable[[dict[str, Any]], None]) -> None:
     document: dict[str, Any] = {}
     if path.is_file():
         try:
-            document = _toml(path.read_text(encoding="utf-8"))
+            document = toml_loads(path.read_text(encoding="utf-8"))
         except Exception as exc:
             raise SettingsError(f"{path} has an error ({exc}); fix it first: nothing was saved") from exc
     change(document)

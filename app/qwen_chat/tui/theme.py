@@ -9,6 +9,7 @@ from textual.app import App
 from textual.theme import Theme
 
 from ..catalog import shipped_file
+from ..settings import toml_loads
 
 log = logging.getLogger("qwen_chat.theme")
 DEFAULT_THEME = "qwen-dark"
@@ -17,19 +18,11 @@ _FIELDS = {"name", "dark", "primary", "secondary", "accent", "warning", "error",
 
 
 def _load(path: Path) -> Theme:
-    data = _toml_loads(path.read_text(encoding="utf-8"))
+    data = toml_loads(path.read_text(encoding="utf-8"))
     unknown = set(data) - _FIELDS
     if unknown or "name" not in data or "primary" not in data:
         raise ValueError(f"{path.name}: needs 'name' and 'primary'; unknown keys {sorted(unknown)}")
     return Theme(**data)
-
-
-def _toml_loads(text: str) -> dict:
-    try:
-        import tomllib as toml
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as toml  # type: ignore[no-redef]
-    return toml.loads(text)
 
 
 def register_shipped_themes(app: App[object]) -> list[str]:
