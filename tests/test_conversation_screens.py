@@ -325,6 +325,7 @@ def test_current_presets() -> None:
     assert current_presets(PRESETS, 65536) == {"64k"}
     assert current_presets(PRESETS, 12288) == {"auto"}  # the planner's own pick matches no fixed preset
     assert current_presets(PRESETS, 0) == {"auto"}
+    assert current_presets(PRESETS, 12288, planner_chose=False) == set()  # --ctx 12288: no preset is in use
 
 
 async def test_context_screen_marks_the_current_and_returns_the_chosen() -> None:

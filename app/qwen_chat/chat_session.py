@@ -135,6 +135,7 @@ class ChatSession:
         self._lock = threading.Lock()
         self._streaming: _Streaming | None = None
         self._fresh_context = True
+        self.planner_chose_context = True
 
     # -- model --
 
@@ -178,6 +179,7 @@ class ChatSession:
                                  "the planner chooses the context instead.", error=True))
             else:
                 n_ctx = preset.n_ctx
+        self.planner_chose_context = n_ctx is None
         machine = machine or detect()
         chosen = plan_for_file(info, template.variant, machine, n_ctx)
         self._fit_key = fit_memory.key(machine, info.path, info.size_bytes)

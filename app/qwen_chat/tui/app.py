@@ -522,7 +522,7 @@ class QwenChatApp(App[None]):
             if key is not None:
                 self._change_context(key)
 
-        self.push_screen(ContextScreen(presets, session.n_ctx, note), chosen)
+        self.push_screen(ContextScreen(presets, session.n_ctx, note, session.planner_chose_context), chosen)
 
     @work(thread=True, group="load", exit_on_error=False)
     def _change_context(self, key: str) -> None:

@@ -309,10 +309,11 @@ class PersonasScreen(ModalScreen[str | None]):
 # -- context --
 
 
-def current_presets(presets: list[ContextPreset], n_ctx: int) -> set[str]:
-    """The keys of the presets matching the loaded context; "auto" only when no fixed one does."""
+def current_presets(presets: list[ContextPreset], n_ctx: int, planner_chose: bool = True) -> set[str]:
+    """The keys of the presets matching the loaded context; "auto" only when no fixed one does and the planner
+    chose the size (a size given with --ctx is none of them)."""
     matching = {p.key for p in presets if p.n_ctx is not None and p.n_ctx == n_ctx}
-    if not matching:
+    if not matching and planner_chose:
         matching = {p.key for p in presets if p.n_ctx is None}
     return matching
 
@@ -329,12 +330,13 @@ class ContextScreen(ModalScreen[str | None]):
     ContextScreen .conversation-hint { width: 100%; color: $text-muted; margin-top: 1; }
     """
 
-    def __init__(self, presets: list[ContextPreset], current_n_ctx: int, note: str) -> None:
+    def __init__(self, presets: list[ContextPreset], current_n_ctx: int, note: str,
+                 planner_chose: bool = True) -> None:
         super().__init__()
         self.presets = presets
         self.current_n_ctx = current_n_ctx
         self.note = note
-        self.current = current_presets(presets, current_n_ctx)
+        self.current = current_presets(presets, current_n_ctx, planner_chose)
 
     def compose(self) -> ComposeResult:
         now = f" (now {self.current_n_ctx:,} tokens)" if self.current_n_ctx else ""
