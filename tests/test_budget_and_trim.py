@@ -125,3 +125,31 @@ def test_message_too_long_even_alone_is_refused_with_numbers(small_engine, real_
     failed = rec.until(Done)[0][-1]
     assert not isinstance(failed, Done)
     assert "does not fit the context" in failed.message and "1,024" in failed.message
+
+
+def test_the_next_turn_keeps_the_tokens_the_model_sampled(real_model: Path) -> None:
+    """Re-tokenizing an answer may split it differently from how it was sampled ("O"+"ak" vs "Oak"); the next
+    prompt keeps the sampled tokens, so llama.cpp does not re-read the answer (seen in bench/kv_reuse.py)."""
+    import llama_cpp
+
+    from qwen_chat.engine import LoadRequest as Request
+    from qwen_chat.engine import _Loaded, _sampled, _tokenize
+
+    llm = llama_cpp.Llama(model_path=str(real_model), n_ctx=256, verbose=False)
+    try:
+        model = _Loaded(llm, Request(real_model, 256))
+        prompt = _prompt(real_model, [Turn("user", "Name a tree.")])
+        tokens = _tokenize(model, prompt)
+        split = [llm.tokenize(b"O", add_bos=False)[0], llm.tokenize(b"ak", add_bos=False)[0]]
+        assert llm.tokenize(b"Oak", add_bos=False) != split  # the text alone would come back as one token
+        llm.eval(tokens + split)  # as if the model had sampled "O", "ak"
+        assert _sampled(llm, prompt, tokens, "Oaks") is None  # text and tokens must agree exactly
+        model.reuse = _sampled(llm, prompt, tokens, "Oak")
+        assert model.reuse == (prompt + "Oak", tokens + split)
+        follow_up = prompt + "Oak<|im_end|>\n<|im_start|>user\nAnother?<|im_end|>\n<|im_start|>assistant\n"
+        assert _tokenize(model, follow_up, reuse=True)[: len(tokens) + 2] == tokens + split
+        assert _tokenize(model, follow_up)[: len(tokens) + 2] != tokens + split  # what happened before
+        other = _prompt(real_model, [Turn("user", "Something else")])
+        assert _tokenize(model, other, reuse=True) == _tokenize(model, other)  # another prompt: no reuse
+    finally:
+        llm.close()

@@ -213,6 +213,7 @@ class _Loaded:
     abort_ref: Any = None
     bos_text: str = ""
     add_bos: bool = False
+    reuse: tuple[str, list[int]] | None = None  # the last answer's text and tokens (see _tokenize)
 
 
 @dataclass
@@ -369,6 +370,7 @@ class Engine:
         budget = request.thinking_budget
         first_call = min(max_tokens, budget) if budget > 0 else max_tokens
         finish, raw = self._stream(llm, tokens, first_call, run)
+        call_text, call_tokens, call_raw = prompt, tokens, raw
         if finish == "length" and first_call < max_tokens:
             # The budget ended the first call. Still thinking: insert the stop-thinking instruction (Qwen3
             # Technical Report) and let the model answer; already answering: just carry on.
@@ -382,7 +384,9 @@ class Engine:
             left = min(max_tokens - first_call, n_ctx - len(more))
             run.generated_before = first_call
             if left > 0:
-                finish, _ = self._stream(llm, more, left, run)
+                finish, more_raw = self._stream(llm, more, left, run)
+                call_text, call_tokens, call_raw = prompt + raw + inserted, more, more_raw
+        model.reuse = _sampled(llm, call_text, call_tokens, call_raw)
         self._finish_generation(llm, request, run, finish, tokens, cached, dropped)
 
     def _fit_prompt(self, model: _Loaded, request: GenerateRequest) -> tuple[str, list[int], int] | str:
@@ -394,7 +398,7 @@ class Engine:
         llm = model.llm
         n_ctx = llm.n_ctx()
         reserve = max(16, min(request.sampling.max_tokens, n_ctx // 4))
-        tokens = _tokenize(model, request.prompt)
+        tokens = _tokenize(model, request.prompt, reuse=True)
         if len(tokens) + reserve <= n_ctx:
             return request.prompt, tokens, 0
         trim = request.trim
@@ -515,9 +519,26 @@ def _opens_thinking(raw: str) -> bool:
     return raw.lstrip().startswith("<think>")
 
 
-def _tokenize(model: _Loaded, prompt: str) -> list[int]:
+def _tokenize(model: _Loaded, prompt: str, reuse: bool = False) -> list[int]:
+    """The prompt's tokens. With `reuse`, a prompt that continues the last answer keeps the tokens the model
+    sampled for it: re-tokenizing the text can split it differently ("O"+"ak" sampled, "Oak" re-tokenized),
+    which would send llama.cpp back to re-read that whole answer."""
+    if reuse and model.reuse is not None and prompt.startswith(model.reuse[0]):
+        text, ids = model.reuse
+        return ids + model.llm.tokenize(prompt[len(text):].encode("utf-8"), add_bos=False, special=True)
     add_bos = model.add_bos and not (model.bos_text and prompt.startswith(model.bos_text))
     return model.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+
+def _sampled(llm: Any, prompt: str, tokens: list[int], raw: str) -> tuple[str, list[int]] | None:
+    """(prompt + answer text, the tokens llama.cpp evaluated for them), when those tokens are exactly that text
+    (not after a cut-off: the last sampled token was never evaluated)."""
+    ids = [int(t) for t in llm._input_ids[: llm.n_tokens]]
+    if ids[: len(tokens)] != tokens or not raw:
+        return None
+    if llm.detokenize(ids[len(tokens):], special=True) != raw.encode("utf-8"):
+        return None
+    return prompt + raw, ids
 
 
 class _BuftOverride(ctypes.Structure):
