@@ -216,17 +216,22 @@ class _Loaded:
     reuse: tuple[str, list[int]] | None = None  # the last answer's text and tokens (see _tokenize)
 
 
-@dataclass
-class Engine:
-    on_event: Callable[[EngineEvent], None]
-    _queue: queue.Queue[Any] = field(default_factory=queue.Queue)
-    _cancel: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    _model: _Loaded | None = None
+class RequestWorker:
+    """One thread answers queued requests in order with events: the loop the local and HTTP engines share.
 
-    def start(self) -> Engine:
+    Subclasses are dataclasses with `on_event`, `_queue`, `_cancel` and `_thread` fields, and implement
+    `_load`, `_generate` and `_shutting_down`.
+    """
+
+    thread_name = "engine"
+    on_event: Callable[[EngineEvent], None]
+    _queue: queue.Queue[Any]
+    _cancel: threading.Event
+    _thread: threading.Thread | None
+
+    def start(self) -> Any:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
             self._thread.start()
         return self
 
@@ -242,22 +247,16 @@ class Engine:
         self._cancel.set()
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        self._cancel.set()
+        self.stop()
         self._queue.put(_SHUTDOWN)
         if self._thread is not None:
             self._thread.join(timeout)
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    # -- engine thread --
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is _SHUTDOWN:
-                self._unload()
+                self._shutting_down()
                 return
             try:
                 if isinstance(item, LoadRequest):
@@ -265,15 +264,42 @@ class Engine:
                 elif isinstance(item, GenerateRequest):
                     self._generate(item)
             except Exception as exc:  # the thread must survive anything a request does
-                log.exception("engine request failed")
-                rid = getattr(item, "request_id", None)
-                self._emit(Failed(rid, f"{type(exc).__name__}: {exc}"))
+                log.exception("%s request failed", self.thread_name)
+                self._emit(Failed(getattr(item, "request_id", None), f"{type(exc).__name__}: {exc}"))
 
     def _emit(self, event: EngineEvent) -> None:
         try:
             self.on_event(event)
         except Exception:
             log.exception("event handler failed")
+
+    def _load(self, request: LoadRequest) -> None:
+        raise NotImplementedError
+
+    def _generate(self, request: GenerateRequest) -> None:
+        raise NotImplementedError
+
+    def _shutting_down(self) -> None:
+        """On the worker thread, after the last request."""
+
+
+@dataclass
+class Engine(RequestWorker):
+    thread_name = "llama-engine"
+    on_event: Callable[[EngineEvent], None]
+    _queue: queue.Queue[Any] = field(default_factory=queue.Queue)
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _model: _Loaded | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    # -- engine thread --
+
+    def _shutting_down(self) -> None:
+        self._unload()
 
     def _unload(self) -> None:
         if self._model is not None:

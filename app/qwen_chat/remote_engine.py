@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine import Done, EngineEvent, Failed, GenerateRequest, Loaded, LoadRequest, Token
+from .engine import Done, EngineEvent, Failed, GenerateRequest, Loaded, LoadRequest, RequestWorker, Token
 from .remote_header import http_library as _http
 from .thinking_stream import Part, ThinkingSplitter
 
 log = logging.getLogger("qwen_chat.remote")
-_SHUTDOWN = object()
 
 
 class EndpointError(Exception):
@@ -93,7 +92,8 @@ def _auth(api_key: str | None) -> dict[str, str]:
 
 
 @dataclass
-class RemoteEngine:
+class RemoteEngine(RequestWorker):
+    thread_name = "remote-engine"
     on_event: Callable[[EngineEvent], None]
     base_url: str
     api_key: str | None = None
@@ -105,18 +105,6 @@ class RemoteEngine:
     _response: Any = None
     _thread: threading.Thread | None = None
 
-    def start(self) -> RemoteEngine:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="remote-engine", daemon=True)
-            self._thread.start()
-        return self
-
-    def load(self, request: LoadRequest) -> None:
-        self._queue.put(request)
-
-    def generate(self, request: GenerateRequest) -> None:
-        self._queue.put(request)
-
     def stop(self) -> None:
         self._cancel.set()
         response = self._response
@@ -124,31 +112,8 @@ class RemoteEngine:
             with contextlib.suppress(Exception):
                 response.close()  # unblocks the reading thread at once
 
-    def shutdown(self, timeout: float = 5.0) -> None:
-        self.stop()
-        self._queue.put(_SHUTDOWN)
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _emit(self, event: EngineEvent) -> None:
-        try:
-            self.on_event(event)
-        except Exception:
-            log.exception("event handler failed")
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _SHUTDOWN:
-                return
-            try:
-                if isinstance(item, LoadRequest):
-                    self._connect()
-                elif isinstance(item, GenerateRequest):
-                    self._generate(item)
-            except Exception as exc:
-                log.exception("remote request failed")
-                self._emit(Failed(getattr(item, "request_id", None), f"{type(exc).__name__}: {exc}"))
+    def _load(self, request: LoadRequest) -> None:
+        self._connect()
 
     def _connect(self) -> None:
         started = time.perf_counter()
