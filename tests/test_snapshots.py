@@ -156,7 +156,8 @@ def test_models_screen(snap_compare, make_app, theme: str) -> None:
         await wait_for(pilot, lambda: all(c.content_width >= max((len(str(v)) for v in table.get_column(c.key)),
                                                                   default=0) for c in table.columns.values()),
                        "the columns sized")
-        await pilot.pause()
+        # and until the screen shows it: the cursor row was once still drawn with the old widths
+        await wait_for(pilot, lambda: "qwen3-0.6b" in pilot.app.export_screenshot(), "the first row redrawn")
 
     app = make_app(theme)
     assert snap_compare(app, terminal_size=(130, 40), run_before=then(chat_ready, models))

@@ -20,6 +20,9 @@ from ..verdicts import QuantVerdict, verdicts
 _STYLE = {"runs fully on GPU": "green", "runs partly on GPU": "yellow", "CPU only": "cyan", "too big": "red"}
 
 
+_COLUMNS = ("", "model", "quant", "size", "verdict", "context")
+
+
 class ModelsScreen(ModalScreen[Path | None]):
     """Dismisses with the path of a downloaded model to load, or None."""
 
@@ -38,8 +41,7 @@ class ModelsScreen(ModalScreen[Path | None]):
             yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("", "model", "quant", "size", "verdict", "context")
+        self.query_one(DataTable).add_columns(*_COLUMNS)
         self._fill()
 
     @work(thread=True, exit_on_error=False)
@@ -58,6 +60,7 @@ class ModelsScreen(ModalScreen[Path | None]):
     def _show(self, machine_line: str, rows: list) -> None:
         self.query_one("#machine", Label).update(Text(machine_line))
         table = self.query_one(DataTable)
+        cells: list[tuple[str, tuple[Text, ...]]] = []
         for model, quant_rows, best in rows:
             for row in quant_rows:
                 star = row.quant.name == best
@@ -67,8 +70,16 @@ class ModelsScreen(ModalScreen[Path | None]):
                 ctx = f"{row.plan.n_ctx:,}" if row.plan else ""
                 key = f"{model.id}:{row.quant.name}"
                 self._rows[key] = (model.id, row)
-                table.add_row(Text(mark), Text(model.id, style=style), Text(row.quant.name, style=style),
-                              Text(size), Text(row.verdict, style=_STYLE.get(row.verdict, "")), Text(ctx), key=key)
+                cells.append((key, (Text(mark), Text(model.id, style=style), Text(row.quant.name, style=style),
+                                    Text(size), Text(row.verdict, style=_STYLE.get(row.verdict, "")), Text(ctx))))
+        # Fixed widths, known before any row is drawn: DataTable widens auto columns on a later idle pass and
+        # keeps row renders cached from before it, so the first row could stay drawn with the header widths.
+        widths = [max([len(title)] + [c[i].cell_len for _, c in cells]) for i, title in enumerate(_COLUMNS)]
+        table.clear(columns=True)
+        for title, width in zip(_COLUMNS, widths, strict=True):
+            table.add_column(title, width=width)
+        for key, row_cells in cells:
+            table.add_row(*row_cells, key=key)
 
     @on(DataTable.RowSelected)
     def _chosen(self, event: DataTable.RowSelected) -> None:
