@@ -267,11 +267,12 @@ class ChatSession:
         be saved (the caller keeps the text so nothing is lost).
         """
         conversation = self.store.conversation(conversation_id)
-        if text.strip().lower().startswith("/budget"):
-            self._budget_command(conversation, text.strip()[len("/budget"):].strip())
+        word, _, argument = text.strip().partition(" ")
+        if word.lower() == "/budget":
+            self._budget_command(conversation, argument.strip())
             return None
-        if text.strip().lower().startswith("/context"):
-            self._context_command(text.strip()[len("/context"):].strip())
+        if word.lower() == "/context":
+            self._context_command(argument.strip())
             return None
         command = command_of(text)
         if command is not None:

@@ -90,6 +90,7 @@ class QwenChatApp(App[None]):
         self._live: AssistantMessage | None = None
         self._state = "starting"
         self._last_speed = 0.0
+        self._mode = ""  # the thinking-mode part of the status bar, refreshed on events other than tokens
         self._editing: int | None = None  # the user message being edited (Ctrl+E), if any
         self._thinking_tokens = 0  # of the answer being written (the budget meter)
         self._budget = 0
@@ -266,6 +267,7 @@ class QwenChatApp(App[None]):
         if not self._events or not self._chat_visible():
             return  # nothing new, or the app is closing while the engine still reports
         pending: list[tuple[Part, str]] = []
+        only_tokens = True
         while self._events:
             event = self._events.popleft()
             if isinstance(event, Token):
@@ -277,9 +279,10 @@ class QwenChatApp(App[None]):
                 continue
             await self._flush_tokens(pending)
             pending = []
+            only_tokens = False
             await self._handle(event)
         await self._flush_tokens(pending)
-        self._update_status()
+        self._update_status(mode_changed=not only_tokens)
 
     def _chat_visible(self) -> bool:
         try:
@@ -364,14 +367,19 @@ class QwenChatApp(App[None]):
             if self.conversation:
                 self.conversation = self.store.conversation(self.conversation.id)
 
-    def _update_status(self) -> None:
+    def _mode_label(self) -> str:
         session = self.session
-        parts = [session.model_name or self.model_path.name]
-        if self.conversation is not None and (session.template is not None or session.remote_model is not None):
-            if session.variant.can_switch:
-                parts.append("thinking on" if session.thinking_now(self.conversation) else "thinking off")
-            else:
-                parts.append("always thinks" if session.variant is Variant.ALWAYS_THINKS else "no thinking")
+        if self.conversation is None or (session.template is None and session.remote_model is None):
+            return ""
+        if session.variant.can_switch:  # reads the conversation from SQLite: not on every token batch
+            return "thinking on" if session.thinking_now(self.conversation) else "thinking off"
+        return "always thinks" if session.variant is Variant.ALWAYS_THINKS else "no thinking"
+
+    def _update_status(self, mode_changed: bool = True) -> None:
+        session = self.session
+        if mode_changed:
+            self._mode = self._mode_label()
+        parts = [session.model_name or self.model_path.name] + ([self._mode] if self._mode else [])
         if self._thinking_tokens:  # live while thinking; afterwards what the last answer used
             verb = "thinking" if session.generating else "thought"
             parts.append(f"{verb} {self._thinking_tokens:,}/{self._budget:,}" if self._budget
