@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
-from textual.widgets.markdown import MarkdownFence
 
 from qwen_chat.download_queue import Job
 from qwen_chat.hardware import Device, Machine
@@ -34,6 +33,7 @@ from qwen_chat.tui import models_screen
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage, NoticeLine
 from qwen_chat.tui.search_screen import HitItem
+from qwen_chat.tui.streaming_markdown import Segment
 
 THEMES = ["qwen-dark", "qwen-light"]
 SIZE = (110, 36)
@@ -121,7 +121,7 @@ async def chat_ready(pilot: Pilot) -> None:
     app = pilot.app
     assert isinstance(app, QwenChatApp)
     await wait_for(pilot, lambda: "load failed" in status(app) and bool(app.query(NoticeLine))
-                   and any(m.query(MarkdownFence) for m in app.query(AssistantMessage)),
+                   and any(s._lines for m in app.query(AssistantMessage) for s in m.query(Segment)),
                    "the transcript and the load-failure notice")
 
 

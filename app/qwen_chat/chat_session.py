@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import fit_memory
+from .answer_writer import AnswerWriter
 from .engine import (
     ChatEngine,
     Done,
@@ -47,6 +48,7 @@ from .qwen3 import (
     template_messages,
 )
 from .store import Conversation, Message, Stats, Store, StoreError
+from .thinking_stream import StreamText
 
 SAVE_EVERY = 0.5  # seconds between partial-answer saves while streaming
 MAX_BUDGET = 262144  # thinking tokens: the largest context any Qwen3 model has
@@ -107,8 +109,7 @@ SessionEvent = EngineEvent | Notice | UserSaved | AnswerStarted | AnswerSaved | 
 class _Streaming:
     message_id: int
     conversation_id: int
-    thinking: str = ""
-    answer: str = ""
+    text: StreamText = dataclasses.field(default_factory=StreamText)  # the engine's own when it shares it
     last_save: float = 0.0
     turn_starts: tuple[int, ...] = ()  # the first message id of each turn sent, oldest first (for trimming)
 
@@ -117,6 +118,7 @@ class ChatSession:
     def __init__(self, store: Store, sink: Callable[[SessionEvent], None], engine: ChatEngine | None = None) -> None:
         self.store = store
         self.sink = sink
+        self._writer = AnswerWriter(store)  # every store write of a streaming answer: never the engine thread
         self.engine: ChatEngine = engine or Engine(self._on_engine_event)
         if engine is not None:
             engine.on_event = self._on_engine_event
@@ -220,6 +222,7 @@ class ChatSession:
 
     def close(self) -> None:
         self.engine.shutdown()
+        self._writer.close()
 
     # -- conversation --
 
@@ -422,9 +425,6 @@ class ChatSession:
         self.engine.generate(GenerateRequest(answer.id, prompt, sampling, prompt_opens_thinking(prompt),
                                              tuple(messages), conversation.enable_thinking, budget, trim))
 
-    def set_thinking(self, conversation_id: int, on: bool) -> None:
-        self.send(conversation_id, "/think" if on else "/no_think")
-
     # -- engine thread --
 
     def _on_engine_event(self, event: EngineEvent) -> None:
@@ -448,10 +448,10 @@ class ChatSession:
             return
         elif isinstance(event, Done):
             self.context_used = event.context_used
-            self._finish(event.request_id, event)
+            self._writer.submit(lambda: self._finish(event.request_id, event))
             return
         elif isinstance(event, Failed) and event.request_id is not None:
-            self._finish(event.request_id, None, event.message)
+            self._writer.submit(lambda: self._finish(event.request_id, None, event.message))
             return
         elif isinstance(event, Failed):
             self.ready = False
@@ -473,33 +473,37 @@ class ChatSession:
         streaming = self._streaming
         if streaming is None or streaming.message_id != event.request_id:
             return
-        if event.part.value == "thinking":
-            streaming.thinking += event.text
+        if event.stream is not None:
+            streaming.text = event.stream  # the engine's own copy: nothing to accumulate here
         else:
-            streaming.answer += event.text
+            streaming.text.append(event.part, event.text)
         self.sink(event)
         now = time.monotonic()
         if now - streaming.last_save >= SAVE_EVERY:
             streaming.last_save = now
-            # a busy database only delays this save; the final one retries
-            with contextlib.suppress(StoreError):
-                self.store.save_partial(streaming.message_id, streaming.thinking, streaming.answer)
+            self._writer.save_partial(streaming.message_id, streaming.text)
 
     def _on_trimmed(self, event: Trimmed) -> None:
         streaming = self._streaming
         if streaming is None or streaming.message_id != event.request_id or not streaming.turn_starts:
             return
         first = streaming.turn_starts[min(event.dropped, len(streaming.turn_starts) - 1)]
-        try:
-            self.store.set_context_from(event.request_id, first)
-        except StoreError as exc:  # the marker is lost, not the answer
-            self.sink(Notice(f"Could not record where the context starts: {exc}", error=True))
-        self.sink(ContextTrimmed(streaming.conversation_id, event.request_id, first, event.dropped, event.n_ctx))
+        conversation_id = streaming.conversation_id
+
+        def record() -> None:  # on the writer thread
+            try:
+                self.store.set_context_from(event.request_id, first)
+            except StoreError as exc:  # the marker is lost, not the answer
+                self.sink(Notice(f"Could not record where the context starts: {exc}", error=True))
+            self.sink(ContextTrimmed(conversation_id, event.request_id, first, event.dropped, event.n_ctx))
+
+        self._writer.submit(record)
 
     def _finish(self, message_id: int, done: Done | None, error: str = "") -> None:
+        """The final save of an answer, with retries (on the writer thread), then AnswerSaved."""
         streaming = self._streaming
-        thinking = done.thinking if done else (streaming.thinking if streaming else "")
-        answer = done.answer if done else (streaming.answer if streaming else "")
+        thinking = done.thinking if done else (streaming.text.thinking if streaming else "")
+        answer = done.answer if done else (streaming.text.answer if streaming else "")
         if done is None:
             status, closed, stats = "failed", False, Stats()
         else:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .thinking_stream import Part, ThinkingSplitter
+from .thinking_stream import Part, StreamText, ThinkingSplitter
 
 log = logging.getLogger("qwen_chat.engine")
 llama_log = logging.getLogger("qwen_chat.llama_cpp")
@@ -106,6 +106,7 @@ class Token:
     part: Part
     text: str
     thinking_tokens: int = 0  # thinking tokens generated so far (for the budget meter)
+    stream: StreamText | None = field(default=None, repr=False, compare=False)  # the whole answer so far
 
 
 @dataclass(frozen=True)
@@ -405,7 +406,7 @@ class Engine(RequestWorker):
                 inserted = STOP_THINKING
                 run.cut_at = len(run.splitter.thinking)
                 for part, text in run.splitter.feed(inserted):
-                    self._emit(Token(request.request_id, part, text, run.thinking_tokens))
+                    self._emit(Token(request.request_id, part, text, run.thinking_tokens, stream=run.splitter.text))
             more = _tokenize(model, prompt + raw + inserted)  # the KV cache still holds all but its tail
             left = min(max_tokens - first_call, n_ctx - len(more))
             run.generated_before = first_call
@@ -479,7 +480,7 @@ class Engine(RequestWorker):
                     sampled = min(max_tokens, llm.n_tokens - len(tokens) + 1)  # the last chunk may follow its eval
                     run.thinking_tokens = run.generated_before + sampled
                 for part, text in pieces:
-                    self._emit(Token(rid, part, text, run.thinking_tokens))
+                    self._emit(Token(rid, part, text, run.thinking_tokens, stream=run.splitter.text))
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
                 if self._cancel.is_set():
@@ -498,7 +499,7 @@ class Engine(RequestWorker):
                            cached: int, dropped: int) -> None:
         splitter = run.splitter
         for part, text in splitter.finish():
-            self._emit(Token(request.request_id, part, text, run.thinking_tokens))
+            self._emit(Token(request.request_id, part, text, run.thinking_tokens, stream=run.splitter.text))
         ended = time.perf_counter()
         first = run.first_token_at or ended
         last = run.last_token_at

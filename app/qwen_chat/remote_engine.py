@@ -171,7 +171,8 @@ class RemoteEngine(RequestWorker):
         self._cancel.clear()
         http = _http()
         splitter = ThinkingSplitter(starts_in_thinking=False)
-        reasoning, answer_via_reasoning = [], False
+        stream = splitter.text  # the answer's one copy, shared with the session and the UI
+        answer_via_reasoning = False
         started = time.perf_counter()
         first_at: float | None = None
         last_at = started
@@ -215,15 +216,15 @@ class RemoteEngine(RequestWorker):
                             chunks += 1
                         if thought:
                             answer_via_reasoning = True
-                            reasoning.append(thought)
-                            self._emit(Token(request.request_id, Part.THINKING, thought))
+                            stream.append(Part.THINKING, thought)
+                            self._emit(Token(request.request_id, Part.THINKING, thought, stream=stream))
                         if text:
                             if answer_via_reasoning:  # a reasoning parser already split it
-                                splitter.answer += text
-                                self._emit(Token(request.request_id, Part.ANSWER, text))
+                                stream.append(Part.ANSWER, text)
+                                self._emit(Token(request.request_id, Part.ANSWER, text, stream=stream))
                             else:
                                 for part, piece in splitter.feed(text):
-                                    self._emit(Token(request.request_id, part, piece))
+                                    self._emit(Token(request.request_id, part, piece, stream=stream))
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
                             ended_properly = True
@@ -243,11 +244,11 @@ class RemoteEngine(RequestWorker):
         if self._cancel.is_set():
             finish, failure = "stopped", ""
         for part, piece in splitter.finish():
-            self._emit(Token(request.request_id, part, piece))
+            self._emit(Token(request.request_id, part, piece, stream=stream))
         if failure:
             self._emit(Failed(request.request_id, f"{failure}. The partial answer is kept; send again to retry."))
             return
-        thinking = "".join(reasoning).strip("\n") if answer_via_reasoning else splitter.thinking
+        thinking = stream.thinking.strip("\n") if answer_via_reasoning else splitter.thinking
         answer = splitter.answer.lstrip("\n") if answer_via_reasoning else splitter.answer
         ended = time.perf_counter()
         first = first_at or ended

@@ -18,6 +18,34 @@ class Part(Enum):
     ANSWER = "answer"
 
 
+class StreamText:
+    """The text of one answer as it streams: the one copy of it, appended on the engine thread.
+
+    Appends are O(1) (a list of pieces, never `str +=`, which copies the whole text each time); readers on other
+    threads (the answer writer, the UI) take `thinking` / `answer` when they need the whole text. A list append
+    and a `"".join` each run under the GIL in one step, so a reader sees a consistent prefix.
+    """
+
+    def __init__(self) -> None:
+        self._parts: dict[Part, list[str]] = {Part.THINKING: [], Part.ANSWER: []}
+        self._lengths = {Part.THINKING: 0, Part.ANSWER: 0}
+
+    def append(self, part: Part, text: str) -> None:
+        self._parts[part].append(text)
+        self._lengths[part] += len(text)
+
+    def length(self, part: Part) -> int:
+        return self._lengths[part]
+
+    @property
+    def thinking(self) -> str:
+        return "".join(self._parts[Part.THINKING])
+
+    @property
+    def answer(self) -> str:
+        return "".join(self._parts[Part.ANSWER])
+
+
 class _State(Enum):
     START = 0  # nothing decided yet: a reply may open with <think>
     THINKING = 1
@@ -38,8 +66,7 @@ class ThinkingSplitter:
     """Feed raw text chunks; get (part, text) pieces in order. Call `finish` at the end of the stream."""
 
     starts_in_thinking: bool = False
-    thinking: str = ""
-    answer: str = ""
+    text: StreamText = field(default_factory=StreamText)  # what was split so far: the answer's one copy
     saw_thinking: bool = False
     thinking_closed: bool = False
     _state: _State = _State.START
@@ -51,6 +78,14 @@ class ThinkingSplitter:
     def __post_init__(self) -> None:
         if self.starts_in_thinking:
             self.saw_thinking = True
+
+    @property
+    def thinking(self) -> str:
+        return self.text.thinking
+
+    @property
+    def answer(self) -> str:
+        return self.text.answer
 
     def feed(self, chunk: str) -> list[tuple[Part, str]]:
         self._buffer += chunk
@@ -126,9 +161,9 @@ class ThinkingSplitter:
         body = text.rstrip("\n")
         self._held_newlines = "" if closing else text[len(body) :]
         if body:
-            self.thinking += body
+            self.text.append(Part.THINKING, body)
             self._out.append((Part.THINKING, body))
 
     def _emit_answer(self, text: str) -> None:
-        self.answer += text
+        self.text.append(Part.ANSWER, text)
         self._out.append((Part.ANSWER, text))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -11,7 +12,9 @@ from textual import on, work
 from textual.app import App, ComposeResult, ScreenStackError, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
 
@@ -40,7 +43,13 @@ from .models_screen import EndpointModelsScreen, ModelsScreen
 from .search_screen import SearchScreen
 from .theme import register_shipped_themes
 
-DRAIN_INTERVAL = 1 / 30  # tokens are batched into UI updates at most this often
+# Rendering paces itself: after each render the next waits until the UI thread's share of a core would stay at
+# about UI_SHARE (the CPU a render cycle took, over UI_SHARE), within MIN_GAP..MAX_GAP. On a machine whose cores
+# all decode, every millisecond the UI takes is one the model does not get; when rendering gets slower, batches
+# grow instead of queueing up.
+UI_SHARE = 0.04
+MIN_GAP = 1 / 15
+MAX_GAP = 0.5
 PROMPT_HINT = "Message Qwen…  (/think, /no_think, /budget N; Esc stops)"
 
 
@@ -48,6 +57,10 @@ class ConversationItem(ListItem):
     def __init__(self, conversation: Conversation) -> None:
         super().__init__(Label(Text(conversation.title), markup=False))
         self.conversation_id = conversation.id
+
+
+class Wake(Message):
+    """Session events are waiting in the app's inbox (posted once per batch, from any thread)."""
 
 
 class QwenChatApp(App[None]):
@@ -84,8 +97,13 @@ class QwenChatApp(App[None]):
         self.endpoint = endpoint
         self.n_ctx = n_ctx
         self._events: deque[SessionEvent] = deque()
-        self.session = ChatSession(store, self._events.append)
-        self.downloads = DownloadQueue(self._events.append)
+        self._wake_posted = False  # a Wake is on its way, or a render is scheduled: no need to post another
+        self._render_timer: Timer | None = None
+        self._urgent = False  # an event other than a token is waiting
+        self._next_render = 0.0
+        self._cpu_mark = time.thread_time()
+        self.session = ChatSession(store, self._receive)
+        self.downloads = DownloadQueue(self._receive)
         self.conversation: Conversation | None = None
         self._live: AssistantMessage | None = None
         self._state = "starting"
@@ -119,7 +137,6 @@ class QwenChatApp(App[None]):
         self.set_keymap(load_keymap(ids))
         self.theme_changed_signal.subscribe(self, self._save_theme)
         self.query_one("#transcript", VerticalScroll).anchor()
-        self.set_interval(DRAIN_INTERVAL, self._drain)
         if self.store.recovered:
             self.notify(f"{self.store.recovered} answer(s) were cut off when qwen-chat last ended; "
                         "they are kept and marked interrupted.", severity="warning", timeout=8)
@@ -152,7 +169,7 @@ class QwenChatApp(App[None]):
 
                 self.session.load_model(self.model_path, self.n_ctx, context=load_chat().context)
         except Exception as exc:  # file, memory and template problems all end up as one message
-            self._events.append(Failed(None, str(exc)))
+            self._receive(Failed(None, str(exc)))
 
     # -- conversations --
 
@@ -261,7 +278,38 @@ class QwenChatApp(App[None]):
             self._refresh_list()
         self._update_status()
 
-    # -- events from the engine, batched --
+    # -- events from the session, batched --
+
+    def _receive(self, event: SessionEvent | Job) -> None:
+        """The session's and the downloads' sink: called on their threads, it only queues the event."""
+        self._events.append(event)
+        if not isinstance(event, Token):
+            self._urgent = True  # only tokens wait for the next frame: a notice or a saved answer shows at once
+        if not self._wake_posted or self._urgent:
+            self._wake_posted = True
+            self.post_message(Wake())
+
+    @on(Wake)
+    async def _woken(self) -> None:
+        wait = self._next_render - time.monotonic()
+        if wait > 0 and not self._urgent:  # rendered a moment ago: this batch waits and grows
+            if self._render_timer is None:
+                self._render_timer = self.set_timer(wait, self._render_events)
+            return
+        await self._render_events()
+
+    async def _render_events(self) -> None:
+        if self._render_timer is not None:
+            self._render_timer.stop()
+        self._render_timer = None
+        self._wake_posted = self._urgent = False  # from here on, a new event posts a new Wake
+        cpu, now = time.thread_time(), time.monotonic()
+        cycle = cpu - self._cpu_mark  # what the UI thread did since the last render began (that render included)
+        if now - self._next_render > MAX_GAP:
+            cycle = 0.0  # the first render after a pause: idle time says nothing about the cost of a render
+        self._cpu_mark = cpu
+        await self._drain()
+        self._next_render = time.monotonic() + min(MAX_GAP, max(MIN_GAP, cycle / UI_SHARE))
 
     async def _drain(self) -> None:
         if not self._events or not self._chat_visible():
@@ -272,6 +320,8 @@ class QwenChatApp(App[None]):
             event = self._events.popleft()
             if isinstance(event, Token):
                 self._thinking_tokens = event.thinking_tokens
+                if event.stream is not None and self._live is not None:
+                    self._live.follow(event.stream)
                 if pending and pending[-1][0] is event.part:
                     pending[-1] = (event.part, pending[-1][1] + event.text)
                 else:
@@ -294,6 +344,7 @@ class QwenChatApp(App[None]):
         live = self._live
         if live is None:
             return
+        live.thinking_tokens = self._thinking_tokens
         for part, text in pending:
             if part is Part.THINKING:
                 live.add_thinking(text)

@@ -21,7 +21,7 @@ from ..clipboard import code_blocks
 from ..context_presets import ContextPreset
 from ..store import Message, Persona, Store, StoreError
 from .dialogs import ConfirmDialog
-from .messages import printable
+from .printable import printable
 
 MARK = "● "  # the entry in use
 NO_MARK = "  "

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Collapsible, Markdown, Static
-from textual.widgets._markdown import MarkdownStream
+from textual.widgets import Collapsible, Static
 
 from ..store import Message
-
-# C0 controls (but newline and tab), DEL and C1 controls would reach the terminal raw (ESC starts a
-# sequence, SO switches the character set): show them as Unicode control pictures instead.
-_CONTROLS = {c: 0x2400 + c for c in range(0x20) if c not in (0x09, 0x0A)}
-_CONTROLS[0x7F] = 0x2421
-_CONTROLS.update({c: 0xFFFD for c in range(0x80, 0xA0)})
-
-
-def printable(text: str) -> str:
-    return text.translate(_CONTROLS)
+from ..thinking_stream import Part, StreamText
+from .printable import printable
+from .streaming_markdown import StreamingMarkdown
 
 _STATUS_LABEL = {
     "stopped": "stopped",
@@ -62,7 +55,10 @@ class NoticeLine(Static):
 
 
 class AssistantMessage(Vertical):
-    """Thinking (collapsible, dimmed) above the answer (Markdown), then a line of status and speed."""
+    """Thinking (collapsed; drawn only while open) above the answer (streamed Markdown), then status and speed.
+
+    While streaming, the text is the engine's own copy (`follow`): the widget keeps none of its own.
+    """
 
     can_focus = True
 
@@ -70,21 +66,42 @@ class AssistantMessage(Vertical):
         super().__init__(classes="assistant-message")
         self.versions = versions
         self.message_id = message.id if message else 0
-        self.thinking_text = message.thinking if message else ""
-        self.answer_text = message.content if message else ""
         self._stored = message
-        self._stream: MarkdownStream | None = None
-        self._answer_started = bool(self.answer_text)
+        self._text = StreamText()
+        self._own_text = True  # False once following the engine's copy of the text
+        if message is not None:
+            self._text.append(Part.THINKING, message.thinking)
+            self._text.append(Part.ANSWER, message.content)
+        self._shown_thinking = 0  # characters of thinking given to the thinking widget so far
+        self._showing = False
+        self._show_again = False
+        self._answer_started = bool(message and message.content)
+        self.thinking_tokens = 0
+
+    @property
+    def thinking_text(self) -> str:
+        return self._text.thinking
+
+    @property
+    def answer_text(self) -> str:
+        return self._text.answer
+
+    def follow(self, stream: StreamText) -> None:
+        """Read the answer from the engine's own text from now on (nothing is copied)."""
+        if self._own_text and stream is not self._text and not self._text.length(Part.ANSWER) \
+                and not self._text.length(Part.THINKING):
+            self._text, self._own_text = stream, False
 
     def compose(self) -> ComposeResult:
-        collapsed = bool(self.answer_text) or (self._stored is not None and self._stored.status != "streaming")
-        with Collapsible(title="Thinking", collapsed=collapsed, classes="thinking") as box:
-            box.display = bool(self.thinking_text)
-            yield Static(Text(printable(self.thinking_text)), classes="thinking-text", markup=False)
-        yield Markdown(printable(self.answer_text), classes="answer")
+        with Collapsible(title="Thinking", collapsed=True, classes="thinking") as box:
+            box.display = bool(self._text.length(Part.THINKING))
+            yield StreamingMarkdown(classes="thinking-text")  # filled when it is opened
+            yield Static("", classes="thinking-cut", markup=False)
+        yield StreamingMarkdown(self._text.answer, classes="answer")
         yield Static("", classes="meta", markup=False)
 
     def on_mount(self) -> None:
+        self.query_one(".thinking-cut", Static).display = False
         if self._stored is not None:
             self.show_final(self._stored)
 
@@ -92,40 +109,80 @@ class AssistantMessage(Vertical):
     def _thinking_box(self) -> Collapsible:
         return self.query_one(".thinking", Collapsible)
 
+    @on(Collapsible.Expanded, ".thinking")
+    async def _thinking_opened(self) -> None:
+        await self._show_thinking()
+
     def add_thinking(self, text: str) -> None:
-        self.thinking_text += text
+        if self._own_text:
+            self._text.append(Part.THINKING, text)
         box = self._thinking_box
         box.display = True
-        box.title = "Thinking…"
-        self.query_one(".thinking-text", Static).update(Text(printable(self.thinking_text)))
+        box.title = f"Thinking… {self.thinking_tokens:,} tokens" if self.thinking_tokens else "Thinking…"
+        if not box.collapsed:
+            self.call_later(self._show_thinking)
+
+    async def _show_thinking(self) -> None:
+        """Give the thinking widget what it has not shown yet (up to a budget's cut)."""
+        if self._showing:
+            self._show_again = True  # one run at a time; the running one goes round again
+            return
+        self._showing = True
+        try:
+            widget = self.query_one(".thinking-text", StreamingMarkdown)
+            while True:
+                self._show_again = False
+                thinking = self._text.thinking
+                cut = self._stored.thinking_cut_at if self._stored is not None else None
+                end = len(thinking) if cut is None else cut
+                new, self._shown_thinking = thinking[self._shown_thinking:end], max(self._shown_thinking, end)
+                await widget.append(new)
+                if not self._show_again:
+                    break
+            if self._stored is not None and self._stored.status != "streaming":
+                await widget.finish()
+        finally:
+            self._showing = False
 
     async def add_answer(self, text: str) -> None:
+        if self._own_text:
+            self._text.append(Part.ANSWER, text)
         if not self._answer_started:
             self._answer_started = True
-            self._thinking_box.collapsed = True  # the answer is what the user reads now
             self._thinking_box.title = "Thinking"
-        self.answer_text += text
-        if self._stream is None:
-            self._stream = Markdown.get_stream(self.query_one(".answer", Markdown))
-        await self._stream.write(printable(text))
+        await self.query_one(".answer", StreamingMarkdown).append(text)
 
     async def finish(self, message: Message) -> None:
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
-        self.thinking_text, self.answer_text = message.thinking, message.content
-        self.query_one(".thinking-text", Static).update(_thinking_text(message))
-        # a full update after the stream resets the parser state (and any half-parsed fence)
-        await self.query_one(".answer", Markdown).update(printable(self.answer_text))
+        answer = self.query_one(".answer", StreamingMarkdown)
+        streamed = self._text.length(Part.ANSWER)
+        self._stored = message
+        self._text, self._own_text = StreamText(), True
+        self._text.append(Part.THINKING, message.thinking)
+        self._text.append(Part.ANSWER, message.content)
+        if streamed != len(message.content):  # not what was streamed (a server's cleanup): draw it anew
+            await answer.remove()
+            await self.mount(StreamingMarkdown(message.content, classes="answer"), before=self.query_one(".meta"))
+        else:
+            await answer.finish()
+        if message.thinking_cut_at is not None and self._shown_thinking > message.thinking_cut_at:
+            old = self.query_one(".thinking-text", StreamingMarkdown)
+            await old.remove()  # drawn past the cut while streaming: redraw up to it, the marker shows the rest
+            await self._thinking_box.query_one(Collapsible.Contents).mount(StreamingMarkdown(classes="thinking-text"),
+                                                                 before=self.query_one(".thinking-cut"))
+            self._shown_thinking = 0
+        if not self._thinking_box.collapsed:
+            await self._show_thinking()
         self.show_final(message)
 
     def show_final(self, message: Message) -> None:
         box = self._thinking_box
         box.display = bool(message.thinking)
         cut = message.thinking and not message.thinking_closed and message.status != "streaming"
+        marker = self.query_one(".thinking-cut", Static)
         if message.thinking_cut_at is not None:
             box.title = f"Thinking (cut by the {message.thinking_budget:,}-token budget)"
-            self.query_one(".thinking-text", Static).update(_thinking_text(message))
+            marker.update(_cut_marker(message))
+            marker.display = True
         else:
             box.title = "Thinking (cut off)" if cut else "Thinking"
         parts = []
@@ -142,13 +199,10 @@ class AssistantMessage(Vertical):
         meta.set_class(message.status in ("stopped", "interrupted", "failed"), "warn")
 
 
-def _thinking_text(message: Message) -> Text:
-    """Thinking as stored; where a budget cut it, the inserted stop-thinking instruction is marked."""
-    cut = message.thinking_cut_at
-    if cut is None:
-        return Text(printable(message.thinking))
-    text = Text(printable(message.thinking[:cut]))
-    text.append(f"\n✂ budget of {message.thinking_budget:,} thinking tokens reached; qwen-chat inserted:",
+def _cut_marker(message: Message) -> Text:
+    """Where a budget cut the thinking: the marker, then the stop-thinking instruction qwen-chat inserted."""
+    cut = message.thinking_cut_at or 0
+    text = Text(f"✂ budget of {message.thinking_budget:,} thinking tokens reached; qwen-chat inserted:",
                 style="bold")
     text.append(printable(message.thinking[cut:]), style="reverse")
     return text

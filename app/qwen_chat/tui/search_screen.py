@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, ListItem, ListView
 
 from ..store import MARK_END, MARK_START, SearchHit, Store, StoreError
-from .messages import printable
+from .printable import printable
 
 
 def highlighted(snippet: str) -> Text:

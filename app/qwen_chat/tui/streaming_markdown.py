@@ -1,0 +1,266 @@
+"""Markdown that streams at a constant cost per batch: a column of segments, only the last one redrawn.
+
+Textual's Markdown widget builds several widgets per block and list item and re-composes the last block on
+every append: a 60-item list cost 230 ms of UI time per batch of tokens here, and the layout of every later
+frame walks all of those widgets. Each segment here is one widget drawing Rich's Markdown renderer: a frozen
+segment is drawn once and its lines kept, and only the live segment (at most segments.SEGMENT_LINES lines) is parsed
+and drawn again when text arrives. See segments.py for where a text is cut so that it renders the same.
+Model text is sanitized (control characters shown as symbols) before it is parsed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import ClassVar
+
+from pygments.lexer import Lexer
+from pygments.lexers import get_lexer_by_name
+from pygments.util import ClassNotFound
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.markdown import CodeBlock, Heading, Markdown, TableElement
+from rich.segment import Segment as RichSegment
+from rich.style import Style
+from rich.syntax import Syntax, SyntaxTheme
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.geometry import Size
+from textual.strip import Strip
+from textual.widget import Widget
+
+from .printable import printable
+from .segments import Append, Cut, Op, Segmenter
+
+
+class _LeftHeading(Heading):
+    """Headings on the left, as in the rest of a chat (Rich centres h1)."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        text = self.text.copy()
+        text.justify = "left"
+        yield text
+
+
+@functools.lru_cache(maxsize=64)
+def _lexer(name: str) -> Lexer | str:
+    """Pygments looks a lexer up by name through its plugin registry each time: once per language is enough."""
+    try:
+        return get_lexer_by_name(name)
+    except ClassNotFound:
+        return "text"
+
+
+@functools.lru_cache(maxsize=8)
+def _syntax_theme(name: str) -> SyntaxTheme:
+    return Syntax.get_theme(name)
+
+
+class _FlushCodeBlock(CodeBlock):
+    """Code without blank padding rows, so that a code block cut into two segments shows no seam."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Syntax(str(self.text).rstrip(), _lexer(self.lexer_name), theme=_syntax_theme(self.theme),
+                     word_wrap=True, padding=(0, 1))
+
+
+class _PartTable(TableElement):
+    """A table that may be one part of a table cut into segments: drawn with the widths of the first part, and
+    without its (repeated) header when it continues one."""
+
+    widths: tuple[int, ...] = ()
+    continued = False
+
+    @classmethod
+    def create(cls, markdown: Markdown, token: object) -> _PartTable:
+        table = cls()
+        if isinstance(markdown, ChatMarkdown) and not markdown.tables_seen:
+            table.widths, table.continued = markdown.table_widths, markdown.table_continued  # its first table
+        if isinstance(markdown, ChatMarkdown):
+            markdown.tables_seen += 1
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = Table(box=box.SIMPLE, pad_edge=False, style="markdown.table.border", show_edge=False,
+                      collapse_padding=True, show_header=not self.continued)
+        header = self.header.row.cells if self.header is not None and self.header.row is not None else []
+        widths = self.widths if len(self.widths) == len(header) else (None,) * len(header)
+        for column, width in zip(header, widths, strict=True):
+            heading = column.content.copy()
+            heading.stylize("markdown.table.header")
+            table.add_column(heading, width=width, overflow="fold")  # a longer cell wraps, never cut off
+        for row in self.body.rows if self.body is not None else []:
+            table.add_row(*(cell.content for cell in row.cells))
+        yield table
+
+
+class ChatMarkdown(Markdown):
+    elements: ClassVar = {**Markdown.elements, "heading_open": _LeftHeading, "fence": _FlushCodeBlock,
+                          "code_block": _FlushCodeBlock, "table_open": _PartTable}
+
+    def __init__(self, source: str, *, table_widths: tuple[int, ...] = (), table_continued: bool = False,
+                 **options: object) -> None:
+        self.table_widths, self.table_continued, self.tables_seen = table_widths, table_continued, 0
+        super().__init__(source, **options)  # type: ignore[arg-type]  # Markdown's own keyword options
+
+
+class Segment(Widget):
+    """One segment of a streamed Markdown text, drawn once per change of text or width.
+
+    A Static with a Rich renderable would render it twice per change (once to measure its height, once to
+    draw it); this keeps the rendered lines and serves both from them.
+    """
+
+    def __init__(self, source: str, classes: str = "", table_widths: tuple[int, ...] = (),
+                 table_continued: bool = False) -> None:
+        super().__init__(classes=classes)
+        self.source = source
+        self.table_widths = table_widths  # see _PartTable
+        self.table_continued = table_continued
+        self._lines: list[Strip] = []
+        self._drawn: tuple[int, str, bool, tuple[int, ...]] | None = None  # what the lines were drawn for
+
+    def on_mount(self) -> None:
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh(layout=True))  # code colours
+
+    def append(self, text: str) -> None:
+        self.source += text  # bounded by the segment's size, not the answer's
+        self.refresh(layout=True)
+
+    def _draw(self, width: int) -> list[Strip]:
+        dark = self.app.current_theme.dark
+        key = (width, self.source, dark, self.table_widths)
+        if self._drawn != key:
+            self._drawn = key
+            if not self.source.strip() or width <= 0:
+                self._lines = []
+            else:
+                markdown = ChatMarkdown(self.source, code_theme="monokai" if dark else "friendly", hyperlinks=True,
+                                        table_widths=self.table_widths, table_continued=self.table_continued)
+                console = self.app.console
+                options = console.options.update(width=width, height=None, highlight=False)
+                base = self.rich_style
+                rows = console.render_lines(markdown, options, style=base, pad=True)
+                self._lines = [Strip(row, width) for row in _trimmed(rows, base)]
+        return self._lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._draw(width))
+
+    def render_line(self, y: int) -> Strip:
+        width = self.content_size.width
+        lines = self._draw(width)
+        return lines[y] if y < len(lines) else Strip.blank(width, self.rich_style)
+
+
+def _trimmed(rows: list[list[RichSegment]], base: Style) -> list[list[RichSegment]]:
+    """Without the blank rows Rich puts before a list or after the last block: the space between segments
+    is the widget's (a margin where a new block starts, none where a list or code block goes on)."""
+
+    def blank(row: list[RichSegment]) -> bool:
+        return all(not seg.text.strip() and (seg.style is None or seg.style.bgcolor == base.bgcolor) for seg in row)
+
+    start, end = 0, len(rows)
+    while start < end and blank(rows[start]):
+        start += 1
+    while end > start and blank(rows[end - 1]):
+        end -= 1
+    return rows[start:end]
+
+
+# Text given to the segments per frame: when much arrives at once (a burst from a fast engine, thinking opened
+# after 30,000 tokens, a long stored answer) it is drawn over several frames, never in one long one.
+FRAME_CHARS = 2000
+
+
+class StreamingMarkdown(Vertical):
+    DEFAULT_CSS = """
+    StreamingMarkdown { height: auto; layout: stream; }  /* stream: placements of unchanged segments are kept */
+    StreamingMarkdown > Segment { height: auto; }
+    /* a segment that starts a new block is apart from the one above it, as blocks are; a continued list or
+       code block is not */
+    StreamingMarkdown > .after-block { margin-top: 1; }
+    """
+
+    def __init__(self, text: str = "", classes: str = "") -> None:
+        """`text`: a whole text (a stored answer); else it streams in with `append` until `finish`."""
+        super().__init__(classes=classes)
+        self._segmenter = Segmenter()
+        self._pending = printable(text)  # text not yet given to the segments
+        self._complete = bool(text)  # no more text will come
+        self._pumping = False
+        self._live: Segment | None = None
+
+    def compose(self) -> ComposeResult:
+        """The first part of the text given at construction; the rest follows frame by frame (_pump)."""
+        self._live = Segment("")
+        for op in self._take():
+            if isinstance(op, Append):
+                self._live.source += op.text
+            else:
+                yield self._cut(op)
+        yield self._live
+
+    def on_mount(self) -> None:
+        if self._pending:
+            self.call_after_refresh(self._pump)
+
+    @property
+    def settled(self) -> bool:
+        """Everything given so far is in the segments."""
+        return not self._pending
+
+    @property
+    def source(self) -> str:
+        """The text as drawn, segments joined (with the fences a cut adds)."""
+        return "".join(segment.source for segment in self.query_children(Segment))
+
+    async def append(self, text: str) -> None:
+        if text:
+            self._pending += printable(text)  # small: what arrived since the last frame
+            await self._pump()
+
+    async def finish(self) -> None:
+        """No more text: the held-back rest of the last line goes in too."""
+        self._complete = True
+        await self._pump()
+
+    async def _pump(self) -> None:
+        """Give the segments at most FRAME_CHARS of the pending text; the rest after the next refresh."""
+        if self._pumping or self._live is None:
+            return
+        self._pumping = True
+        try:
+            await self._apply(self._take())
+        finally:
+            self._pumping = False
+        if self._pending:
+            self.call_after_refresh(self._pump)
+
+    def _take(self) -> list[Op]:
+        chunk, self._pending = self._pending[:FRAME_CHARS], self._pending[FRAME_CHARS:]
+        ops = self._segmenter.feed(chunk) if chunk else []
+        if self._complete and not self._pending:
+            ops += self._segmenter.finish()
+        return ops
+
+    async def _apply(self, ops: list[Op]) -> None:
+        for op in ops:
+            assert self._live is not None
+            if isinstance(op, Append):
+                self._live.append(op.text)
+            else:
+                self._cut(op)
+                await self.mount(self._live)
+
+    def _cut(self, op: Cut) -> Segment:
+        """Freeze the live segment (returned) and start a new one after it."""
+        frozen = self._live
+        assert frozen is not None
+        frozen.source += op.close
+        if op.kind == "table":
+            frozen.table_widths = op.widths  # the first part of a table too: all parts line up
+        frozen.refresh(layout=True)
+        self._live = Segment(op.reopen, classes=f"after-{op.kind}", table_widths=op.widths,
+                             table_continued=op.kind == "table")
+        return frozen

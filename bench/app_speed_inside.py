@@ -1,0 +1,117 @@
+"""The app side of bench/app_speed.py: the real QwenChatApp in the tmux window, with a monitor.
+
+The monitor records, from the start of each answer to its end, the UI thread's CPU time (its share of one
+core) and the longest time the event loop did not come back to it (the longest frame), and writes one JSON
+line per answer. With `replay`, the engine is the scripted-thinking one below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from itertools import cycle
+from pathlib import Path
+from typing import Any
+
+LAG_PROBE = 0.01  # seconds between the monitor's wake-ups
+
+
+def run_app(model: Path, stats: Path, replay: bool, prefill: int) -> None:
+    from qwen_chat import chat_session
+    from qwen_chat.store import Store
+
+    if replay:
+        chat_session.Engine = _scripted_engine(prefill)  # type: ignore[misc]  # the session builds its engine
+    app = _monitored_app_class()(store=Store(Path(os.environ["QWEN_CHAT_DB"])), model_path=model, n_ctx=4096)
+    app.stats_path = stats
+    app.run()
+
+
+def _monitored_app_class() -> type:
+    from qwen_chat.chat_session import AnswerSaved, AnswerStarted
+    from qwen_chat.engine import Loaded
+    from qwen_chat.tui.app import QwenChatApp
+
+    class MonitoredApp(QwenChatApp):
+        stats_path: Path
+        _longest = 0.0
+        _started: tuple[float, float] | None = None
+
+        def on_mount(self) -> None:
+            super().on_mount()
+            self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
+
+        async def _watch_loop(self) -> None:
+            while True:
+                before = time.perf_counter()
+                await asyncio.sleep(LAG_PROBE)
+                self._longest = max(self._longest, time.perf_counter() - before - LAG_PROBE)
+
+        async def _handle(self, event: Any) -> None:
+            if isinstance(event, AnswerStarted):
+                self._longest, self._started = 0.0, (time.thread_time(), time.monotonic())
+            await super()._handle(event)
+            if isinstance(event, Loaded):
+                self._write({"event": "ready"})
+            elif isinstance(event, AnswerSaved) and self._started is not None:
+                cpu, wall = time.thread_time() - self._started[0], time.monotonic() - self._started[1]
+                done = event.done
+                self._write({"event": "answer", "message_id": event.message.id, "ui_cpu_s": cpu, "wall_s": wall,
+                             "ui_cpu_share": cpu / wall if wall else 0.0, "longest_frame_ms": self._longest * 1000,
+                             "replay_tokens_per_second": done.tokens_per_second if done else 0.0})
+                self._started = None
+
+        def _write(self, line: dict) -> None:
+            with self.stats_path.open("a") as out:
+                out.write(json.dumps(line) + "\n")
+
+    return MonitoredApp
+
+
+def _scripted_engine(prefill: int) -> type:
+    """An Engine that thinks a scripted text: `prefill` tokens at once, then one piece per token the real
+    model decodes (plain llama-cpp-python, the same loop as the reference), so the UI load is real."""
+    from qwen_chat.engine import Done, Engine, GenerateRequest, Token
+    from qwen_chat.thinking_stream import Part, StreamText
+
+    script = ("Let me think about this step by step. The product of seventeen and twenty-three: 17 times 20 is "
+              "340, and 17 times 3 is 51, so the sum is 391. Let me double-check that another way.\n\n")
+    words = script.split(" ")
+
+    class ScriptedThinkingEngine(Engine):
+        def _generate(self, request: GenerateRequest) -> None:
+            self._cancel.clear()
+            assert self._model is not None
+            llm, rid, text, script = self._model.llm, request.request_id, StreamText(), cycle(words)
+            started = time.perf_counter()
+
+            def think(count: int) -> None:
+                piece = next(script) + " "
+                text.append(Part.THINKING, piece)
+                self._emit(Token(rid, Part.THINKING, piece, count, stream=text))
+
+            for count in range(prefill):
+                think(count)
+            tokens = llm.tokenize(request.prompt.encode(), add_bos=False, special=True)
+            sampling, first, last, count = request.sampling, 0.0, 0.0, 0
+            for _chunk in llm.create_completion(prompt=tokens, max_tokens=sampling.max_tokens,
+                                                temperature=sampling.temperature, top_p=sampling.top_p,
+                                                top_k=sampling.top_k, min_p=sampling.min_p,
+                                                presence_penalty=sampling.presence_penalty, frequency_penalty=0.0,
+                                                repeat_penalty=1.0, stream=True):
+                last = time.perf_counter()
+                first = first or last
+                count += 1
+                think(prefill + count)
+                if self._cancel.is_set():
+                    break
+            speed = (count - 1) / (last - first) if count > 1 and last > first else 0.0
+            self._emit(Done(request_id=rid, finish="length", thinking=text.thinking, answer="", saw_thinking=True,
+                            thinking_closed=False, prompt_tokens=len(tokens), prompt_evaluated=len(tokens),
+                            completion_tokens=count, prompt_seconds=first - started, generation_seconds=last - first,
+                            context_used=len(tokens) + count, n_ctx=llm.n_ctx(), tokens_per_second=speed,
+                            thinking_tokens=prefill + count))
+
+    return ScriptedThinkingEngine

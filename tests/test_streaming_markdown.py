@@ -1,0 +1,172 @@
+"""Streamed Markdown and thinking in the real Textual app: each batch costs the same however long the answer
+is (nothing is parsed from the start again), thinking costs nothing while it is collapsed, and what streamed
+looks the same as the stored answer drawn anew."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from textual.app import App, ComposeResult
+from textual.containers import VerticalScroll
+
+from qwen_chat.chat_session import AnswerSaved, AnswerStarted
+from qwen_chat.engine import Token
+from qwen_chat.store import Store
+from qwen_chat.thinking_stream import Part, StreamText
+from qwen_chat.tui import streaming_markdown
+from qwen_chat.tui.app import QwenChatApp
+from qwen_chat.tui.messages import AssistantMessage
+from qwen_chat.tui.segments import SEGMENT_CHARS
+from qwen_chat.tui.streaming_markdown import Segment, StreamingMarkdown
+
+from markdown_samples import CODE, LIST, PROSE, TABLE
+
+LONGEST_BLOCK = 450  # a segment ends at a block boundary: it may run on past SEGMENT_CHARS to the end of one
+
+
+async def wait_for(pilot, condition, what: str, timeout: float = 60) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+class Host(App[None]):
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(id="transcript")
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every Markdown source the widgets parse, in order."""
+    seen: list[str] = []
+    real = streaming_markdown.ChatMarkdown
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, source: str, **options: object) -> None:
+            seen.append(source)
+            super().__init__(source, **options)
+
+    monkeypatch.setattr(streaming_markdown, "ChatMarkdown", Counting)
+    return seen
+
+
+async def stream(pilot, message: AssistantMessage, text: str, part: Part = Part.ANSWER, chunk: int = 7) -> None:
+    for at in range(0, len(text), chunk):
+        if part is Part.ANSWER:
+            await message.add_answer(text[at:at + chunk])
+        else:
+            message.add_thinking(text[at:at + chunk])
+        if at % (chunk * 12) == 0:
+            await pilot.pause()  # a frame now and then, as the app's pacing gives
+
+
+def lines_of(widget: StreamingMarkdown) -> list[str]:
+    return [strip.text.rstrip() for segment in widget.query(Segment) for strip in segment._lines]
+
+
+@pytest.mark.parametrize("text", [LIST, CODE, TABLE, PROSE], ids=["list", "code", "table", "prose"])
+async def test_no_batch_parses_the_answer_from_the_start(text: str, parses: list[str]) -> None:
+    app = Host()
+    async with app.run_test(size=(100, 40)) as pilot:
+        live = AssistantMessage()
+        await app.query_one("#transcript").mount(live)
+        await stream(pilot, live, text)
+        await pilot.pause()
+        assert live.answer_text == text
+        longest = max(len(source) for source in parses)
+        assert longest <= SEGMENT_CHARS + LONGEST_BLOCK, longest  # only the live segment is ever parsed again
+        segments = live.query(Segment)
+        assert len(segments) > 4
+        drawn_for = {id(s): s._drawn for s in segments}
+        await stream(pilot, live, "\n\nOne more paragraph at the end.\n")
+        await pilot.pause()
+        frozen = [s for s in live.query(Segment)][:-2]
+        assert all(s._drawn == drawn_for[id(s)] for s in frozen)  # frozen segments were not drawn again
+
+
+async def test_collapsed_thinking_is_not_drawn_and_open_thinking_streams(parses: list[str]) -> None:
+    app = Host()
+    async with app.run_test(size=(100, 40)) as pilot:
+        live = AssistantMessage()
+        await app.query_one("#transcript").mount(live)
+        thought = PROSE * 8  # about 150 KB, 40,000 tokens: as long as a Thinking-2507 model thinks
+        await stream(pilot, live, thought, Part.THINKING, chunk=400)
+        await pilot.pause()
+        assert live.thinking_text == thought
+        assert not any("dragon" in source for source in parses)  # collapsed: nothing parsed or drawn
+        live.query_one(".thinking").collapsed = False
+        thinking = live.query_one(".thinking-text", StreamingMarkdown)
+        await wait_for(pilot, lambda: thinking.settled and len(thinking.query(Segment)) > 50, "thinking drawn")
+        await pilot.pause()
+        opened = len(parses)
+        assert opened > 0 and max(len(s) for s in parses) <= SEGMENT_CHARS + LONGEST_BLOCK
+        await stream(pilot, live, "Then one more thought about the oven.\n\n", Part.THINKING)
+        await pilot.pause()
+        assert all(len(s) <= SEGMENT_CHARS + LONGEST_BLOCK for s in parses[opened:])
+        assert "one more thought about the oven" in "\n".join(lines_of(live.query_one(".thinking-text")))
+
+
+@pytest.mark.parametrize("text", [LIST, CODE, TABLE, PROSE], ids=["list", "code", "table", "prose"])
+async def test_a_streamed_answer_looks_like_the_stored_one(text: str, tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+    conversation = store.create_conversation()
+    store.add_user_message(conversation.id, "q")
+    answer = store.start_answer(conversation.id, "m", "no_think", {})
+    store.finish_answer(answer.id, "complete", "", text, True)
+    app = Host()
+    async with app.run_test(size=(100, 40)) as pilot:
+        live = AssistantMessage()
+        await app.query_one("#transcript").mount(live)
+        await stream(pilot, live, text)
+        await live.finish(store.message(answer.id))
+        reopened = AssistantMessage(store.message(answer.id))
+        await app.query_one("#transcript").mount(reopened)
+        await wait_for(pilot, lambda: all(w.settled for w in app.query(StreamingMarkdown)), "drawn")
+        await pilot.pause()
+        streamed, stored = lines_of(live.query_one(".answer")), lines_of(reopened.query_one(".answer"))
+        assert streamed == stored and len(stored) > 20
+
+
+async def test_a_burst_of_tokens_is_drawn_in_few_frames(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """50,000 tokens arrive at once (a fast GPU, or a UI that fell behind): they are coalesced into a few
+    renders, none is lost, and the inbox is empty afterwards."""
+    db = tmp_path / "chat.db"
+    store = Store(db)
+    conversation = store.create_conversation()
+    store.add_user_message(conversation.id, "q")
+    message = store.start_answer(conversation.id, "m", "think", {})
+    app = QwenChatApp(store=Store(db), model_path=tiny_models["hybrid"], n_ctx=512)
+    renders = [0]
+    async with app.run_test(size=(110, 36)) as pilot:
+        real_render = app._render_events
+
+        async def counted() -> None:
+            renders[0] += 1
+            await real_render()
+
+        app._render_events = counted  # type: ignore[method-assign]
+        await wait_for(pilot, lambda: "ready" in str(app.query_one("#status").render()), what="load")
+        app._receive(AnswerStarted(message))
+        await wait_for(pilot, lambda: app._live is not None, what="answer started")
+        before, text = renders[0], StreamText()
+
+        def engine() -> None:
+            for i in range(50_000):
+                piece = f"w{i} " if i % 50 else f"w{i}\n\n"
+                text.append(Part.THINKING, piece)
+                app._receive(Token(message.id, Part.THINKING, piece, i, stream=text))
+
+        thread = threading.Thread(target=engine)
+        thread.start()
+        thread.join()
+        await wait_for(pilot, lambda: not app._events, what="inbox drained")
+        assert renders[0] - before < 60  # not one render per token: batches grew while rendering
+        assert app._live.thinking_text == text.thinking  # the engine's own text, not a copy
+        assert "Thinking… 49,999 tokens" in str(app._live.query_one(".thinking").title)
+        store.finish_answer(message.id, "stopped", text.thinking, "", False)
+        app._receive(AnswerSaved(store.message(message.id), None))
+        await wait_for(pilot, lambda: app._live is None, what="answer saved")
