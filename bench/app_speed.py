@@ -78,6 +78,8 @@ def run_all(args: argparse.Namespace, cases: list[str]) -> dict[str, dict[str, l
     os.environ.update(env)  # the reference reads the same settings (sampling presets, output limit)
     reference = Reference(args.model)
     results: dict[str, dict[str, list[float]]] = {c: {"app": [], "ref": [], "cpu": [], "frame": []} for c in cases}
+    # a session that keeps the tmux server up between the app's windows (it exits with its last session)
+    subprocess.run(["tmux", "new-session", "-d", "-s", f"{SESSION}-keep", "sleep 3600"], check=True)
     try:
         for replay in (False, True):
             chosen = [c for c in cases if (c == "thinking") == replay]
@@ -104,6 +106,7 @@ def run_all(args: argparse.Namespace, cases: list[str]) -> dict[str, dict[str, l
             finally:
                 app.close()
     finally:
+        subprocess.run(["tmux", "kill-session", "-t", f"{SESSION}-keep"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     return results
 

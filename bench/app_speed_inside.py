@@ -32,9 +32,11 @@ def run_app(model: Path, stats: Path, replay: bool, prefill: int) -> None:
 def _monitored_app_class() -> type:
     from qwen_chat.chat_session import AnswerSaved, AnswerStarted
     from qwen_chat.engine import Loaded
+    from qwen_chat.tui import app as app_module
     from qwen_chat.tui.app import QwenChatApp
 
     class MonitoredApp(QwenChatApp):
+        CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))  # relative paths follow the subclass
         stats_path: Path
         _longest = 0.0
         _started: tuple[float, float] | None = None

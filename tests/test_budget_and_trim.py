@@ -142,9 +142,9 @@ def test_the_next_turn_keeps_the_tokens_the_model_sampled(real_model: Path) -> N
         tokens = _tokenize(model, prompt)
         split = [llm.tokenize(b"O", add_bos=False)[0], llm.tokenize(b"ak", add_bos=False)[0]]
         assert llm.tokenize(b"Oak", add_bos=False) != split  # the text alone would come back as one token
-        llm.eval(tokens + split)  # as if the model had sampled "O", "ak"
-        assert _sampled(llm, prompt, tokens, "Oaks") is None  # text and tokens must agree exactly
-        model.reuse = _sampled(llm, prompt, tokens, "Oak")
+        cache = tokens + split  # as if the model had sampled "O", "ak"
+        assert _sampled(llm, prompt, tokens, "Oaks", cache) is None  # text and tokens must agree exactly
+        model.reuse = _sampled(llm, prompt, tokens, "Oak", cache)
         assert model.reuse == (prompt + "Oak", tokens + split)
         follow_up = prompt + "Oak<|im_end|>\n<|im_start|>user\nAnother?<|im_end|>\n<|im_start|>assistant\n"
         assert _tokenize(model, follow_up, reuse=True)[: len(tokens) + 2] == tokens + split

@@ -133,6 +133,29 @@ def test_second_turn_reuses_the_kv_prefix(engine, real_model: Path) -> None:
     assert done2.prompt_evaluated < done2.prompt_tokens - done.prompt_tokens + 5 + done.completion_tokens
 
 
+def test_output_limit_counts_every_sampled_token(engine, real_model: Path) -> None:
+    eng, rec = engine
+    eng.generate(GenerateRequest(8, prompt_for(real_model, "Write the numbers from 1 to 100 in words."),
+                                 Sampling(temperature=0.0, max_tokens=7, seed=1)))
+    events, _ = rec.until(Done)
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish == "length"
+    assert done.completion_tokens == 7  # the 7th was sampled and streamed, never evaluated
+    assert done.context_used == done.prompt_tokens + 6
+    assert "".join(e.text for e in events if isinstance(e, Token)) == done.answer
+
+
+def test_sampling_settings_reach_the_decode_loop_as_create_completion_took_them() -> None:
+    from qwen_chat.decode_loop import SamplerParams
+    from qwen_chat.engine import _sampler_params
+
+    sampling = Sampling(temperature=0.6, top_p=0.95, top_k=20, min_p=0.01, presence_penalty=1.5, seed=42)
+    assert _sampler_params(sampling) == SamplerParams(temperature=0.6, top_k=20, top_p=0.95, min_p=0.01,
+                                                      presence_penalty=1.5, frequency_penalty=0.0,
+                                                      repeat_penalty=1.0, seed=42, penalty_last_n=64)
+    assert _sampler_params(Sampling()).seed is None  # a random seed, as -1 was for create_completion
+
+
 def test_prompt_longer_than_context_is_refused_clearly(engine, real_model: Path) -> None:
     eng, rec = engine
     eng.generate(GenerateRequest(7, prompt_for(real_model, "word " * 9000), Sampling(max_tokens=10)))

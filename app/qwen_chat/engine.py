@@ -17,9 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .thinking_stream import Part, StreamText, ThinkingSplitter
+
+if TYPE_CHECKING:  # decode_loop imports llama_cpp, which the engine loads only when a model is
+    from .decode_loop import DecodeLoop, Generation, SamplerParams
 
 log = logging.getLogger("qwen_chat.engine")
 llama_log = logging.getLogger("qwen_chat.llama_cpp")
@@ -215,6 +218,7 @@ class _Loaded:
     bos_text: str = ""
     add_bos: bool = False
     reuse: tuple[str, list[int]] | None = None  # the last answer's text and tokens (see _tokenize)
+    loop: DecodeLoop | None = None  # generates with llm and knows what its KV cache holds (decode_loop.py)
 
 
 class RequestWorker:
@@ -305,12 +309,16 @@ class Engine(RequestWorker):
     def _unload(self) -> None:
         if self._model is not None:
             with contextlib.suppress(Exception):
+                if self._model.loop is not None:
+                    self._model.loop.close()
                 self._model.llm.close()
             self._model = None
 
     def _load(self, request: LoadRequest) -> None:
         import llama_cpp
         from llama_cpp import llama as llama_module
+
+        from .decode_loop import DecodeLoop
 
         _route_llama_logs()
         self._unload()
@@ -372,7 +380,8 @@ class Engine(RequestWorker):
         bos_id = llm.token_bos()
         bos_text = llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id >= 0 else ""
         add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab)) if bos_id >= 0 else False
-        self._model = _Loaded(llm, request, abort, bos_text, add_bos)
+        # the loop arms the abort callback only where a stop must cut into llama_decode (see decode_loop.py)
+        self._model = _Loaded(llm, request, abort, bos_text, add_bos, loop=DecodeLoop(llm, abort))
         self._emit(Loaded(request.model_path, llm.n_ctx(), request.n_gpu_layers, time.perf_counter() - started))
 
     def _generate(self, request: GenerateRequest) -> None:
@@ -391,14 +400,13 @@ class Engine(RequestWorker):
         prompt, tokens, dropped = fitted
         if dropped:
             self._emit(Trimmed(request.request_id, dropped, len(tokens), n_ctx))
-        cached = _common_prefix(llm, tokens)
         run = _Run(request, ThinkingSplitter(starts_in_thinking=request.starts_in_thinking), time.perf_counter())
         max_tokens = max(1, min(sampling.max_tokens, n_ctx - len(tokens)))
         budget = request.thinking_budget
         first_call = min(max_tokens, budget) if budget > 0 else max_tokens
-        finish, raw = self._stream(llm, tokens, first_call, run)
-        call_text, call_tokens, call_raw = prompt, tokens, raw
-        if finish == "length" and first_call < max_tokens:
+        first, raw = self._stream(model, tokens, first_call, run)
+        last, call_text, call_tokens, call_raw = first, prompt, tokens, raw
+        if first.finish == "length" and first_call < max_tokens:
             # The budget ended the first call. Still thinking: insert the stop-thinking instruction (Qwen3
             # Technical Report) and let the model answer; already answering: just carry on.
             inserted = ""
@@ -411,10 +419,11 @@ class Engine(RequestWorker):
             left = min(max_tokens - first_call, n_ctx - len(more))
             run.generated_before = first_call
             if left > 0:
-                finish, more_raw = self._stream(llm, more, left, run)
+                last, more_raw = self._stream(model, more, left, run)
                 call_text, call_tokens, call_raw = prompt + raw + inserted, more, more_raw
-        model.reuse = _sampled(llm, call_text, call_tokens, call_raw)
-        self._finish_generation(llm, request, run, finish, tokens, cached, dropped)
+        assert model.loop is not None
+        model.reuse = _sampled(llm, call_text, call_tokens, call_raw, model.loop.tokens)
+        self._finish_generation(model, request, run, last, tokens, first.reused, dropped)
 
     def _fit_prompt(self, model: _Loaded, request: GenerateRequest) -> tuple[str, list[int], int] | str:
         """The fullest prompt that leaves room for an answer: (prompt, tokens, oldest turns dropped), or why not.
@@ -446,66 +455,49 @@ class Engine(RequestWorker):
                 f"{len(tokens):,} tokens, and the context holds {n_ctx:,} (an answer needs room too). Shorten the "
                 f"message, or reload with a larger context (F7).")
 
-    def _stream(self, llm: Any, tokens: list[int], max_tokens: int, run: _Run) -> tuple[str, str]:
-        """One create_completion call, streamed into `run`. Returns (finish reason, raw text generated)."""
-        sampling = run.request.sampling
-        finish = "stop"
-        raw: list[str] = []
-        stream = llm.create_completion(
-            prompt=tokens,
-            max_tokens=max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=0.0,
-            repeat_penalty=1.0,
-            seed=sampling.seed if sampling.seed is not None else -1,
-            stream=True,
-        )
+    def _stream(self, model: _Loaded, tokens: list[int], max_tokens: int, run: _Run) -> tuple[Generation, str]:
+        """One pass of the decode loop from `tokens`, streamed into `run`. Returns (how it ended, raw text)."""
+        assert model.loop is not None
         rid = run.request.request_id
-        try:
-            for chunk in stream:
-                choice = chunk["choices"][0]
-                now = time.perf_counter()
-                if run.first_token_at is None:
-                    run.first_token_at = now
-                run.last_token_at = now
-                run.chunks += 1
-                raw.append(choice["text"])
-                pieces = run.splitter.feed(choice["text"])
-                thinking = run.splitter.saw_thinking and not run.splitter.thinking_closed and run.cut_at is None
-                if thinking:  # tokens sampled so far (the newest is not evaluated yet); a chunk may hold several
-                    sampled = min(max_tokens, llm.n_tokens - len(tokens) + 1)  # the last chunk may follow its eval
-                    run.thinking_tokens = run.generated_before + sampled
-                for part, text in pieces:
-                    self._emit(Token(rid, part, text, run.thinking_tokens, stream=run.splitter.text))
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-                if self._cancel.is_set():
-                    finish = "stopped"
-                    break
-        except RuntimeError as exc:  # llama_decode returned 2: our abort callback fired
-            if not self._cancel.is_set():
-                raise
-            log.info("generation aborted inside llama_decode: %s", exc)
-            finish = "stopped"
-        finally:
-            stream.close()
-        return finish, "".join(raw)
+        splitter = run.splitter
+        raw: list[str] = []
 
-    def _finish_generation(self, llm: Any, request: GenerateRequest, run: _Run, finish: str, tokens: list[int],
-                           cached: int, dropped: int) -> None:
+        def on_token(text: str, generated: int) -> None:  # every sampled token, the end-of-turn one with ""
+            now = time.perf_counter()
+            if run.first_token_at is None:
+                run.first_token_at = now
+            run.last_token_at = now
+            run.chunks += 1
+            raw.append(text)
+            pieces = splitter.feed(text)
+            if splitter.saw_thinking and not splitter.thinking_closed and run.cut_at is None:
+                run.thinking_tokens = run.generated_before + generated  # sampled so far, for the budget meter
+            for part, piece in pieces:
+                self._emit(Token(rid, part, piece, run.thinking_tokens, stream=splitter.text))
+
+        # The abort callback (set in _load) makes llama_decode return early on stop; between tokens the loop asks
+        # the flag itself. Either way the loop reports "stopped" and its record of the KV cache stays exact.
+        result = model.loop.generate(tokens, max_tokens, _sampler_params(run.request.sampling), on_token,
+                                     self._cancel.is_set)
+        if result.finish == "stopped":
+            log.info("generation stopped after %d tokens", result.generated)
+        return result, "".join(raw)
+
+    def _finish_generation(self, model: _Loaded, request: GenerateRequest, run: _Run, last: Generation,
+                           tokens: list[int], cached: int, dropped: int) -> None:
+        assert model.loop is not None
         splitter = run.splitter
         for part, text in splitter.finish():
-            self._emit(Token(request.request_id, part, text, run.thinking_tokens, stream=run.splitter.text))
+            self._emit(Token(request.request_id, part, text, run.thinking_tokens, stream=splitter.text))
         ended = time.perf_counter()
         first = run.first_token_at or ended
-        last = run.last_token_at
-        generated = max(0, llm.n_tokens - len(tokens))
-        if finish == "stop":
-            generated += 1  # the end-of-turn token was sampled but never evaluated
+        last_at = run.last_token_at
+        context_used = model.loop.n_cached
+        # The answer's tokens are in the cache after the prompt, but for the last one sampled when it was never
+        # evaluated (the end-of-turn token, the max_tokens-th, one cut off by a stop).
+        generated = max(0, context_used - len(tokens)) + (1 if last.pending is not None else 0)
+        finish = last.finish
+        llm = model.llm
         self._emit(Done(
             request_id=request.request_id,
             finish=finish,
@@ -517,10 +509,10 @@ class Engine(RequestWorker):
             prompt_evaluated=len(tokens) - cached,
             completion_tokens=generated,
             prompt_seconds=first - run.started,
-            generation_seconds=(last - first) if run.chunks > 1 else 0.0,
-            context_used=llm.n_tokens,
+            generation_seconds=(last_at - first) if run.chunks > 1 else 0.0,
+            context_used=context_used,
             n_ctx=llm.n_ctx(),
-            tokens_per_second=(run.chunks - 1) / (last - first) if run.chunks > 1 and last > first else 0.0,
+            tokens_per_second=(run.chunks - 1) / (last_at - first) if run.chunks > 1 and last_at > first else 0.0,
             thinking_tokens=run.thinking_tokens,
             thinking_cut_at=run.cut_at,
             dropped=dropped,
@@ -553,10 +545,19 @@ def _tokenize(model: _Loaded, prompt: str, reuse: bool = False) -> list[int]:
     return model.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
 
-def _sampled(llm: Any, prompt: str, tokens: list[int], raw: str) -> tuple[str, list[int]] | None:
+def _sampler_params(sampling: Sampling) -> SamplerParams:
+    """The engine's sampling settings as create_completion took them (no frequency or repeat penalty)."""
+    from .decode_loop import SamplerParams
+
+    return SamplerParams(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+                         min_p=sampling.min_p, presence_penalty=sampling.presence_penalty, frequency_penalty=0.0,
+                         repeat_penalty=1.0, seed=sampling.seed)
+
+
+def _sampled(llm: Any, prompt: str, tokens: list[int], raw: str, ids: list[int]) -> tuple[str, list[int]] | None:
     """(prompt + answer text, the tokens llama.cpp evaluated for them), when those tokens are exactly that text
-    (not after a cut-off: the last sampled token was never evaluated)."""
-    ids = [int(t) for t in llm._input_ids[: llm.n_tokens]]
+    (not after a cut-off: the last sampled token was never evaluated). `ids`: what the KV cache holds (the
+    decode loop's record)."""
     if ids[: len(tokens)] != tokens or not raw:
         return None
     if llm.detokenize(ids[len(tokens):], special=True) != raw.encode("utf-8"):
@@ -598,16 +599,6 @@ def _cache_and_rope(request: LoadRequest) -> dict[str, Any]:
         extra.update(rope_scaling_type=2, rope_freq_scale=1.0 / request.yarn_factor,
                      yarn_orig_ctx=request.yarn_orig_ctx)
     return extra
-
-
-def _common_prefix(llm: Any, tokens: list[int]) -> int:
-    """How many prompt tokens llama-cpp-python will find already in its KV cache (it keeps one to re-eval)."""
-    same = 0
-    for a, b in zip(llm._input_ids, tokens, strict=False):
-        if a != b:
-            break
-        same += 1
-    return max(0, same - 1) if same == len(tokens) else same
 
 
 def _load_failure_message(request: LoadRequest, exc: Exception) -> str:

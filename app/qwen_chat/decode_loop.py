@@ -1,0 +1,334 @@
+"""A tight generation loop on llama.cpp's C API, for an already loaded `llama_cpp.Llama`.
+
+Why not `Llama.create_completion(stream=True)`: around each ~16 ms `llama_decode` it does Python work that
+llama.cpp's own tools do not (it re-detokenizes the whole completion on every token, so more per token the longer
+the answer; it fills its batch in a Python loop), and it applies the presence penalty to all 150k candidates. On
+the 0.5B test model with 2 threads it ran at 0.983 of its own llama_decode time for 128 tokens, 0.963 with
+presence penalty 1.5 (bench/engine_vs_llamacpp.py); the engine on this loop at 0.988 either way. Here a token costs
+one `llama_sampler_sample` (~0.1 ms of it), one `llama_decode` and an incremental UTF-8 decode of its bytes.
+
+The loop keeps its own record of the tokens in the KV cache (sequence 0): a new prompt that starts like the
+previous one (the chat history) evaluates only what differs. It mirrors that record into the `Llama` object's
+`input_ids` / `n_tokens`, so llama-cpp-python's own calls on the same object stay correct, and it adopts
+llama-cpp-python's record when one of those ran in between.
+
+Sampling is the chain llama-cpp-python 0.3.36 builds in `Llama._init_sampler` (same samplers, same order, same
+seed handling), so a seed gives the same tokens; the only change is a cheaper way to apply repetition penalties
+before top-k that keeps the same candidates (see `_sampler_chain`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import llama_cpp.llama_cpp as C  # noqa: N812 (the C API, named like its header)
+
+PENALTY_LAST_N = 64  # llama-cpp-python's default `last_n_tokens_size`: penalties see the last 64 generated tokens
+# Below this per-token decode time the abort callback is left off while generating: `should_stop` between tokens
+# is then soon enough, and llama.cpp does not have to call into Python (taking the GIL) after every graph node.
+SLOW_TOKEN_SECONDS = 0.05
+_DECODE_ABORTED = 2  # llama_decode: the abort callback returned true (processed ubatches stay in the cache)
+_DECODE_NO_SLOT = 1  # llama_decode: no room in the KV cache for the batch
+
+
+class DecodeError(RuntimeError):
+    """llama_decode failed for a reason other than our own abort."""
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    """What create_completion takes for sampling (defaults as llama-cpp-python's)."""
+
+    temperature: float = 0.8  # 0: greedy; below 0: plain random sampling over the whole vocabulary
+    top_k: int = 40  # 0: off
+    top_p: float = 0.95
+    min_p: float = 0.05
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0
+    seed: int | None = None  # None: a random seed (llama.cpp's LLAMA_DEFAULT_SEED)
+    penalty_last_n: int = PENALTY_LAST_N
+
+
+@dataclass
+class Generation:
+    """How one `DecodeLoop.generate` call went."""
+
+    prompt_tokens: int
+    reused: int  # prompt tokens that were already in the KV cache (not evaluated again)
+    finish: str = "stop"  # "stop" (end-of-generation token), "length" (max_tokens), "stopped" (abort / should_stop)
+    generated: int = 0  # tokens sampled, an end-of-generation token included
+    pending: int | None = None  # the last sampled token when it was never evaluated (EOG, max_tokens, stopped)
+
+    @property
+    def prompt_evaluated(self) -> int:
+        return self.prompt_tokens - self.reused
+
+
+OnToken = Callable[[str, int], None]  # (text the token completes, tokens sampled so far); text may be ""
+
+
+def _never() -> bool:
+    return False
+
+
+def _ignore(_text: str, _generated: int) -> None:
+    pass
+
+
+class DecodeLoop:
+    """Generates with one `Llama` object; not thread-safe (one engine thread owns it)."""
+
+    def __init__(self, llm: Any, abort_callback: Any = None) -> None:
+        """`abort_callback`: the ctypes `ggml_abort_callback` set on the context, armed by this loop where a stop
+        must cut into llama_decode (prompt evaluation, slow tokens) and disarmed where it need not."""
+        self._llm = llm
+        self._ctx = llm._ctx.ctx
+        self._vocab = llm._model.vocab
+        self._memory = C.llama_get_memory(self._ctx)
+        self._n_ctx = int(C.llama_n_ctx(self._ctx))
+        self._n_batch = int(C.llama_n_batch(self._ctx))
+        self._n_vocab = int(C.llama_vocab_n_tokens(self._vocab))
+        self._batch: Any = C.llama_batch_init(self._n_batch, 0, 1)
+        for i in range(self._n_batch):  # every token we decode is in sequence 0 only
+            self._batch.n_seq_id[i] = 1
+            self._batch.seq_id[i][0] = 0
+        self._abort = abort_callback
+        self._armed: bool | None = None
+        self._ids: list[int] = []
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buffer = ctypes.create_string_buffer(64)
+
+    # -- the record of the KV cache --
+
+    @property
+    def tokens(self) -> list[int]:
+        """The token ids now in the KV cache (sequence 0), in order."""
+        return list(self._ids)
+
+    @property
+    def n_cached(self) -> int:
+        return len(self._ids)
+
+    def clear(self) -> None:
+        """Empty the KV cache (the next prompt is evaluated in full)."""
+        C.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        self._ids = []
+        self._mirror(0)
+
+    def close(self) -> None:
+        if self._batch is not None:
+            C.llama_batch_free(self._batch)
+            self._batch = None
+
+    def __enter__(self) -> DecodeLoop:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- generation --
+
+    def generate(self, prompt: Sequence[int], max_tokens: int, params: SamplerParams,
+                 on_token: OnToken | None = None, should_stop: Callable[[], bool] | None = None) -> Generation:
+        """Evaluate `prompt` (reusing the cached prefix) and sample up to `max_tokens` tokens after it.
+
+        `on_token` runs for every sampled token, the end-of-generation one included (with ""); `should_stop` is
+        asked after each, and the abort callback covers the time inside llama_decode.
+        """
+        prompt = [int(t) for t in prompt]
+        if not prompt:
+            raise ValueError("the prompt is empty: there are no logits to sample from")
+        if len(prompt) >= self._n_ctx:
+            raise DecodeError(f"the prompt ({len(prompt)} tokens) does not fit the context ({self._n_ctx} tokens)")
+        room = self._n_ctx - len(prompt)
+        max_tokens = room if max_tokens <= 0 else min(max_tokens, room)  # as create_completion caps it
+        self._adopt_foreign_record()
+        result = Generation(prompt_tokens=len(prompt), reused=0)
+        sampler = _sampler_chain(params, self._n_vocab)
+        try:
+            result.reused = self._keep_prefix(prompt)
+            if self._evaluate_prompt(prompt[result.reused:]):
+                self._sample(sampler, max_tokens, result, on_token or _ignore, should_stop or _never)
+            else:
+                result.finish = "stopped"
+        finally:
+            C.llama_sampler_free(sampler)
+            self._mirror(result.reused)  # also after an error: llama-cpp-python must not trust a stale record
+        return result
+
+    def _keep_prefix(self, prompt: list[int]) -> int:
+        """Drop from the cache what differs from `prompt`; returns how many prompt tokens stay. At least the last
+        prompt token is evaluated again: its logits are what the first sample needs."""
+        same = 0
+        for cached, wanted in zip(self._ids, prompt, strict=False):
+            if cached != wanted:
+                break
+            same += 1
+        keep = min(same, len(prompt) - 1)
+        if not C.llama_memory_seq_rm(self._memory, 0, keep, -1):
+            # this memory cannot drop just a tail (recurrent state): start the sequence over
+            C.llama_memory_seq_rm(self._memory, 0, -1, -1)
+            keep = 0
+        del self._ids[keep:]
+        return keep
+
+    def _evaluate_prompt(self, tokens: list[int]) -> bool:
+        """Decode `tokens` after the cache in n_batch chunks, logits for the last one only. False: aborted."""
+        self._arm(True)  # a long prompt takes seconds: a stop must cut into llama_decode
+        batch = self._batch
+        for start in range(0, len(tokens), self._n_batch):
+            chunk = tokens[start:start + self._n_batch]
+            base = len(self._ids)
+            for i, token in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = base + i
+                batch.logits[i] = 0
+            batch.logits[len(chunk) - 1] = start + len(chunk) == len(tokens)
+            batch.n_tokens = len(chunk)
+            code = C.llama_decode(self._ctx, batch)
+            if code != 0:
+                return self._decode_failed(code, chunk)
+            self._ids.extend(chunk)
+        return True
+
+    def _sample(self, sampler: Any, max_tokens: int, result: Generation, on_token: OnToken,
+                should_stop: Callable[[], bool]) -> None:
+        """Sample, report and evaluate one token at a time until EOG, `max_tokens` or a stop."""
+        ctx, vocab, batch, ids = self._ctx, self._vocab, self._batch, self._ids
+        sample, decode, is_eog, clock = C.llama_sampler_sample, C.llama_decode, C.llama_vocab_is_eog, time.perf_counter
+        text = codecs.getincrementaldecoder("utf-8")("ignore")  # holds back a partial multi-byte character
+        pieces, piece = self._pieces, self.piece
+        batch.n_tokens = 1
+        batch.logits[0] = 1
+        while True:
+            token = sample(sampler, ctx, -1)
+            result.generated += 1
+            if is_eog(vocab, token):
+                result.pending, result.finish = token, "stop"
+                on_token("", result.generated)
+                return
+            data = pieces.get(token)
+            on_token(text.decode(piece(token) if data is None else data), result.generated)
+            if result.generated >= max_tokens or should_stop():
+                result.pending = token
+                result.finish = "length" if result.generated >= max_tokens else "stopped"
+                return
+            batch.token[0] = token
+            batch.pos[0] = len(ids)
+            started = clock()
+            code = decode(ctx, batch)
+            if code != 0:
+                result.pending = token
+                result.finish = "stopped"
+                self._decode_failed(code, [token])
+                return
+            ids.append(token)
+            self._arm(clock() - started >= SLOW_TOKEN_SECONDS)
+
+    def _decode_failed(self, code: int, batch_tokens: list[int]) -> bool:
+        """After a llama_decode error: make the record match the cache again, then False for our abort, else raise."""
+        held = int(C.llama_memory_seq_pos_max(self._memory, 0)) + 1  # -1 when the sequence is empty
+        if held < len(self._ids):
+            del self._ids[held:]
+        else:  # an abort keeps the ubatches that were processed before it
+            self._ids.extend(batch_tokens[: held - len(self._ids)])
+        if code == _DECODE_ABORTED:
+            return False
+        if code == _DECODE_NO_SLOT:
+            raise DecodeError(f"llama_decode found no room in the KV cache ({self._n_ctx} tokens) for "
+                              f"{len(batch_tokens)} more after {len(self._ids)}")
+        raise DecodeError(f"llama_decode failed with code {code} on {len(batch_tokens)} tokens after "
+                          f"{len(self._ids)} (see llama.log)")
+
+    def piece(self, token: int) -> bytes:
+        """The bytes llama.cpp renders for `token`, as create_completion does (special=False: control tokens such
+        as <|im_end|> give nothing, added tokens such as <think> give their text). Cached per token id."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        buffer = self._piece_buffer
+        size = C.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        if size < 0:  # longer than the buffer: -size bytes are needed
+            buffer = self._piece_buffer = ctypes.create_string_buffer(-size)
+            size = C.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        data = buffer.raw[:size]
+        self._pieces[token] = data
+        return data
+
+    def _arm(self, on: bool) -> None:
+        """Set or clear the abort callback on the context (only when it changes: each set walks the backends)."""
+        if self._abort is None or on == self._armed:
+            return
+        C.llama_set_abort_callback(self._ctx, self._abort if on else C.ggml_abort_callback(), None)
+        self._armed = on
+
+    # -- keeping llama-cpp-python's view consistent --
+
+    def _adopt_foreign_record(self) -> None:
+        """If llama-cpp-python's own eval/generate ran on this Llama since our last call, take its record."""
+        llm = self._llm
+        n = int(llm.n_tokens)
+        if n != len(self._ids) or llm.input_ids[:n].tolist() != self._ids:
+            self._ids = [int(t) for t in llm.input_ids[:n]]
+
+    def _mirror(self, unchanged: int) -> None:
+        """Write our record into the Llama object (`input_ids[:n_tokens]`); its first `unchanged` are already there."""
+        llm = self._llm
+        n = len(self._ids)
+        unchanged = min(unchanged, n)
+        llm.input_ids[unchanged:n] = self._ids[unchanged:]
+        llm.n_tokens = n
+        llm._requires_eval = True  # the context's last logits may not belong to its last token (after an abort)
+
+
+def _sampler_chain(params: SamplerParams, n_vocab: int) -> Any:
+    """llama-cpp-python 0.3.36's chain (`Llama._init_sampler`): penalties, then greedy (temperature 0), plain
+    random (below 0), or top-k, typical (p=1: a no-op, kept for the same order), top-p, min-p, temperature, dist.
+
+    Penalties over the whole vocabulary cost ~0.3 ms a token (a hash lookup per candidate). When they can only
+    lower logits and top-k follows, a top-k of k + penalty_last_n first gives the same result: at most that many
+    tokens are penalized, so every token of the final top-k is within it. Not done where it could change a result.
+    (Only the order of candidates whose logits tie exactly can differ, as sorting puts them; tested to give
+    create_completion's tokens in tests/test_decode_loop.py.)
+    """
+    chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+
+    def add(sampler: Any) -> None:
+        C.llama_sampler_chain_add(chain, sampler)
+
+    temperature = params.temperature
+    seed = C.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+    top_k_follows = temperature == 0 or (temperature > 0 and params.top_k > 0)  # greedy is a top-1
+    if top_k_follows and _penalties_active(params) and _penalties_only_lower(params):
+        add(C.llama_sampler_init_top_k((1 if temperature == 0 else params.top_k) + params.penalty_last_n))
+    add(C.llama_sampler_init_penalties(n_vocab, params.penalty_last_n, params.repeat_penalty,
+                                       params.frequency_penalty, params.presence_penalty))
+    if temperature < 0:
+        add(C.llama_sampler_init_dist(seed))
+    elif temperature == 0:
+        add(C.llama_sampler_init_greedy())
+    else:
+        add(C.llama_sampler_init_top_k(params.top_k))
+        add(C.llama_sampler_init_typical(1.0, 1))
+        add(C.llama_sampler_init_top_p(params.top_p, 1))
+        add(C.llama_sampler_init_min_p(params.min_p, 1))
+        add(C.llama_sampler_init_temp(temperature))
+        add(C.llama_sampler_init_dist(seed))
+    return chain
+
+
+def _penalties_active(params: SamplerParams) -> bool:
+    """What llama.cpp's penalties sampler checks before doing anything."""
+    return params.penalty_last_n != 0 and not (
+        params.repeat_penalty == 1.0 and params.frequency_penalty == 0.0 and params.presence_penalty == 0.0)
+
+
+def _penalties_only_lower(params: SamplerParams) -> bool:
+    """Repeat >= 1 divides positive / multiplies negative logits, the other two subtract: all only lower logits."""
+    return params.repeat_penalty >= 1.0 and params.frequency_penalty >= 0.0 and params.presence_penalty >= 0.0
