@@ -99,14 +99,15 @@ def run_all(args: argparse.Namespace, cases: list[str]) -> dict[str, dict[str, l
                                 results[case]["app"].append(stats["tokens_per_second"])
                                 results[case]["cpu"].append(stats["ui_cpu_share"])
                                 results[case]["frame"].append(stats["longest_frame_ms"])
+                                results[case].setdefault("frame_at", []).append(stats["longest_frame_after_s"])
                         r = results[case]
                         print(f"run {run + 1} {case:8}: app {r['app'][-1]:6.1f} tok/s, plain llama-cpp-python "
                               f"{r['ref'][-1]:6.1f} tok/s, UI thread {r['cpu'][-1]:5.1%} of a core, longest frame "
-                              f"{r['frame'][-1]:5.1f} ms", flush=True)
+                              f"{r['frame'][-1]:5.1f} ms ({r['frame_at'][-1]:.1f} s into the answer)", flush=True)
             finally:
                 app.close()
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", f"{SESSION}-keep"], capture_output=True)
+        subprocess.run(["tmux", "kill-session", "-t", f"={SESSION}-keep"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     return results
 
@@ -145,7 +146,7 @@ class AppInTmux:
         command = [sys.executable, str(Path(__file__).resolve()), str(args.model), "--inside", "--stats",
                    str(self.stats), "--prefill", str(args.prefill)] + (["--replay"] if replay else [])
         exports = " ".join(f"{k}={v}" for k, v in env.items())
-        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+        subprocess.run(["tmux", "kill-session", "-t", f"={SESSION}"], capture_output=True)  # exact name
         subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", columns, "-y", rows,
                         f"env {exports} TERM=xterm-256color {' '.join(command)}"], check=True)
         self._wait(lambda lines: any(line.get("event") == "ready" for line in lines), 300, "the model to load")
@@ -153,7 +154,7 @@ class AppInTmux:
     def answer(self, prompt: str) -> dict[str, float]:
         self._keys("C-n")  # a new conversation for every answer: the same context as the reference
         time.sleep(0.5)
-        subprocess.run(["tmux", "send-keys", "-t", SESSION, "-l", prompt], check=True)
+        subprocess.run(["tmux", "send-keys", "-t", f"={SESSION}:", "-l", prompt], check=True)
         self._keys("Enter")
         self.answers += 1
         lines = self._wait(lambda ls: sum(1 for line in ls if line.get("event") == "answer") >= self.answers,
@@ -168,10 +169,10 @@ class AppInTmux:
     def close(self) -> None:
         self._keys("C-q")
         time.sleep(1)
-        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+        subprocess.run(["tmux", "kill-session", "-t", f"={SESSION}"], capture_output=True)  # exact name
 
     def _keys(self, key: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", SESSION, key], check=True)
+        subprocess.run(["tmux", "send-keys", "-t", f"={SESSION}:", key], check=True)
 
     def _wait(self, done, timeout: float, what: str) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -180,7 +181,7 @@ class AppInTmux:
             if done(lines):
                 return lines
             time.sleep(0.2)
-        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", SESSION], capture_output=True, text=True)
+        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", f"={SESSION}:"], capture_output=True, text=True)
         raise SystemExit(f"timed out waiting for {what}; the screen shows:\n{screen.stdout}")
 
 

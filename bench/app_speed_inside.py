@@ -39,6 +39,7 @@ def _monitored_app_class() -> type:
         CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))  # relative paths follow the subclass
         stats_path: Path
         _longest = 0.0
+        _longest_at = 0.0
         _started: tuple[float, float] | None = None
 
         def on_mount(self) -> None:
@@ -49,7 +50,9 @@ def _monitored_app_class() -> type:
             while True:
                 before = time.perf_counter()
                 await asyncio.sleep(LAG_PROBE)
-                self._longest = max(self._longest, time.perf_counter() - before - LAG_PROBE)
+                lag = time.perf_counter() - before - LAG_PROBE
+                if lag > self._longest:
+                    self._longest, self._longest_at = lag, time.monotonic()
 
         async def _handle(self, event: Any) -> None:
             if isinstance(event, AnswerStarted):
@@ -62,6 +65,7 @@ def _monitored_app_class() -> type:
                 done = event.done
                 self._write({"event": "answer", "message_id": event.message.id, "ui_cpu_s": cpu, "wall_s": wall,
                              "ui_cpu_share": cpu / wall if wall else 0.0, "longest_frame_ms": self._longest * 1000,
+                             "longest_frame_after_s": self._longest_at - self._started[1],
                              "replay_tokens_per_second": done.tokens_per_second if done else 0.0})
                 self._started = None
 

@@ -4,6 +4,7 @@ looks the same as the stored answer drawn anew."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from qwen_chat.tui import streaming_markdown
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage
 from qwen_chat.tui.segments import SEGMENT_CHARS
-from qwen_chat.tui.streaming_markdown import Segment, StreamingMarkdown
+from qwen_chat.tui.streaming_markdown import MERGE_EVERY, StreamingMarkdown
 
 from markdown_samples import CODE, LIST, PROSE, TABLE
 
@@ -65,7 +66,7 @@ async def stream(pilot, message: AssistantMessage, text: str, part: Part = Part.
 
 
 def lines_of(widget: StreamingMarkdown) -> list[str]:
-    return [strip.text.rstrip() for segment in widget.query(Segment) for strip in segment._lines]
+    return [strip.text.rstrip() for strip in widget.drawn_lines()]
 
 
 @pytest.mark.parametrize("text", [LIST, CODE, TABLE, PROSE], ids=["list", "code", "table", "prose"])
@@ -79,13 +80,27 @@ async def test_no_batch_parses_the_answer_from_the_start(text: str, parses: list
         assert live.answer_text == text
         longest = max(len(source) for source in parses)
         assert longest <= SEGMENT_CHARS + LONGEST_BLOCK, longest  # only the live segment is ever parsed again
-        segments = live.query(Segment)
-        assert len(segments) > 4
-        drawn_for = {id(s): s._drawn for s in segments}
+        assert len(live.query_one(".answer").children) > 1  # cut into segments
+        before = len(parses)
         await stream(pilot, live, "\n\nOne more paragraph at the end.\n")
         await pilot.pause()
-        frozen = [s for s in live.query(Segment)][:-2]
-        assert all(s._drawn == drawn_for[id(s)] for s in frozen)  # frozen segments were not drawn again
+        assert 0 < len(parses) - before <= 6  # the new text's segment, not the answer again
+
+
+async def test_a_long_answer_keeps_few_widgets(tmp_path: Path) -> None:
+    """Textual walks every widget on each layout: 5,000 list items must not become 500 widgets."""
+    text = "".join(f"{i}. Fruit number {i}\n" for i in range(1, 5001))
+    app = Host()
+    async with app.run_test(size=(100, 40)) as pilot:
+        live = AssistantMessage()
+        await app.query_one("#transcript").mount(live)
+        await stream(pilot, live, text, chunk=200)
+        answer = live.query_one(".answer", StreamingMarkdown)
+        await wait_for(pilot, lambda: answer.settled, "drawn")
+        await pilot.pause()
+        assert len(answer.children) <= 2 * MERGE_EVERY
+        numbers = [line.split()[0] for line in lines_of(answer) if line.strip()]
+        assert numbers == [str(i) for i in range(1, 5001)]  # every item once, in order, after the merges
 
 
 async def test_collapsed_thinking_is_not_drawn_and_open_thinking_streams(parses: list[str]) -> None:
@@ -100,7 +115,7 @@ async def test_collapsed_thinking_is_not_drawn_and_open_thinking_streams(parses:
         assert not any("dragon" in source for source in parses)  # collapsed: nothing parsed or drawn
         live.query_one(".thinking").collapsed = False
         thinking = live.query_one(".thinking-text", StreamingMarkdown)
-        await wait_for(pilot, lambda: thinking.settled and len(thinking.query(Segment)) > 50, "thinking drawn")
+        await wait_for(pilot, lambda: thinking.settled and len(thinking.drawn_lines()) > 200, "thinking drawn")
         await pilot.pause()
         opened = len(parses)
         assert opened > 0 and max(len(s) for s in parses) <= SEGMENT_CHARS + LONGEST_BLOCK
@@ -164,9 +179,11 @@ async def test_a_burst_of_tokens_is_drawn_in_few_frames(tiny_models: dict[str, P
         thread.start()
         thread.join()
         await wait_for(pilot, lambda: not app._events, what="inbox drained")
+        assert gc.get_freeze_count() > 0  # full collections held while the answer streams (gc_pause.py)
         assert renders[0] - before < 60  # not one render per token: batches grew while rendering
         assert app._live.thinking_text == text.thinking  # the engine's own text, not a copy
         assert "Thinking… 49,999 tokens" in str(app._live.query_one(".thinking").title)
         store.finish_answer(message.id, "stopped", text.thinking, "", False)
         app._receive(AnswerSaved(store.message(message.id), None))
         await wait_for(pilot, lambda: app._live is None, what="answer saved")
+        await wait_for(pilot, lambda: gc.get_freeze_count() == 0, what="collections released when idle")

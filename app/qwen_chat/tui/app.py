@@ -35,6 +35,7 @@ from ..engine import Failed, Loaded, LoadProgress, Token
 from ..qwen3 import Variant
 from ..store import Conversation, Store, StoreError
 from ..thinking_stream import Part
+from . import gc_pause
 from .conversation_screens import ContextScreen, CopyScreen, PersonasScreen, VersionsScreen, copy_choices
 from .dialogs import ConfirmDialog, RenameDialog
 from .downloads_screen import DownloadsScreen
@@ -47,6 +48,7 @@ from .theme import register_shipped_themes
 # about UI_SHARE (the CPU a render cycle took, over UI_SHARE), within MIN_GAP..MAX_GAP. On a machine whose cores
 # all decode, every millisecond the UI takes is one the model does not get; when rendering gets slower, batches
 # grow instead of queueing up.
+IDLE_COLLECT_AFTER = 1.0  # seconds after an answer: the garbage collections held while it streamed (gc_pause.py)
 UI_SHARE = 0.04
 MIN_GAP = 1 / 15
 MAX_GAP = 0.5
@@ -310,6 +312,8 @@ class QwenChatApp(App[None]):
         self._cpu_mark = cpu
         await self._drain()
         self._next_render = time.monotonic() + min(MAX_GAP, max(MIN_GAP, cycle / UI_SHARE))
+        if self.session.generating:
+            gc_pause.hold()
 
     async def _drain(self) -> None:
         if not self._events or not self._chat_visible():
@@ -332,7 +336,8 @@ class QwenChatApp(App[None]):
             only_tokens = False
             await self._handle(event)
         await self._flush_tokens(pending)
-        self._update_status(mode_changed=not only_tokens)
+        if not only_tokens or self._thinking_tokens:  # answer tokens alone change nothing in the status bar
+            self._update_status(mode_changed=not only_tokens)
 
     def _chat_visible(self) -> bool:
         try:
@@ -402,6 +407,7 @@ class QwenChatApp(App[None]):
                     transcript.scroll_end(animate=False)
             self._live = None
             self._state = "ready"
+            self.set_timer(IDLE_COLLECT_AFTER, self._collect_when_idle)
             if event.done is not None:
                 self._last_speed = event.done.tokens_per_second
         elif isinstance(event, Job):
@@ -417,6 +423,10 @@ class QwenChatApp(App[None]):
             await transcript.mount(NoticeLine(event.text, event.error))
             if self.conversation:
                 self.conversation = self.store.conversation(self.conversation.id)
+
+    def _collect_when_idle(self) -> None:
+        if not self.session.generating:
+            gc_pause.release()
 
     def _mode_label(self) -> str:
         session = self.session

@@ -104,6 +104,20 @@ class ChatMarkdown(Markdown):
         super().__init__(source, **options)  # type: ignore[arg-type]  # Markdown's own keyword options
 
 
+def _draw_markdown(widget: Widget, source: str, width: int, table_widths: tuple[int, ...] = (),
+                   table_continued: bool = False) -> list[Strip]:
+    if not source.strip() or width <= 0:
+        return []
+    dark = widget.app.current_theme.dark
+    markdown = ChatMarkdown(source, code_theme="monokai" if dark else "friendly", hyperlinks=True,
+                            table_widths=table_widths, table_continued=table_continued)
+    console = widget.app.console
+    options = console.options.update(width=width, height=None, highlight=False)
+    base = widget.rich_style
+    rows = console.render_lines(markdown, options, style=base, pad=True)
+    return [Strip(row, width) for row in _trimmed(rows, base)]
+
+
 class Segment(Widget):
     """One segment of a streamed Markdown text, drawn once per change of text or width.
 
@@ -128,20 +142,64 @@ class Segment(Widget):
         self.refresh(layout=True)
 
     def _draw(self, width: int) -> list[Strip]:
-        dark = self.app.current_theme.dark
-        key = (width, self.source, dark, self.table_widths)
+        key = (width, self.source, self.app.current_theme.dark, self.table_widths)
         if self._drawn != key:
             self._drawn = key
-            if not self.source.strip() or width <= 0:
-                self._lines = []
+            self._lines = _draw_markdown(self, self.source, width, self.table_widths, self.table_continued)
+        return self._lines
+
+    @property
+    def drawn_width(self) -> int:
+        """The width its lines were drawn at for its current text, or -1 (not drawn since it changed)."""
+        if self._drawn is None or self._drawn[1:] != (self.source, self.app.current_theme.dark, self.table_widths):
+            return -1
+        return self._drawn[0]
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._draw(width))
+
+    def render_line(self, y: int) -> Strip:
+        width = self.content_size.width
+        lines = self._draw(width)
+        return lines[y] if y < len(lines) else Strip.blank(width, self.rich_style)
+
+
+class FrozenSegments(Widget):
+    """Many frozen segments as one widget, their drawn lines reused (Textual walks every widget on each layout:
+    a 40,000-token list of single segments cost 80 ms a batch, eight times what it cost at the start)."""
+
+    def __init__(self, widgets: list[Segment] | list[FrozenSegments]) -> None:
+        super().__init__(classes=" ".join(c for c in widgets[0].classes if c.startswith("after-")))
+        self.parts: list[tuple[str, tuple[int, ...], bool, bool]] = []  # (source, widths, continued, gap before)
+        self._drawn: list[tuple[int, list[Strip]]] = []  # (width drawn at, lines) per part
+        for index, widget in enumerate(widgets):
+            if isinstance(widget, FrozenSegments):  # merged ones merge again: few widgets at any length
+                gap = index > 0 and widget.has_class("after-block")
+                self.parts += [(p[0], p[1], p[2], p[3] or (i == 0 and gap)) for i, p in enumerate(widget.parts)]
+                self._drawn += widget._drawn
             else:
-                markdown = ChatMarkdown(self.source, code_theme="monokai" if dark else "friendly", hyperlinks=True,
-                                        table_widths=self.table_widths, table_continued=self.table_continued)
-                console = self.app.console
-                options = console.options.update(width=width, height=None, highlight=False)
-                base = self.rich_style
-                rows = console.render_lines(markdown, options, style=base, pad=True)
-                self._lines = [Strip(row, width) for row in _trimmed(rows, base)]
+                self.parts.append((widget.source, widget.table_widths, widget.table_continued,
+                                   index > 0 and widget.has_class("after-block")))
+                self._drawn.append((widget.drawn_width, widget._lines))
+        self._lines: list[Strip] = []
+        self._width = -1
+
+    @property
+    def source(self) -> str:
+        return "".join(part[0] for part in self.parts)
+
+    def _draw(self, width: int) -> list[Strip]:
+        if width != self._width:
+            self._width, lines = width, []
+            for index, (source, widths, continued, gap) in enumerate(self.parts):
+                drawn_width, part_lines = self._drawn[index]
+                if drawn_width != width:  # only after a resize: draw the part again
+                    part_lines = _draw_markdown(self, source, width, widths, continued)
+                    self._drawn[index] = (width, part_lines)
+                if gap:
+                    lines.append(Strip.blank(width, self.rich_style))
+                lines.extend(part_lines)
+            self._lines = lines
         return self._lines
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
@@ -171,12 +229,13 @@ def _trimmed(rows: list[list[RichSegment]], base: Style) -> list[list[RichSegmen
 # Text given to the segments per frame: when much arrives at once (a burst from a fast engine, thinking opened
 # after 30,000 tokens, a long stored answer) it is drawn over several frames, never in one long one.
 FRAME_CHARS = 2000
+MERGE_EVERY = 32
 
 
 class StreamingMarkdown(Vertical):
     DEFAULT_CSS = """
     StreamingMarkdown { height: auto; layout: stream; }  /* stream: placements of unchanged segments are kept */
-    StreamingMarkdown > Segment { height: auto; }
+    StreamingMarkdown > Segment, StreamingMarkdown > FrozenSegments { height: auto; }
     /* a segment that starts a new block is apart from the one above it, as blocks are; a continued list or
        code block is not */
     StreamingMarkdown > .after-block { margin-top: 1; }
@@ -213,7 +272,17 @@ class StreamingMarkdown(Vertical):
     @property
     def source(self) -> str:
         """The text as drawn, segments joined (with the fences a cut adds)."""
-        return "".join(segment.source for segment in self.query_children(Segment))
+        return "".join(child.source for child in self.children if isinstance(child, Segment | FrozenSegments))
+
+    def drawn_lines(self) -> list[Strip]:
+        """Every line as last drawn, in order (for tests and benchmarks)."""
+        out: list[Strip] = []
+        for child in self.children:
+            if isinstance(child, Segment | FrozenSegments):
+                if child.has_class("after-block") and out:
+                    out.append(Strip.blank(0))  # the margin
+                out.extend(child._lines)
+        return out
 
     async def append(self, text: str) -> None:
         if text:
@@ -252,6 +321,20 @@ class StreamingMarkdown(Vertical):
             else:
                 self._cut(op)
                 await self.mount(self._live)
+                await self._merge_frozen()
+
+    async def _merge_frozen(self) -> None:
+        """Every MERGE_EVERY frozen segments become one widget, so a long answer keeps few widgets."""
+        frozen = [child for child in self.children if isinstance(child, Segment) and child is not self._live]
+        if len(frozen) < MERGE_EVERY or any(s.drawn_width < 0 for s in frozen):
+            return  # not all drawn yet (merging reuses their lines): at the next cut
+        merged = FrozenSegments(frozen)
+        await self.mount(merged, before=frozen[0])
+        await self.remove_children(frozen)
+        blocks = [child for child in self.children if isinstance(child, FrozenSegments)]
+        if len(blocks) >= MERGE_EVERY and all(block._width >= 0 for block in blocks):
+            await self.mount(FrozenSegments(blocks), before=blocks[0])
+            await self.remove_children(blocks)
 
     def _cut(self, op: Cut) -> Segment:
         """Freeze the live segment (returned) and start a new one after it."""
