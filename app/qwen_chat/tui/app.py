@@ -312,7 +312,7 @@ class QwenChatApp(App[None]):
         self._cpu_mark = cpu
         await self._drain()
         self._next_render = time.monotonic() + min(MAX_GAP, max(MIN_GAP, cycle / UI_SHARE))
-        if self.session.generating:
+        if self._live is not None:  # an answer is being drawn
             gc_pause.hold()
 
     async def _drain(self) -> None:
@@ -425,7 +425,7 @@ class QwenChatApp(App[None]):
                 self.conversation = self.store.conversation(self.conversation.id)
 
     def _collect_when_idle(self) -> None:
-        if not self.session.generating:
+        if self._live is None:
             gc_pause.release()
 
     def _mode_label(self) -> str:

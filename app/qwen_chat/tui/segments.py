@@ -11,8 +11,8 @@ stays the same:
 - inside a fenced code block, between two lines: the segment is closed with the fence (`close`) and the next
   one re-opens it with the same fence line (`reopen`), so both halves render as code;
 - inside a table, between two rows: the next segment repeats the header and delimiter rows (`reopen`) so that
-  it parses as the same table; the widget hides that header and draws every part of the table with the
-  column widths of its first part (`widths`), so the parts line up.
+  it parses as the same table; the widget hides that header and draws every part of the table at least as
+  wide as its first part (`widths`), so the parts line up (a column widens only where a later row needs it).
 The start of a line is held back until enough of it has arrived to tell which case it is (a few characters).
 """
 

@@ -88,7 +88,8 @@ class _PartTable(TableElement):
         for column, width in zip(header, widths, strict=True):
             heading = column.content.copy()
             heading.stylize("markdown.table.header")
-            table.add_column(heading, width=width, overflow="fold")  # a longer cell wraps, never cut off
+            # at least the first part's widths (the parts line up); wider where a later row needs it (a longer number)
+            table.add_column(heading, min_width=width, overflow="fold")
         for row in self.body.rows if self.body is not None else []:
             table.add_row(*(cell.content for cell in row.cells))
         yield table
