@@ -119,7 +119,22 @@ def _draw_markdown(widget: Widget, source: str, width: int, table_widths: tuple[
     return [Strip(row, width) for row in _trimmed(rows, base)]
 
 
-class Segment(Widget):
+class _DrawnLines(Widget):
+    """A widget whose lines are drawn by `_draw(width)` (and kept): its height and its lines come from them."""
+
+    def _draw(self, width: int) -> list[Strip]:
+        raise NotImplementedError
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._draw(width))
+
+    def render_line(self, y: int) -> Strip:
+        width = self.content_size.width
+        lines = self._draw(width)
+        return lines[y] if y < len(lines) else Strip.blank(width, self.rich_style)
+
+
+class Segment(_DrawnLines):
     """One segment of a streamed Markdown text, drawn once per change of text or width.
 
     A Static with a Rich renderable would render it twice per change (once to measure its height, once to
@@ -156,16 +171,9 @@ class Segment(Widget):
             return -1
         return self._drawn[0]
 
-    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return len(self._draw(width))
-
-    def render_line(self, y: int) -> Strip:
-        width = self.content_size.width
-        lines = self._draw(width)
-        return lines[y] if y < len(lines) else Strip.blank(width, self.rich_style)
 
 
-class FrozenSegments(Widget):
+class FrozenSegments(_DrawnLines):
     """Many frozen segments as one widget, their drawn lines reused (Textual walks every widget on each layout:
     a 40,000-token list of single segments cost 80 ms a batch, eight times what it cost at the start)."""
 
@@ -203,13 +211,6 @@ class FrozenSegments(Widget):
             self._lines = lines
         return self._lines
 
-    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return len(self._draw(width))
-
-    def render_line(self, y: int) -> Strip:
-        width = self.content_size.width
-        lines = self._draw(width)
-        return lines[y] if y < len(lines) else Strip.blank(width, self.rich_style)
 
 
 def _trimmed(rows: list[list[RichSegment]], base: Style) -> list[list[RichSegment]]:
