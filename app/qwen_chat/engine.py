@@ -59,6 +59,7 @@ class Sampling:
 # Qwen3 Technical Report §4.3 (Qwen's docs variant): inserted when thinking reaches its budget.
 STOP_THINKING = ("\n\nConsidering the limited time by the user, I have to give the solution based on the thinking "
                  "directly now.\n</think>\n\n")
+_INSERTED_THINKING = STOP_THINKING.split("</think>")[0].rstrip("\n")  # what of it the splitter keeps as thinking
 
 
 @dataclass(frozen=True)
@@ -412,9 +413,11 @@ class Engine(RequestWorker):
             inserted = ""
             if run.splitter.saw_thinking and not run.splitter.thinking_closed:
                 inserted = STOP_THINKING
-                run.cut_at = len(run.splitter.thinking)
                 for part, text in run.splitter.feed(inserted):
                     self._emit(Token(request.request_id, part, text, run.thinking_tokens, stream=run.splitter.text))
+                # where the inserted text begins, counted from the end: the splitter may have held back the end
+                # of the model's own thinking (a "<" that could have begun "</think>") and let it out before it
+                run.cut_at = max(0, run.splitter.text.length(Part.THINKING) - len(_INSERTED_THINKING))
             more = _tokenize(model, prompt + raw + inserted)  # the KV cache still holds all but its tail
             left = min(max_tokens - first_call, n_ctx - len(more))
             run.generated_before = first_call
