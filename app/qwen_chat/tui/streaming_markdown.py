@@ -193,10 +193,6 @@ class FrozenSegments(_DrawnLines):
         self._lines: list[Strip] = []
         self._width = -1
 
-    @property
-    def source(self) -> str:
-        return "".join(part[0] for part in self.parts)
-
     def _draw(self, width: int) -> list[Strip]:
         if width != self._width:
             self._width, lines = width, []
@@ -270,11 +266,6 @@ class StreamingMarkdown(Vertical):
     def settled(self) -> bool:
         """Everything given so far is in the segments."""
         return not self._pending
-
-    @property
-    def source(self) -> str:
-        """The text as drawn, segments joined (with the fences a cut adds)."""
-        return "".join(child.source for child in self.children if isinstance(child, Segment | FrozenSegments))
 
     def drawn_lines(self) -> list[Strip]:
         """Every line as last drawn, in order (for tests and benchmarks)."""
