@@ -19,8 +19,8 @@ LAG_PROBE = 0.01  # seconds between the monitor's wake-ups
 
 
 def run_app(model: Path, stats: Path, replay: bool, prefill: int) -> None:
-    from qwen_chat import chat_session
-    from qwen_chat.store import Store
+    from qwen_chat.session import chat as chat_session
+    from qwen_chat.store.database import Store
 
     if replay:
         chat_session.Engine = _scripted_engine(prefill)  # type: ignore[misc]  # the session builds its engine
@@ -30,8 +30,8 @@ def run_app(model: Path, stats: Path, replay: bool, prefill: int) -> None:
 
 
 def _monitored_app_class() -> type:
-    from qwen_chat.chat_session import AnswerSaved, AnswerStarted
-    from qwen_chat.engine import Loaded
+    from qwen_chat.engines.protocol import Loaded
+    from qwen_chat.session.chat import AnswerSaved, AnswerStarted
     from qwen_chat.tui import app as app_module
     from qwen_chat.tui.app import QwenChatApp
 
@@ -79,8 +79,9 @@ def _monitored_app_class() -> type:
 def _scripted_engine(prefill: int) -> type:
     """An Engine that thinks a scripted text: `prefill` tokens at once, then one piece per token the real
     model decodes (plain llama-cpp-python, the same loop as the reference), so the UI load is real."""
-    from qwen_chat.engine import Done, Engine, GenerateRequest, Token
-    from qwen_chat.thinking_stream import Part, StreamText
+    from qwen_chat.engines.llama import Engine
+    from qwen_chat.engines.protocol import Done, GenerateRequest, Token
+    from qwen_chat.qwen3.thinking import Part, StreamText
 
     script = ("Let me think about this step by step. The product of seventeen and twenty-three: 17 times 20 is "
               "340, and 17 times 3 is 51, so the sum is 391. Let me double-check that another way.\n\n")

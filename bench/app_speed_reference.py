@@ -13,8 +13,8 @@ class Reference:
         import llama_cpp
         import psutil
 
-        from qwen_chat.gguf_files import read_model_info
-        from qwen_chat.qwen3 import ChatTemplate
+        from qwen_chat.models.gguf_files import read_model_info
+        from qwen_chat.qwen3.template import ChatTemplate
 
         self.info = read_model_info(model)
         self.template = ChatTemplate(self.info.chat_template, self.info.bos_token, self.info.eos_token)
@@ -25,8 +25,8 @@ class Reference:
     def speed(self, text: str, max_tokens: int, scripted: bool = False) -> float:
         """Decode tokens/s of one answer: streamed tokens after the first over the time they took (as the app
         measures). `scripted` changes nothing here: the replaying engine decodes with this same loop."""
-        from qwen_chat.presets import sampling_for
-        from qwen_chat.qwen3 import Turn, Variant, build_prompt
+        from qwen_chat.config.presets import sampling_for
+        from qwen_chat.qwen3.template import Turn, Variant, build_prompt
 
         variant = self.template.variant
         thinking = variant is not Variant.NO_THINKING

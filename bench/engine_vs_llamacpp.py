@@ -133,7 +133,7 @@ class AppSink:
         self._ended = threading.Event()
 
     def __call__(self, event: object) -> None:
-        from qwen_chat.engine import Done, Failed, Loaded
+        from qwen_chat.engines.protocol import Done, Failed, Loaded
 
         self.events.append(event)
         if isinstance(event, Done | Failed | Loaded):
@@ -141,7 +141,7 @@ class AppSink:
 
     def wait(self, timeout: float = 300) -> object:
         """The next Done, Failed or Loaded (earlier events are dropped)."""
-        from qwen_chat.engine import Done, Failed, Loaded
+        from qwen_chat.engines.protocol import Done, Failed, Loaded
 
         deadline = time.monotonic() + timeout
         while True:
@@ -158,7 +158,8 @@ def engine_run(engine, sink: AppSink, prompt: str, gen_tokens: int, sampling: di
     """One request through the engine's events; its KV cache is emptied first so the whole prompt is evaluated."""
     import llama_cpp
 
-    from qwen_chat.engine import Done, Failed, GenerateRequest, Sampling
+    from qwen_chat.engines.protocol import Done, Failed, GenerateRequest
+    from qwen_chat.qwen3.sampling import Sampling
 
     model = engine._model  # the bench reaches in: clear the cache, read llama.cpp's counters of this context
     model.loop.clear()
@@ -178,7 +179,8 @@ def engine_run(engine, sink: AppSink, prompt: str, gen_tokens: int, sampling: di
 
 def load_engine(model_path: Path, threads: int):
     """The engine as the app loads it (threads pinned)."""
-    from qwen_chat.engine import Engine, Failed, LoadRequest
+    from qwen_chat.engines.llama import Engine
+    from qwen_chat.engines.protocol import Failed, LoadRequest
 
     logging.getLogger("qwen_chat").addHandler(logging.NullHandler())
     logging.getLogger("qwen_chat.llama_cpp").propagate = False
@@ -274,8 +276,8 @@ def report(results: dict[str, list[Speeds]], args: argparse.Namespace, prompt_to
 
 
 def chat_prompt(model_path: Path) -> str:
-    from qwen_chat.gguf_files import read_model_info
-    from qwen_chat.qwen3 import ChatTemplate, Turn, build_prompt
+    from qwen_chat.models.gguf_files import read_model_info
+    from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 
     template = ChatTemplate(read_model_info(model_path).chat_template)
     return build_prompt(template, [Turn("user", PROMPT_TEXT)], enable_thinking=False)

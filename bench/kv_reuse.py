@@ -53,7 +53,7 @@ QUESTIONS = [  # each asks for one full sentence, so answers are a few dozen tok
 
 
 def wait_for(events: queue.Queue, kind: type, timeout: float = 600) -> object:
-    from qwen_chat.engine import Failed
+    from qwen_chat.engines.protocol import Failed
 
     deadline = time.monotonic() + timeout
     while True:
@@ -104,11 +104,13 @@ def main() -> None:
     os.environ["QWEN_CHAT_CONFIG_DIR"] = str(sandbox / "config")
     os.environ.pop("QWEN_CHAT_DB", None)
 
-    from qwen_chat import presets
-    from qwen_chat.chat_session import AnswerSaved, ChatSession
-    from qwen_chat.engine import Done, Engine, GenerateRequest, Loaded
-    from qwen_chat.logging_setup import setup_logging
-    from qwen_chat.store import Store
+    from qwen_chat.config import presets
+    from qwen_chat.engines.llama import Engine
+    from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded
+    from qwen_chat.qwen3 import sampling
+    from qwen_chat.session.chat import AnswerSaved, ChatSession
+    from qwen_chat.store.database import Store
+    from qwen_chat.system.logging_setup import setup_logging
 
     setup_logging()
     if args.model is None:
@@ -121,7 +123,7 @@ def main() -> None:
     session = ChatSession(store, events.put)
     session.load_model(args.model, n_ctx=args.ctx)
     wait_for(events, Loaded)
-    slot = presets.preset_name(session.variant, False)
+    slot = sampling.preset_name(session.variant, False)
     presets.save_override(slot, {"max_output": args.max_output})  # short answers; Qwen's sampling otherwise
     load_request = session._load_request  # the settings the session chose, for the reference engine
     assert load_request is not None

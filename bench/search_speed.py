@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args()
-    from qwen_chat.store import Store
+    from qwen_chat.store.database import Store
 
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmp:

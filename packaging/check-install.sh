@@ -21,10 +21,10 @@ grep -qi hello <<<"$answer"
 "$work/bin/qwen-chat" models | grep -q "qwen3-235b-a22b"
 # a conversation made by this install survives reinstalling from the sdist (what pipx upgrade does)
 app_python="$PIPX_HOME/venvs/qwen-chat/bin/python"
-"$app_python" -c "from qwen_chat.store import Store; from qwen_chat.paths import database_path
+"$app_python" -c "from qwen_chat.store.database import Store; from qwen_chat.system.paths import database_path
 s = Store(database_path()); c = s.create_conversation(title='kept across upgrade'); s.add_user_message(c.id, 'hi')"
 "$python" -m pipx install --force "$work"/dist/qwen_chat-*.tar.gz >/dev/null
 "$work/bin/qwen-chat" --version
-"$app_python" -c "from qwen_chat.store import Store; from qwen_chat.paths import database_path
+"$app_python" -c "from qwen_chat.store.database import Store; from qwen_chat.system.paths import database_path
 assert [c.title for c in Store(database_path()).conversations()] == ['kept across upgrade']"
 echo "install check passed"

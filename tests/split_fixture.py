@@ -6,8 +6,8 @@ import struct
 from dataclasses import replace
 from pathlib import Path
 
-from qwen_chat.gguf_header import read_header
-from qwen_chat.gguf_split import _gguf_string, _kv_records, _tensor_info_bytes
+from qwen_chat.models.gguf_header import read_header
+from qwen_chat.models.gguf_split import _gguf_string, _kv_records, _tensor_info_bytes
 
 UINT16, INT32 = 2, 5
 

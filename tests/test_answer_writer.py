@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat import chat_session
-from qwen_chat.answer_writer import AnswerWriter
-from qwen_chat.chat_session import AnswerSaved, ChatSession
-from qwen_chat.engine import Loaded, Token
-from qwen_chat.store import Store
-from qwen_chat.thinking_stream import Part, StreamText
+from qwen_chat.engines.protocol import Loaded, Token
+from qwen_chat.qwen3.thinking import Part, StreamText
+from qwen_chat.session import chat as chat_session
+from qwen_chat.session.answer_writer import AnswerWriter
+from qwen_chat.session.chat import AnswerSaved, ChatSession
+from qwen_chat.store.database import Store
 
 
 class ThreadRecordingStore(Store):

@@ -10,20 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.engine import (
-    STOP_THINKING,
-    Done,
-    Engine,
-    GenerateRequest,
-    Loaded,
-    LoadRequest,
-    Sampling,
-    Token,
-    Trim,
-    Trimmed,
-)
-from qwen_chat.gguf_files import read_model_info
-from qwen_chat.qwen3 import ChatTemplate, Turn, build_prompt
+from qwen_chat.engines.llama import Engine
+from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest, Token, Trim, Trimmed
+from qwen_chat.models.gguf_files import read_model_info
+from qwen_chat.qwen3.sampling import Sampling
+from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
+from qwen_chat.qwen3.thinking import STOP_THINKING
 
 from test_engine import Recorder
 
@@ -132,8 +124,8 @@ def test_the_next_turn_keeps_the_tokens_the_model_sampled(real_model: Path) -> N
     prompt keeps the sampled tokens, so llama.cpp does not re-read the answer (seen in bench/kv_reuse.py)."""
     import llama_cpp
 
-    from qwen_chat.engine import LoadRequest as Request
-    from qwen_chat.engine import _Loaded, _sampled, _tokenize
+    from qwen_chat.engines.llama import _Loaded, _sampled, _tokenize
+    from qwen_chat.engines.protocol import LoadRequest as Request
 
     llm = llama_cpp.Llama(model_path=str(real_model), n_ctx=256, verbose=False)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.store import Store
+from qwen_chat.store.database import Store
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage, UserMessage
 from test_remote_engine import llama_server  # noqa: F401  (fixture)

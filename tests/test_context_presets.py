@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from qwen_chat.chat_session import plan_for_file
-from qwen_chat.context_presets import context_presets, preset_for
-from qwen_chat.gguf_files import ModelInfo, read_model_info
-from qwen_chat.hardware import Machine
-from qwen_chat.qwen3 import Variant
+from qwen_chat.models.gguf_files import ModelInfo, read_model_info
+from qwen_chat.qwen3.context_presets import context_presets, preset_for
+from qwen_chat.qwen3.template import Variant
+from qwen_chat.session.chat import plan_for_file
+from qwen_chat.system.hardware import Machine
 
 GiB = 1 << 30
 BIG_MACHINE = Machine(512 * GiB, 500 * GiB, 32, 64, (), False)

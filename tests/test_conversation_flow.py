@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.chat_session import AnswerSaved, ChatSession, ContextTrimmed, Notice, Rewound
-from qwen_chat.engine import STOP_THINKING, Done, Failed, Loaded
-from qwen_chat.hardware import Machine
-from qwen_chat.store import Store
+from qwen_chat.engines.protocol import Done, Failed, Loaded
+from qwen_chat.qwen3.thinking import STOP_THINKING
+from qwen_chat.session.chat import AnswerSaved, ChatSession, ContextTrimmed, Notice, Rewound
+from qwen_chat.store.database import Store
+from qwen_chat.system.hardware import Machine
 
 GiB = 1 << 30
 CPU = Machine(32 * GiB, 30 * GiB, 2, 2, (), False)

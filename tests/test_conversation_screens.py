@@ -14,10 +14,10 @@ from textual.screen import Screen
 from textual.widgets import Label, Markdown, OptionList, Static, TextArea
 
 import qwen_chat.tui
-from qwen_chat import clipboard
-from qwen_chat.clipboard import CodeBlock, code_blocks, system_copy
-from qwen_chat.context_presets import ContextPreset
-from qwen_chat.store import Store
+from qwen_chat.qwen3.context_presets import ContextPreset
+from qwen_chat.store.database import Store
+from qwen_chat.system import clipboard
+from qwen_chat.system.clipboard import CodeBlock, code_blocks, system_copy
 from qwen_chat.tui.conversation_screens import (
     MARK,
     ContextScreen,

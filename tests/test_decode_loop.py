@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.decode_loop import DecodeError, DecodeLoop, Generation, SamplerParams
+from qwen_chat.engines.decode_loop import DecodeError, DecodeLoop, Generation, SamplerParams
 
 CHAT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 

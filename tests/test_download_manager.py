@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import DataTable
 
 from hub_server import hub  # noqa: F401  (fixture)
-from qwen_chat.download_queue import DownloadQueue, Job
+from qwen_chat.models.download_queue import DownloadQueue, Job
 
 REPO = "test-org/Tiny-GGUF"
 

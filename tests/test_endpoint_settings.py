@@ -8,9 +8,9 @@ from pathlib import Path
 import keyring
 import pytest
 
-from qwen_chat.cli import main
-from qwen_chat.remote_engine import api_key_for, remember_api_key
-from qwen_chat.settings import Endpoint, load_endpoints, save_endpoint, settings_path
+from qwen_chat.cli.main import main
+from qwen_chat.config.settings import Endpoint, load_endpoints, save_endpoint, settings_path
+from qwen_chat.engines.http import api_key_for, remember_api_key
 from test_downloads import MemoryKeyring
 
 

@@ -12,22 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.engine import (
+from qwen_chat.engines.llama import Engine
+from qwen_chat.engines.protocol import (
     Done,
-    Engine,
     EngineEvent,
     Failed,
     GenerateRequest,
     Loaded,
     LoadProgress,
     LoadRequest,
-    Sampling,
     Token,
 )
-from qwen_chat.gguf_files import read_model_info
-from qwen_chat.logging_setup import setup_logging
-from qwen_chat.qwen3 import ChatTemplate, Turn, build_prompt, prompt_opens_thinking
-from qwen_chat.thinking_stream import Part
+from qwen_chat.models.gguf_files import read_model_info
+from qwen_chat.qwen3.sampling import Sampling
+from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt, prompt_opens_thinking
+from qwen_chat.qwen3.thinking import Part
+from qwen_chat.system.logging_setup import setup_logging
 
 
 class Recorder:
@@ -146,8 +146,8 @@ def test_output_limit_counts_every_sampled_token(engine, real_model: Path) -> No
 
 
 def test_sampling_settings_reach_the_decode_loop_as_create_completion_took_them() -> None:
-    from qwen_chat.decode_loop import SamplerParams
-    from qwen_chat.engine import _sampler_params
+    from qwen_chat.engines.decode_loop import SamplerParams
+    from qwen_chat.engines.llama import _sampler_params
 
     sampling = Sampling(temperature=0.6, top_p=0.95, top_k=20, min_p=0.01, presence_penalty=1.5, seed=42)
     assert _sampler_params(sampling) == SamplerParams(temperature=0.6, top_k=20, top_p=0.95, min_p=0.01,
@@ -200,8 +200,10 @@ def test_load_failure_is_a_message_not_a_crash(tmp_path: Path) -> None:
 LOG_PROBE = textwrap.dedent("""
     import sys, threading
     from pathlib import Path
-    from qwen_chat.engine import Engine, LoadRequest, GenerateRequest, Sampling, Done, Loaded, Failed
-    from qwen_chat.logging_setup import setup_logging
+    from qwen_chat.engines.llama import Engine
+    from qwen_chat.engines.protocol import LoadRequest, GenerateRequest, Done, Loaded, Failed
+    from qwen_chat.qwen3.sampling import Sampling
+    from qwen_chat.system.logging_setup import setup_logging
     setup_logging()
     done = threading.Event()
     def on(e):

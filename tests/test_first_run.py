@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.cli import main
-from qwen_chat.hardware import Device, Machine
-from qwen_chat.model_resolve import ModelNotFound, resolve_model
-from qwen_chat.welcome import recommend, welcome
+from qwen_chat.cli.main import main
+from qwen_chat.cli.welcome import recommend, welcome
+from qwen_chat.models.resolve import ModelNotFound, resolve_model
+from qwen_chat.system.hardware import Device, Machine
 
 GiB = 1 << 30
 

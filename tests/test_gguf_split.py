@@ -13,10 +13,11 @@ from pathlib import Path
 import gguf
 import pytest
 
-from qwen_chat import gguf_split
-from qwen_chat.engine import Engine, Failed, Loaded, LoadRequest
-from qwen_chat.gguf_header import read_header
-from qwen_chat.gguf_split import MergeError, merge_needed_bytes, merge_shards
+from qwen_chat.engines.llama import Engine
+from qwen_chat.engines.protocol import Failed, Loaded, LoadRequest
+from qwen_chat.models import gguf_split
+from qwen_chat.models.gguf_header import read_header
+from qwen_chat.models.gguf_split import MergeError, merge_needed_bytes, merge_shards
 
 from tiny_models import write_tiny_qwen3
 

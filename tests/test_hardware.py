@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from qwen_chat.hardware import (
+from qwen_chat.system.hardware import (
     Device,
     GiB,
     amd_sysfs_devices,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.cli import main
-from qwen_chat.export import from_json, to_json, to_markdown
-from qwen_chat.store import _MIGRATIONS, MARK_END, MARK_START, Store, StoreError, _statements
+from qwen_chat.cli.main import main
+from qwen_chat.store.database import _MIGRATIONS, MARK_END, MARK_START, Store, StoreError, _statements
+from qwen_chat.store.export import from_json, to_json, to_markdown
 
 
 def filled(store: Store) -> int:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat import presets
-from qwen_chat.chat_session import AnswerSaved, ChatSession, SessionEvent
-from qwen_chat.engine import Done, Failed, Loaded
-from qwen_chat.logging_setup import setup_logging
-from qwen_chat.qwen3 import Variant
-from qwen_chat.store import Store
+from qwen_chat.config import presets
+from qwen_chat.engines.protocol import Done, Failed, Loaded
+from qwen_chat.qwen3.template import Variant
+from qwen_chat.session.chat import AnswerSaved, ChatSession, SessionEvent
+from qwen_chat.store.database import Store
+from qwen_chat.system.logging_setup import setup_logging
 
 pytestmark = pytest.mark.real_model
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import qwen_chat
-from qwen_chat.cli import main
+from qwen_chat.cli.main import main
 
 PACKAGE = Path(qwen_chat.__file__).parent
 
@@ -28,7 +28,8 @@ def test_nothing_outside_tui_imports_textual() -> None:
     assert offenders == []
 
 
-PROBE = "import sys; from qwen_chat.cli import main\ntry:\n    main([sys.argv[1]])\nexcept SystemExit:\n    pass\n" \
+PROBE = "import sys; from qwen_chat.cli.main import main\n" \
+        "try:\n    main([sys.argv[1]])\nexcept SystemExit:\n    pass\n" \
         "heavy = [m for m in ('textual', 'llama_cpp', 'numpy', 'sqlite_utils', 'jinja2') if m in sys.modules]\n" \
         "print('HEAVY', heavy)"
 
@@ -58,7 +59,7 @@ def test_missing_and_bad_model_files(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_model_that_does_not_fit_is_refused_with_numbers(real_model: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from qwen_chat import hardware
+    from qwen_chat.system import hardware
 
     # a simulated 1 GiB machine: the real 0.5B model (491 MB) plus its context and margins cannot fit
     small = hardware.Machine(1 << 30, 1 << 30, 2, 2, (), False)
@@ -80,7 +81,8 @@ def test_no_model_explains_what_to_do(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_split_model_loads_from_first_shard(tmp_path: Path) -> None:
-    from qwen_chat.engine import Engine, Loaded, LoadRequest
+    from qwen_chat.engines.llama import Engine
+    from qwen_chat.engines.protocol import Loaded, LoadRequest
 
     from test_engine import Recorder
     from tiny_models import write_tiny_qwen3
@@ -97,7 +99,7 @@ def test_split_model_loads_from_first_shard(tmp_path: Path) -> None:
 
 
 def test_catalog_and_themes_ship_with_the_package() -> None:
-    from qwen_chat.catalog import load_catalog, shipped_file
+    from qwen_chat.models.catalog import load_catalog, shipped_file
 
     assert shipped_file("models_catalog.yaml").is_file()
     assert list(shipped_file("themes").glob("*.toml"))

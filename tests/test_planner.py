@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.catalog import load_models
-from qwen_chat.engine import Engine, Loaded, LoadRequest
-from qwen_chat.gguf_files import read_model_info
-from qwen_chat.hardware import Device, Machine
-from qwen_chat.planner import (
+from qwen_chat.engines.llama import Engine
+from qwen_chat.engines.protocol import Loaded, LoadRequest
+from qwen_chat.models.catalog import load_models
+from qwen_chat.models.gguf_files import read_model_info
+from qwen_chat.models.planner import (
     DoesNotFit,
     GiB,
     _full_gpu,
@@ -25,6 +25,7 @@ from qwen_chat.planner import (
     compute_bytes,
     plan,
 )
+from qwen_chat.system.hardware import Device, Machine
 
 
 def machine(ram: float, available: float, gpus: tuple[float, ...] = (), apple: bool = False) -> Machine:

@@ -7,7 +7,7 @@ import itertools
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from qwen_chat.qwen3 import (
+from qwen_chat.qwen3.template import (
     ChatTemplate,
     Turn,
     Variant,
@@ -18,7 +18,7 @@ from qwen_chat.qwen3 import (
     last_soft_switch,
     prompt_opens_thinking,
 )
-from qwen_chat.thinking_stream import ThinkingSplitter
+from qwen_chat.qwen3.thinking import ThinkingSplitter
 
 from tiny_models import TEMPLATES
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from hub_server import hub  # noqa: F401  (fixture)
-from qwen_chat.cli import main
-from qwen_chat.engine import Done, Engine, GenerateRequest, Loaded, LoadRequest, Sampling
-from qwen_chat.gguf_files import read_model_info
-from qwen_chat.qwen3 import ChatTemplate, Turn, build_prompt
+from qwen_chat.cli.main import main
+from qwen_chat.engines.llama import Engine
+from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest
+from qwen_chat.models.gguf_files import read_model_info
+from qwen_chat.qwen3.sampling import Sampling
+from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 from split_fixture import split_gguf
 
 REPO = "test-org/Qwen2.5-Coder-0.5B-Instruct-GGUF"

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.chat_session import AnswerSaved, ChatSession
-from qwen_chat.engine import Done, EngineEvent, Failed, GenerateRequest, Loaded, LoadRequest, Sampling, Token
-from qwen_chat.remote_engine import RemoteEngine
-from qwen_chat.store import Store
-from qwen_chat.thinking_stream import Part
+from qwen_chat.engines.http import RemoteEngine
+from qwen_chat.engines.protocol import Done, EngineEvent, Failed, GenerateRequest, Loaded, LoadRequest, Token
+from qwen_chat.qwen3.sampling import Sampling
+from qwen_chat.qwen3.thinking import Part
+from qwen_chat.session.chat import AnswerSaved, ChatSession
+from qwen_chat.store.database import Store
 from replay_server import ERROR_MIDSTREAM, INLINE, REASONING, ReplayServer
 
 
@@ -188,7 +189,7 @@ def llama_server(real_model: Path):
                              "--host", "127.0.0.1", "--port", str(port), "--model_alias", "qwen-test"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
-    from qwen_chat.remote_engine import EndpointError, list_models
+    from qwen_chat.engines.http import EndpointError, list_models
 
     deadline = time.monotonic() + 60
     while True:

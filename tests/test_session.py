@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from qwen_chat import fit_memory
-from qwen_chat.chat_session import ChatSession, Notice
-from qwen_chat.engine import Engine, Failed, Loaded, LoadRequest
-from qwen_chat.hardware import Device, Machine
-from qwen_chat.store import Store
+from qwen_chat.engines.llama import Engine
+from qwen_chat.engines.protocol import Failed, Loaded, LoadRequest
+from qwen_chat.models import fit_memory
+from qwen_chat.session.chat import ChatSession, Notice
+from qwen_chat.store.database import Store
+from qwen_chat.system.hardware import Device, Machine
 
 GiB = 1 << 30
 

@@ -12,12 +12,12 @@ from textual.binding import Binding
 from textual.keys import Keys, _character_to_key
 from textual.widgets import Footer, Static
 
-from qwen_chat.settings import (
+from qwen_chat.config.check import check
+from qwen_chat.config.settings import (
     ChatSettings,
     Endpoint,
     SettingsError,
     _normal_key,
-    check,
     dumps,
     key_problem,
     load_chat,

@@ -25,10 +25,10 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
-from qwen_chat.download_queue import Job
-from qwen_chat.hardware import Device, Machine
-from qwen_chat.settings import save_theme
-from qwen_chat.store import Store
+from qwen_chat.config.settings import save_theme
+from qwen_chat.models.download_queue import Job
+from qwen_chat.store.database import Store
+from qwen_chat.system.hardware import Device, Machine
 from qwen_chat.tui import models_screen
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage, NoticeLine

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.store import SCHEMA_VERSION, Stats, Store, StoreError
+from qwen_chat.store.database import SCHEMA_VERSION, Stats, Store, StoreError
 
 
 def test_fresh_database_is_migrated_and_wal(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_conversation_lifecycle(tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from qwen_chat.store import Store
+    from qwen_chat.store.database import Store
     store = Store(Path(sys.argv[1]))
     conv = store.create_conversation()
     store.add_user_message(conv.id, "question")

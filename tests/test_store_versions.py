@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.export import from_json, to_json
-from qwen_chat.store import _MIGRATIONS, SCHEMA_VERSION, Message, Stats, Store, StoreError, _statements
+from qwen_chat.store.database import _MIGRATIONS, SCHEMA_VERSION, Message, Stats, Store, StoreError, _statements
+from qwen_chat.store.export import from_json, to_json
 
 
 def answer(store: Store, conversation_id: int, text: str, **kwargs: object) -> Message:

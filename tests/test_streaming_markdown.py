@@ -13,10 +13,10 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 
-from qwen_chat.chat_session import AnswerSaved, AnswerStarted
-from qwen_chat.engine import Token
-from qwen_chat.store import Store
-from qwen_chat.thinking_stream import Part, StreamText
+from qwen_chat.engines.protocol import Token
+from qwen_chat.qwen3.thinking import Part, StreamText
+from qwen_chat.session.chat import AnswerSaved, AnswerStarted
+from qwen_chat.store.database import Store
 from qwen_chat.tui import streaming_markdown
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage

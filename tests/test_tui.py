@@ -15,7 +15,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, ListView
 
-from qwen_chat.store import Store
+from qwen_chat.store.database import Store
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage, UserMessage
 
@@ -204,7 +204,7 @@ async def test_conversation_list_new_rename_delete(tiny_models: dict[str, Path],
 async def test_killed_mid_answer_shows_interrupted(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
     writer = (
-        "import sys, time\nfrom pathlib import Path\nfrom qwen_chat.store import Store\n"
+        "import sys, time\nfrom pathlib import Path\nfrom qwen_chat.store.database import Store\n"
         "s = Store(Path(sys.argv[1])); c = s.create_conversation()\n"
         "s.add_user_message(c.id, 'tell me'); a = s.start_answer(c.id, 'm', 'think', {})\n"
         "s.save_partial(a.id, 'thinking so far', 'The partial answer')\nprint('ok', flush=True); time.sleep(60)\n")
@@ -223,8 +223,8 @@ async def test_killed_mid_answer_shows_interrupted(tiny_models: dict[str, Path],
 REAL_WRITER = """
 import sys, time
 from pathlib import Path
-from qwen_chat.chat_session import ChatSession
-from qwen_chat.store import Store
+from qwen_chat.session.chat import ChatSession
+from qwen_chat.store.database import Store
 store = Store(Path(sys.argv[1]))
 session = ChatSession(store, lambda event: None)
 session.load_model(Path(sys.argv[2]), 2048)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, OptionList
 
-from qwen_chat.store import Store
+from qwen_chat.store.database import Store
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.conversation_screens import ContextScreen, PersonasScreen
 from qwen_chat.tui.messages import AssistantMessage, TrimMarker, UserMessage
@@ -45,7 +45,7 @@ async def test_regenerate_edit_and_copy(real_model: Path, tmp_path: Path) -> Non
         options = app.screen.query_one(OptionList)
         if options.option_count > 1:
             await pilot.press("down", "enter")
-            from qwen_chat.clipboard import code_blocks
+            from qwen_chat.system.clipboard import code_blocks
 
             assert app.clipboard == code_blocks(answers[0].answer_text)[0].code
         else:

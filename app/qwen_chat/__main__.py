@@ -1,3 +1,3 @@
-from .cli import main
+from qwen_chat.cli.main import main
 
 raise SystemExit(main())

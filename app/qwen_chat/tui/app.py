@@ -18,7 +18,12 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
 
-from ..chat_session import (
+from qwen_chat.engines.protocol import Failed, Loaded, LoadProgress, Token
+from qwen_chat.models.download_queue import DownloadQueue, Job
+from qwen_chat.qwen3.context_presets import context_presets
+from qwen_chat.qwen3.template import Variant
+from qwen_chat.qwen3.thinking import Part
+from qwen_chat.session.chat import (
     AnswerSaved,
     AnswerStarted,
     ChatSession,
@@ -28,21 +33,16 @@ from ..chat_session import (
     SessionEvent,
     UserSaved,
 )
-from ..clipboard import system_copy
-from ..context_presets import context_presets
-from ..download_queue import DownloadQueue, Job
-from ..engine import Failed, Loaded, LoadProgress, Token
-from ..qwen3 import Variant
-from ..store import Conversation, Store, StoreError
-from ..thinking_stream import Part
-from . import gc_pause
-from .conversation_screens import ContextScreen, CopyScreen, PersonasScreen, VersionsScreen, copy_choices
-from .dialogs import ConfirmDialog, RenameDialog
-from .downloads_screen import DownloadsScreen
-from .messages import AssistantMessage, NoticeLine, TrimMarker, UserMessage
-from .models_screen import EndpointModelsScreen, ModelsScreen
-from .search_screen import SearchScreen
-from .theme import register_shipped_themes
+from qwen_chat.store.database import Conversation, Store, StoreError
+from qwen_chat.system.clipboard import system_copy
+from qwen_chat.tui import gc_pause
+from qwen_chat.tui.conversation_screens import ContextScreen, CopyScreen, PersonasScreen, VersionsScreen, copy_choices
+from qwen_chat.tui.dialogs import ConfirmDialog, RenameDialog
+from qwen_chat.tui.downloads_screen import DownloadsScreen
+from qwen_chat.tui.messages import AssistantMessage, NoticeLine, TrimMarker, UserMessage
+from qwen_chat.tui.models_screen import EndpointModelsScreen, ModelsScreen
+from qwen_chat.tui.search_screen import SearchScreen
+from qwen_chat.tui.theme import register_shipped_themes
 
 # Rendering paces itself: after each render the next waits until the UI thread's share of a core would stay at
 # about UI_SHARE (the CPU a render cycle took, over UI_SHARE), within MIN_GAP..MAX_GAP. On a machine whose cores
@@ -129,8 +129,8 @@ class QwenChatApp(App[None]):
         yield Footer(compact=True)  # 18 actions: all of them fit a 180-column terminal
 
     def on_mount(self) -> None:
-        from ..settings import check as check_settings
-        from ..settings import load_keymap
+        from qwen_chat.config.check import check as check_settings
+        from qwen_chat.config.settings import load_keymap
 
         register_shipped_themes(self)
         ids = {b.id for b in self.BINDINGS if isinstance(b, Binding) and b.id}
@@ -147,7 +147,7 @@ class QwenChatApp(App[None]):
         self.query_one("#prompt", Input).focus()
 
     def _save_theme(self, theme: object) -> None:
-        from ..settings import save_theme
+        from qwen_chat.config.settings import save_theme
 
         try:
             save_theme(getattr(theme, "name", str(theme)))
@@ -167,7 +167,7 @@ class QwenChatApp(App[None]):
             if self.endpoint is not None:
                 self.session.connect(*self.endpoint)
             else:
-                from ..settings import load_chat
+                from qwen_chat.config.settings import load_chat
 
                 self.session.load_model(self.model_path, self.n_ctx, context=load_chat().context)
         except Exception as exc:  # file, memory and template problems all end up as one message
@@ -508,8 +508,8 @@ class QwenChatApp(App[None]):
         self._send(self.conversation.id, "/think" if on else "/no_think")
 
     def action_presets(self) -> None:
-        from ..presets import preset_name
-        from .presets_screen import PresetsScreen
+        from qwen_chat.qwen3.sampling import preset_name
+        from qwen_chat.tui.presets_screen import PresetsScreen
 
         if self.conversation is None:
             return

@@ -17,11 +17,11 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Markdown, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
-from ..clipboard import code_blocks
-from ..context_presets import ContextPreset
-from ..store import Message, Persona, Store, StoreError
-from .dialogs import ConfirmDialog
-from .printable import printable
+from qwen_chat.qwen3.context_presets import ContextPreset
+from qwen_chat.store.database import Message, Persona, Store, StoreError
+from qwen_chat.system.clipboard import code_blocks
+from qwen_chat.tui.dialogs import ConfirmDialog
+from qwen_chat.tui.printable import printable
 
 MARK = "● "  # the entry in use
 NO_MARK = "  "

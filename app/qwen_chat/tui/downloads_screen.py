@@ -9,8 +9,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Label
 
-from ..download_queue import DownloadQueue, Job
-from ..downloads import human
+from qwen_chat.models.download_queue import DownloadQueue, Job
+from qwen_chat.models.downloads import human
 
 _STYLE = {"done": "green", "failed": "red", "paused": "yellow", "cancelled": "dim", "downloading": "cyan"}
 

@@ -8,10 +8,10 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Collapsible, Static
 
-from ..store import Message
-from ..thinking_stream import Part, StreamText
-from .printable import printable
-from .streaming_markdown import StreamingMarkdown
+from qwen_chat.qwen3.thinking import Part, StreamText
+from qwen_chat.store.database import Message
+from qwen_chat.tui.printable import printable
+from qwen_chat.tui.streaming_markdown import StreamingMarkdown
 
 _STATUS_LABEL = {
     "stopped": "stopped",

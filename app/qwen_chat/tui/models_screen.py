@@ -12,10 +12,10 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
-from ..catalog import CatalogError, load_models
-from ..hardware import detect
-from ..paths import models_dir
-from ..verdicts import QuantVerdict, verdicts
+from qwen_chat.models.catalog import CatalogError, load_models
+from qwen_chat.models.verdicts import QuantVerdict, verdicts
+from qwen_chat.system.hardware import detect
+from qwen_chat.system.paths import models_dir
 
 _STYLE = {"runs fully on GPU": "green", "runs partly on GPU": "yellow", "CPU only": "cyan", "too big": "red"}
 
@@ -119,7 +119,7 @@ class EndpointModelsScreen(ModalScreen[str | None]):
 
     @work(thread=True, exit_on_error=False)
     def _fill(self) -> None:
-        from ..remote_engine import EndpointError, list_models
+        from qwen_chat.engines.http import EndpointError, list_models
 
         try:
             models = list_models(self.url, self.api_key)

@@ -11,8 +11,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from .. import presets
-from ..presets import FIELDS, RANGES, THINKING_SLOTS, PresetValues
+from qwen_chat.config import presets
+from qwen_chat.qwen3 import sampling
+from qwen_chat.qwen3.sampling import FIELDS, RANGES, THINKING_SLOTS, PresetValues
 
 QWEN = "qwen"  # the Select value for Qwen's preset; named ones are "named:NAME"
 
@@ -35,7 +36,7 @@ class PresetsScreen(ModalScreen[bool]):
 
     def __init__(self, slot: str, quantized: bool) -> None:
         super().__init__()
-        if slot not in presets.SLOTS:
+        if slot not in sampling.SLOTS:
             raise ValueError(f"no Qwen preset {slot!r}")
         self.slot = slot
         self.quantized = quantized
@@ -56,7 +57,7 @@ class PresetsScreen(ModalScreen[bool]):
         return presets.named(self.quantized)[choice.removeprefix("named:")]
 
     def _options(self) -> list[tuple[str, str]]:
-        edited = presets.edited(self.slot, self.quantized) != presets.qwen_preset(self.slot, self.quantized)
+        edited = presets.edited(self.slot, self.quantized) != sampling.qwen_preset(self.slot, self.quantized)
         qwen = f"Qwen's {self.slot}" + (" (with your edits)" if edited else "")
         return [(qwen, QWEN)] + [(name, f"named:{name}") for name in presets.named(self.quantized)]
 
@@ -129,7 +130,7 @@ class PresetsScreen(ModalScreen[bool]):
     def _save(self) -> None:
         values: dict[str, object] = {}
         for field in self.fields:
-            value, message = presets.parse(field, self.query_one(f"#field-{field}", Input).value)
+            value, message = sampling.parse(field, self.query_one(f"#field-{field}", Input).value)
             self._error(field, message)
             if message is None:
                 values[field] = value
@@ -169,7 +170,7 @@ class PresetsScreen(ModalScreen[bool]):
         select = self.query_one("#preset-choice", Select)
         select.set_options(self._options())
         select.value = QWEN
-        self._show(presets.qwen_preset(self.slot, self.quantized))
+        self._show(sampling.qwen_preset(self.slot, self.quantized))
         self._note(f"Back to Qwen's {self.slot}.")
 
     @on(Button.Pressed, "#close")

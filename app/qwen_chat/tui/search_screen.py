@@ -10,8 +10,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, ListItem, ListView
 
-from ..store import MARK_END, MARK_START, SearchHit, Store, StoreError
-from .printable import printable
+from qwen_chat.store.database import MARK_END, MARK_START, SearchHit, Store, StoreError
+from qwen_chat.tui.printable import printable
 
 
 def highlighted(snippet: str) -> Text:

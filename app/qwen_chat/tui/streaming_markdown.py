@@ -29,8 +29,8 @@ from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 
-from .printable import printable
-from .segments import Append, Cut, Op, Segmenter
+from qwen_chat.tui.printable import printable
+from qwen_chat.tui.segments import Append, Cut, Op, Segmenter
 
 
 class _LeftHeading(Heading):

@@ -8,8 +8,8 @@ from pathlib import Path
 from textual.app import App
 from textual.theme import Theme
 
-from ..catalog import shipped_file
-from ..settings import toml_loads
+from qwen_chat.config.settings import toml_loads
+from qwen_chat.models.catalog import shipped_file
 
 log = logging.getLogger("qwen_chat.theme")
 DEFAULT_THEME = "qwen-dark"
@@ -26,7 +26,7 @@ def _load(path: Path) -> Theme:
 
 
 def register_shipped_themes(app: App[object]) -> list[str]:
-    from ..paths import config_dir
+    from qwen_chat.system.paths import config_dir
 
     names = []
     paths = sorted(shipped_file("themes").glob("*.toml")) + sorted((config_dir() / "themes").glob("*.toml"))
@@ -39,7 +39,7 @@ def register_shipped_themes(app: App[object]) -> list[str]:
             continue
         app.register_theme(theme)
         names.append(theme.name)
-    from ..settings import load_theme
+    from qwen_chat.config.settings import load_theme
 
     saved = load_theme()
     if saved and saved in app.available_themes:

@@ -1,0 +1,138 @@
+"""`qwen-chat models`, `plan` and `doctor`: what fits this machine, the plan for one model, the set-up."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from qwen_chat.models.catalog import CatalogError, CatalogModel, Quant, find_model, load_models
+from qwen_chat.models.gguf_files import ModelFileError, read_model_info
+from qwen_chat.models.planner import (
+    Candidate,
+    DoesNotFit,
+    GiB,
+    Plan,
+    Weights,
+    arch_from_catalog,
+    candidates_from_catalog,
+    plan,
+    weights_from_headers,
+)
+from qwen_chat.models.verdicts import verdicts
+from qwen_chat.system.hardware import Machine, detect
+from qwen_chat.system.paths import config_dir, data_dir, database_path, log_dir, models_dir
+
+
+def _size(quant: Quant) -> str:
+    return f"{'~' if quant.estimated else ''}{quant.size / 1e9:.1f} GB"
+
+
+def print_models(machine: Machine | None = None) -> int:
+    machine = machine or detect()
+    models = load_models()
+    print(_machine_line(machine))
+    print("★ recommended for this machine   ✓ downloaded   ~ estimated size\n")
+    print(f"{'model':32} {'quant':12} {'size':>10}  verdict")
+    for model in models.values():
+        rows, best = verdicts(model, machine)
+        for row in rows:
+            mark = ("★" if row.quant.name == best else " ") + ("✓" if row.downloaded else " ")
+            ctx = f" (context {row.plan.n_ctx:,})" if row.plan else ""
+            print(f"{model.id:32} {row.quant.name:12} {_size(row.quant):>10} {mark} {row.verdict}{ctx}")
+    return 0
+
+
+def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact: bool = False) -> int:
+    from qwen_chat.engines.remote_header import RemoteHeaderError
+    from qwen_chat.models.hub import HubError
+
+    machine = machine or detect()
+    try:
+        chosen, title = _plan_for_ref(ref, ctx, machine, exact)
+    except (CatalogError, ModelFileError, DoesNotFit, HubError, RemoteHeaderError) as exc:
+        print(f"qwen-chat: {exc}", file=sys.stderr)
+        return 1
+    print(title)
+    print(_machine_line(machine))
+    print(f"plan: {chosen.describe()}")
+    print(f"verdict: {chosen.verdict}; sizes {'exact (GGUF header)' if chosen.weights_exact else 'from the catalog'}")
+    for reason in chosen.reasons:
+        print(f"  - {reason}")
+    return 0
+
+
+def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = False) -> tuple[Plan, str]:
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf" or path.exists():
+        from qwen_chat.qwen3.template import ChatTemplate
+        from qwen_chat.session.chat import plan_for_file
+
+        info = read_model_info(path)
+        variant = ChatTemplate(info.chat_template).variant
+        title = f"{info.path.name} ({info.architecture}, {info.size_bytes / 1e9:.2f} GB)"
+        return plan_for_file(info, variant, machine, ctx), title
+    model, quant = find_model(ref, load_models())
+    if exact:
+        chosen_quant = quant or model.quants[plan(arch_from_catalog(model), candidates_from_catalog(model),
+                                                   machine, ctx).quant]
+        candidates = [Candidate(chosen_quant.name, remote_weights(model, chosen_quant))]
+    else:
+        candidates = candidates_from_catalog(model, quant)
+    chosen = plan(arch_from_catalog(model), candidates, machine, ctx)
+    return chosen, f"{model.name} ({model.repo})"
+
+
+def remote_weights(model: CatalogModel, quant: Quant) -> Weights:
+    """Exact tensor sizes from the headers of the quant's files on the hub (a few MB each, Range requests)."""
+    from qwen_chat.engines.remote_header import fetch_header
+    from qwen_chat.models import hub
+
+    token = hub.token()
+    commit, listing = hub.list_files(model.repo, token=token)
+    present = {f.path for f in listing}
+    headers = []
+    for f in quant.files:
+        if f.path not in present:
+            raise CatalogError(f"{f.path} is not in {model.repo} at {commit[:12]}: the catalog entry is out of date")
+        headers.append(fetch_header(hub.resolve_url(model.repo, f.path, commit), hub.auth_headers(token)))
+    return weights_from_headers(headers, model.layers)
+
+
+def _machine_line(machine: Machine) -> str:
+    gpus = ", ".join(f"{d.description} {d.free_bytes / GiB:.1f}/{d.total_bytes / GiB:.1f} GiB free"
+                     for d in machine.gpus)
+    usable = "" if machine.gpu_offload or not machine.gpus else " (not usable: CPU-only build)"
+    return (f"machine: RAM {machine.ram_available / GiB:.1f}/{machine.ram_total / GiB:.1f} GiB available, "
+            f"{machine.physical_cores} cores; GPU: {gpus or 'none'}{usable}")
+
+
+def print_doctor(machine: Machine | None = None) -> int:
+    from qwen_chat import __version__
+
+    machine = machine or detect()
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    print(f"qwen-chat {__version__} on Python {platform.python_version()} ({sys.platform}, {platform.machine()})")
+    print(f"llama-cpp-python {version('llama-cpp-python')}, textual {version('textual')}, "
+          f"huggingface_hub {version('huggingface_hub')}")
+    print(f"engine backend: {machine.backend}; GPU offload {'available' if machine.gpu_offload else 'not built in'}")
+    print(f"RAM: {machine.ram_available / GiB:.1f} GiB available of {machine.ram_total / GiB:.1f} GiB; "
+          f"CPU: {machine.physical_cores} cores, {machine.logical_cores} threads")
+    if machine.gpus:
+        for d in machine.gpus:
+            print(f"GPU {d.name}: {d.description}, {d.free_bytes / GiB:.1f} GiB free of {d.total_bytes / GiB:.1f} GiB"
+                  f" (seen by {machine.source})")
+    else:
+        print("GPU: none found (llama.cpp device list, NVML, AMD sysfs, Apple Silicon checked)")
+    for warning in machine.warnings:
+        print(f"WARNING: {warning}")
+    print(f"data: {data_dir()}\ndatabase: {database_path()}\nmodels: {models_dir()}\nlogs: {log_dir()}\n"
+          f"config: {config_dir()}")
+    return 0

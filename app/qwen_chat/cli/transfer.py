@@ -1,0 +1,123 @@
+"""`qwen-chat pull`, `merge` and `login`: get a model onto the disk, join split files, store a hub token."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+import threading
+import time
+from pathlib import Path
+
+from qwen_chat.models.catalog import CatalogError, find_model, load_models
+from qwen_chat.models.downloads import DownloadCancelled, DownloadError, human, pull
+from qwen_chat.models.gguf_files import ModelFileError
+from qwen_chat.models.gguf_split import MergeError, merge_shards
+from qwen_chat.models.hub import HubError, store_token
+from qwen_chat.models.planner import DoesNotFit, arch_from_catalog, candidates_from_catalog, plan
+from qwen_chat.system.hardware import detect
+
+
+class ProgressLine:
+    """One updating line: file, bytes, speed, ETA (for the file and in total)."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self.started = self.last = time.monotonic()
+        self.first_done: int | None = None
+        self.file_done = self.file_total = 0
+
+    def file(self, done: int, total: int, _name: str) -> None:
+        self.file_done, self.file_total = done, total
+
+    def __call__(self, done: int, total: int, name: str = "merging") -> None:
+        now = time.monotonic()
+        if self.first_done is None:
+            self.first_done = done  # bytes already on disk (resumed) do not count towards the speed
+        if now - self.last < self.every and done < total:
+            return
+        self.last = now
+        speed = (done - self.first_done) / max(now - self.started, 1e-6)
+        eta = (total - done) / speed if speed > 0 else 0
+        file_part = ""
+        if self.file_total and self.file_total != total:
+            file_eta = (self.file_total - self.file_done) / speed if speed > 0 else 0
+            file_part = (f"{human(self.file_done)} of {human(self.file_total)} "
+                         f"(ETA {int(file_eta // 60)}:{int(file_eta % 60):02d}), all: ")
+        stream = sys.stderr  # looked up now: a stream bound at import time may be closed by then
+        stream.write(f"\r{name}: {file_part}{human(done)} of {human(total)}  {human(speed)}/s  "
+                          f"ETA {int(eta // 60)}:{int(eta % 60):02d}   ")
+        stream.flush()
+
+
+def pick_quant(ref: str) -> tuple[str, str]:
+    """The catalog id and the quant to download: the one asked for, else the planner's pick for this machine."""
+    model, quant = find_model(ref, load_models())
+    if quant is not None:
+        return model.id, quant.name
+    try:
+        return model.id, plan(arch_from_catalog(model), candidates_from_catalog(model), detect()).quant
+    except DoesNotFit as exc:
+        raise CatalogError(f"{model.id} does not fit this machine ({exc}); name a quant to download anyway, "
+                           f"e.g. {model.id}:Q4_K_M") from None
+
+
+def run_pull(ref: str, keep_shards: bool = False) -> int:
+    cancel = threading.Event()
+    try:
+        model_id, quant = pick_quant(ref)
+        print(f"pulling {model_id}:{quant}", file=sys.stderr)
+        line = ProgressLine()
+        paths = pull(model_id, quant, progress=line, cancel=cancel, file_progress=line.file)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("\nstopped; the partial file is kept: run the same command to resume.", file=sys.stderr)
+        return 130
+    except DownloadCancelled:
+        print("\nstopped; the partial file is kept: run the same command to resume.", file=sys.stderr)
+        return 130
+    except (CatalogError, HubError, DownloadError, ModelFileError) as exc:
+        print(f"\nqwen-chat: {exc}", file=sys.stderr)
+        return 1
+    print(file=sys.stderr)
+    model = paths[0]
+    if len(paths) > 1:
+        try:
+            result = merge_shards(paths[0], keep_shards=keep_shards, progress=ProgressLine())
+        except (MergeError, KeyboardInterrupt) as exc:
+            print(f"\nqwen-chat: {exc or 'merge stopped'}; the shards are intact and load as they are.",
+                  file=sys.stderr)
+            result = None
+        if result is not None:
+            print(f"\n{result.message}", file=sys.stderr)
+            model = result.path
+    print(f"ready: qwen-chat --model {model}")
+    return 0
+
+
+def run_merge(first: Path, out: Path | None, keep_shards: bool) -> int:
+    try:
+        result = merge_shards(first.expanduser(), out.expanduser() if out else None, keep_shards=keep_shards,
+                              progress=ProgressLine())
+    except KeyboardInterrupt:
+        print("\nmerge stopped; nothing was lost (the shards are untouched).", file=sys.stderr)
+        return 130
+    except (MergeError, ModelFileError) as exc:
+        print(f"\nqwen-chat: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{result.message}", file=sys.stderr)
+    print(result.path)
+    return 0
+
+
+def run_login() -> int:
+    token = getpass.getpass("Hugging Face token (from https://huggingface.co/settings/tokens): ").strip()
+    if not token:
+        print("qwen-chat: no token given; nothing stored.", file=sys.stderr)
+        return 1
+    try:
+        store_token(token)
+    except HubError as exc:
+        print(f"qwen-chat: {exc}", file=sys.stderr)
+        return 1
+    print("token stored in the system keyring (never in a file).", file=sys.stderr)
+    return 0

@@ -1,0 +1,79 @@
+"""First run with no model: what fits this machine, and an offer to download the recommended one."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from qwen_chat.models.catalog import CatalogModel, load_models
+from qwen_chat.models.hub import offline
+from qwen_chat.models.planner import DoesNotFit, Plan, arch_from_catalog, candidates_from_catalog, plan
+from qwen_chat.system.hardware import Machine
+from qwen_chat.system.paths import models_dir
+
+# Most capable first; on a CPU a model above 8B is too slow to chat with comfortably.
+PREFERENCE = ["qwen3-30b-a3b-instruct-2507", "qwen3-14b", "qwen3-8b", "qwen3-4b-instruct-2507", "qwen3-4b",
+              "qwen3-1.7b", "qwen3-0.6b"]
+CPU_LIMIT_PARAMS = 9_000_000_000
+
+
+def recommend(machine: Machine, models: dict[str, CatalogModel] | None = None) -> tuple[CatalogModel, Plan] | None:
+    models = models if models is not None else load_models()
+    for model_id in PREFERENCE:
+        model = models.get(model_id)
+        if model is None:
+            continue
+        try:
+            chosen = plan(arch_from_catalog(model), candidates_from_catalog(model), machine)
+        except DoesNotFit:
+            continue
+        fast_enough = chosen.mode == "gpu" or (chosen.mode == "partial" and model.is_moe)
+        if fast_enough or (chosen.mode == "cpu" and model.params <= CPU_LIMIT_PARAMS and not model.is_moe):
+            return model, chosen
+    return None
+
+
+def welcome(machine: Machine, ask: Callable[[str], str] = input, say: Callable[[str], None] = print) -> str | None:
+    """Returns the catalog ref to download, or None."""
+    say("Welcome to qwen-chat: no model yet.")
+    say(f"This machine: {machine.ram_available / (1 << 30):.1f} GiB of RAM free, "
+        + (", ".join(d.description for d in machine.gpus) or "no GPU") + ".")
+    pick = recommend(machine)
+    if pick is None:
+        say("None of the Qwen3 models fits this machine's free memory; close other programs and try again, "
+            "or run a small GGUF of your own with: qwen-chat --model PATH.gguf")
+        return None
+    model, chosen = pick
+    quant = model.quants[chosen.quant]
+    say(f"Recommended: {model.name} {chosen.quant} ({quant.size / 1e9:.1f} GB) — {chosen.verdict}, "
+        f"context {chosen.n_ctx:,}. `qwen-chat models` lists every option.")
+    if offline():
+        say(f"You are offline (HF_HUB_OFFLINE). To use a GGUF already on disk: qwen-chat --model PATH.gguf, "
+            f"or put files in {models_dir()}.")
+        return None
+    if not sys.stdin.isatty() and ask is input:
+        say(f"To download it: qwen-chat pull {model.id}:{chosen.quant}")
+        return None
+    answer = ask(f"Download it now ({quant.size / 1e9:.1f} GB)? [Y/n] ").strip().lower()
+    if answer not in ("", "y", "yes"):
+        say(f"Later: qwen-chat pull {model.id}:{chosen.quant}, or qwen-chat --model PATH.gguf for a file you have.")
+        return None
+    return f"{model.id}:{chosen.quant}"
+
+
+def first_run() -> Path | None:
+    from qwen_chat.cli.transfer import run_pull
+    from qwen_chat.models.resolve import ModelNotFound, resolve_model
+    from qwen_chat.system.hardware import detect
+
+    ref = welcome(detect())
+    if ref is None or run_pull(ref) != 0:
+        if ref is not None:
+            print("Without network, point qwen-chat at a GGUF already on disk: qwen-chat --model PATH.gguf",
+                  file=sys.stderr)
+        return None
+    try:
+        return resolve_model(ref)
+    except ModelNotFound:
+        return None

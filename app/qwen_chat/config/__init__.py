@@ -1,0 +1,1 @@
+"""The user's settings: settings.toml read once into typed values, and written back with its comments kept."""

@@ -1,0 +1,27 @@
+"""Every problem in settings.toml at once, for the start-up report: its own sections and the presets'."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from qwen_chat.config import presets, settings
+
+
+def check(known_ids: Iterable[str] = (), problems: list[str] | None = None) -> list[str]:
+    """Every problem in the file, each once: unknown sections, endpoints, theme, keys, chat and presets."""
+    problems = [] if problems is None else problems
+    seen = len(problems)
+    document = settings.read_document(problems)
+    for name in document:
+        if name not in settings.KNOWN_SECTIONS:
+            known = ", ".join(settings.KNOWN_SECTIONS)
+            problems.append(f"{settings.settings_path()}: {name}: unknown setting (known: {known}); ignored")
+    settings.load_endpoints(problems)
+    settings.load_theme(problems)
+    if known_ids:
+        settings.load_keymap(set(known_ids), problems)
+    settings.load_chat(problems)
+    presets.check(problems)
+    unique = list(dict.fromkeys(problems[seen:]))
+    problems[seen:] = unique
+    return problems

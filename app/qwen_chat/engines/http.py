@@ -1,0 +1,270 @@
+"""An OpenAI-compatible HTTP engine: the same chat on llama-server, vLLM or SGLang.
+
+It honours the local engine's contract (queued requests, events through one callback, `stop()` from any
+thread) so the session and the UI do not care where the model runs. Thinking arrives either as
+`reasoning_content` (servers started with a reasoning parser) or inline as `<think>` in `content`; both go
+through the same splitter. `/think` and `/no_think` become `chat_template_kwargs.enable_thinking`, which
+vLLM, SGLang and llama-server accept, and the Qwen sampling presets go as the servers' extra fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qwen_chat.engines.protocol import Done, EngineEvent, Failed, GenerateRequest, Loaded, LoadRequest, Token
+from qwen_chat.engines.remote_header import http_library as _http
+from qwen_chat.engines.worker import RequestWorker
+from qwen_chat.qwen3.thinking import Part, ThinkingSplitter
+
+log = logging.getLogger("qwen_chat.remote")
+
+
+class EndpointError(Exception):
+    pass
+
+
+def _message_of(response: Any) -> str:
+    try:
+        body = response.json()
+    except Exception:
+        return response.text[:200].strip()
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
+
+
+def list_models(base_url: str, api_key: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The endpoint's `/v1/models`, or EndpointError with what went wrong."""
+    http = _http()
+    try:
+        response = http.get(f"{base_url.rstrip('/')}/models", headers=_auth(api_key), timeout=timeout)
+    except http.HTTPError as exc:
+        raise EndpointError(f"cannot reach {base_url}: {exc}. Is the server running, and is the URL right "
+                            "(it usually ends in /v1)?") from exc
+    if response.status_code in (401, 403):
+        raise EndpointError(f"{base_url} refused the API key ({response.status_code}): pass --api-key")
+    if response.status_code != 200:
+        raise EndpointError(f"{base_url}/models answered {response.status_code}: {_message_of(response)}")
+    try:
+        data = response.json()["data"]
+    except Exception as exc:
+        raise EndpointError(f"{base_url} does not speak the OpenAI API (no model list at /models)") from exc
+    return [m for m in data if isinstance(m, dict)]
+
+
+KEYRING_SERVICE = "qwen-chat-endpoint"
+
+
+def api_key_for(url: str) -> str | None:
+    """QWEN_CHAT_API_KEY, else the key stored for this endpoint in the system keyring."""
+    import os
+
+    if os.environ.get("QWEN_CHAT_API_KEY"):
+        return os.environ["QWEN_CHAT_API_KEY"]
+    try:
+        import keyring
+
+        return keyring.get_password(KEYRING_SERVICE, url)
+    except Exception:  # no keyring backend: no stored key
+        return None
+
+
+def remember_api_key(url: str, key: str) -> None:
+    try:
+        import keyring
+
+        keyring.set_password(KEYRING_SERVICE, url, key)
+    except Exception as exc:
+        log.warning("could not store the API key in the keyring: %s", exc)
+
+
+def _auth(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+@dataclass
+class RemoteEngine(RequestWorker):
+    thread_name = "remote-engine"
+    on_event: Callable[[EngineEvent], None]
+    base_url: str
+    api_key: str | None = None
+    model: str | None = None  # None: the endpoint's first model
+    timeout: float = 300.0
+    n_ctx: int = 0
+    _queue: queue.Queue[Any] = field(default_factory=queue.Queue)
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _response: Any = None
+    _thread: threading.Thread | None = None
+
+    def stop(self) -> None:
+        self._cancel.set()
+        response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()  # unblocks the reading thread at once
+
+    def _load(self, request: LoadRequest) -> None:
+        self._connect()
+
+    def _connect(self) -> None:
+        started = time.perf_counter()
+        try:
+            models = list_models(self.base_url, self.api_key)
+        except EndpointError as exc:
+            self._emit(Failed(None, str(exc)))
+            return
+        ids = [str(m.get("id")) for m in models]
+        if self.model is None:
+            if not ids:
+                self._emit(Failed(None, f"{self.base_url} serves no model"))
+                return
+            self.model = ids[0]
+        elif self.model not in ids:
+            self._emit(Failed(None, f"{self.base_url} does not serve {self.model}; it serves: {', '.join(ids)}"))
+            return
+        info = next(m for m in models if str(m.get("id")) == self.model)
+        # vLLM reports max_model_len; llama-server its context in /props; else the training context if given
+        self.n_ctx = int(info.get("max_model_len") or self._llama_server_ctx()
+                         or info.get("meta", {}).get("n_ctx_train") or 0)
+        self._emit(Loaded(Path(self.model), self.n_ctx, 0, time.perf_counter() - started))
+
+    def _llama_server_ctx(self) -> int:
+        http = _http()
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            response = http.get(f"{root}/props", headers=_auth(self.api_key), timeout=5.0)
+            settings = response.json().get("default_generation_settings", {}) if response.status_code == 200 else {}
+        except Exception:  # not llama-server: no /props
+            return 0
+        return int(settings.get("n_ctx") or 0)
+
+    def _body(self, request: GenerateRequest) -> dict[str, Any]:
+        s = request.sampling
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "presence_penalty": s.presence_penalty,
+            "max_tokens": s.max_tokens,
+            # extra sampling fields understood by vLLM, SGLang and llama-server
+            "top_k": s.top_k,
+            "min_p": s.min_p,
+            "chat_template_kwargs": {"enable_thinking": request.enable_thinking},
+        }
+        if s.seed is not None:
+            body["seed"] = s.seed
+        return body
+
+    def _generate(self, request: GenerateRequest) -> None:
+        self._cancel.clear()
+        http = _http()
+        splitter = ThinkingSplitter(starts_in_thinking=False)
+        stream = splitter.text  # the answer's one copy, shared with the session and the UI
+        answer_via_reasoning = False
+        started = time.perf_counter()
+        first_at: float | None = None
+        last_at = started
+        chunks, finish, usage = 0, "stop", {}
+        ended_properly = False
+        failure = ""
+        try:
+            with http.Client(timeout=http.Timeout(self.timeout, connect=10.0)) as client, client.stream(
+                    "POST", f"{self.base_url.rstrip('/')}/chat/completions", json=self._body(request),
+                    headers={**_auth(self.api_key), "Accept": "text/event-stream"}) as response:
+                self._response = response
+                if response.status_code != 200:
+                    response.read()
+                    raise EndpointError(f"the server answered {response.status_code}: {_message_of(response)}")
+                kind = response.headers.get("content-type", "")
+                if "text/event-stream" not in kind:
+                    raise EndpointError(f"the server did not stream (content-type {kind or 'none'}): it does not "
+                                        "speak the OpenAI streaming protocol here")
+                for line in response.iter_lines():
+                    if self._cancel.is_set():
+                        finish, ended_properly = "stopped", True
+                        break
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        ended_properly = True
+                        break
+                    event = json.loads(data)
+                    if "error" in event:
+                        raise EndpointError(f"the server reported an error mid-answer: {_message_of_obj(event)}")
+                    usage = event.get("usage") or usage
+                    for choice in event.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        thought = delta.get("reasoning_content") or delta.get("reasoning")
+                        text = delta.get("content")
+                        if thought or text:
+                            now = time.perf_counter()
+                            first_at = first_at or now
+                            last_at = now
+                            chunks += 1
+                        if thought:
+                            answer_via_reasoning = True
+                            stream.append(Part.THINKING, thought)
+                            self._emit(Token(request.request_id, Part.THINKING, thought, stream=stream))
+                        if text:
+                            if answer_via_reasoning:  # a reasoning parser already split it
+                                stream.append(Part.ANSWER, text)
+                                self._emit(Token(request.request_id, Part.ANSWER, text, stream=stream))
+                            else:
+                                for part, piece in splitter.feed(text):
+                                    self._emit(Token(request.request_id, part, piece, stream=stream))
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                            ended_properly = True
+        except EndpointError as exc:
+            failure = str(exc)
+        except (http.HTTPError, OSError, ValueError, RuntimeError) as exc:
+            if self._cancel.is_set():
+                finish = "stopped"
+            elif isinstance(exc, http.TimeoutException):
+                failure = f"the server did not answer within {self.timeout:.0f} s"
+            else:
+                failure = f"the connection to {self.base_url} broke: {exc}"
+        finally:
+            self._response = None
+        if not failure and not ended_properly and not self._cancel.is_set():
+            failure = f"the connection to {self.base_url} broke before the answer ended"
+        if self._cancel.is_set():
+            finish, failure = "stopped", ""
+        for part, piece in splitter.finish():
+            self._emit(Token(request.request_id, part, piece, stream=stream))
+        if failure:
+            self._emit(Failed(request.request_id, f"{failure}. The partial answer is kept; send again to retry."))
+            return
+        thinking = stream.thinking.strip("\n") if answer_via_reasoning else splitter.thinking
+        answer = splitter.answer.lstrip("\n") if answer_via_reasoning else splitter.answer
+        ended = time.perf_counter()
+        first = first_at or ended
+        completion = int(usage.get("completion_tokens") or chunks)
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        self._emit(Done(
+            request_id=request.request_id, finish=finish, thinking=thinking, answer=answer,
+            saw_thinking=bool(thinking) or splitter.saw_thinking,
+            thinking_closed=bool(answer) or splitter.thinking_closed,
+            prompt_tokens=prompt_tokens, prompt_evaluated=prompt_tokens, completion_tokens=completion,
+            prompt_seconds=first - started, generation_seconds=last_at - first,
+            context_used=prompt_tokens + completion, n_ctx=self.n_ctx,
+            tokens_per_second=(chunks - 1) / (last_at - first) if chunks > 1 and last_at > first else 0.0))
+
+
+def _message_of_obj(event: dict[str, Any]) -> str:
+    error = event.get("error")
+    return str(error.get("message") if isinstance(error, dict) else error)

@@ -1,0 +1,135 @@
+"""What every engine speaks: requests in (load, generate), events out (progress, tokens, done, failures).
+
+The session depends on this module only; llama.py (llama.cpp in-process) and http.py (an OpenAI-compatible
+server) implement it, and the tests' FakeEngine replays scripted events through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from qwen_chat.qwen3.sampling import Sampling
+from qwen_chat.qwen3.thinking import Part, StreamText
+
+# ---- requests -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    model_path: Path
+    n_ctx: int
+    n_gpu_layers: int = 0
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    n_cpu_moe: int = 0  # keep the routed experts of blocks 0..n-1 in RAM (llama.cpp's --n-cpu-moe)
+    kv_type: str = "f16"  # or "q8_0" (needs flash attention)
+    flash_attn: bool = False
+    yarn_factor: int = 0  # 0: the model's own RoPE; else YaRN over yarn_orig_ctx
+    yarn_orig_ctx: int = 32768
+
+
+@dataclass(frozen=True)
+class Trim:
+    """Shorter prompts to fall back on when the full one would not leave room for an answer.
+
+    `render(i)` gives the prompt with the i oldest turns left out (1 <= i < count); each is shorter than the
+    one before. The system prompt and the current message are in every one of them.
+    """
+
+    render: Callable[[int], str]
+    count: int
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    request_id: int
+    prompt: str  # the rendered chat template (local engine)
+    sampling: Sampling
+    starts_in_thinking: bool = False
+    messages: tuple[dict[str, str], ...] = ()  # the same turns as chat messages (HTTP engines)
+    enable_thinking: bool = True
+    thinking_budget: int = 0  # 0: unlimited; else STOP_THINKING is inserted after this many thinking tokens
+    trim: Trim | None = None
+
+
+# ---- events ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    fraction: float
+
+
+@dataclass(frozen=True)
+class Loaded:
+    model_path: Path
+    n_ctx: int
+    n_gpu_layers: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Token:
+    """A piece of streamed text, already split into thinking or answer."""
+
+    request_id: int
+    part: Part
+    text: str
+    thinking_tokens: int = 0  # thinking tokens generated so far (for the budget meter)
+    stream: StreamText | None = field(default=None, repr=False, compare=False)  # the whole answer so far
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """The full conversation did not fit: the `dropped` oldest turns are not sent for this answer."""
+
+    request_id: int
+    dropped: int
+    prompt_tokens: int
+    n_ctx: int
+
+
+@dataclass(frozen=True)
+class Done:
+    request_id: int
+    finish: str  # "stop" (model ended), "length" (hit max tokens or context), "stopped" (user)
+    thinking: str
+    answer: str
+    saw_thinking: bool
+    thinking_closed: bool
+    prompt_tokens: int
+    prompt_evaluated: int  # prompt tokens not found in the KV cache
+    completion_tokens: int
+    prompt_seconds: float
+    generation_seconds: float
+    context_used: int
+    n_ctx: int
+    tokens_per_second: float  # decode speed: streamed tokens after the first over the time they took
+    thinking_tokens: int = 0
+    thinking_cut_at: int | None = None  # offset in `thinking` where the budget's STOP_THINKING begins
+    dropped: int = 0  # oldest turns left out to fit the context (see Trim)
+
+
+@dataclass(frozen=True)
+class Failed:
+    request_id: int | None  # None: a load failure
+    message: str
+
+
+EngineEvent = LoadProgress | Loaded | Token | Trimmed | Done | Failed
+
+
+class ChatEngine(Protocol):
+    """What the session needs from an engine: llama.py (in-process) or http.py (a server).
+    Requests are queued and answered with events through `on_event`; `stop` works from any thread."""
+
+    on_event: Callable[[EngineEvent], None]
+
+    def start(self) -> ChatEngine: ...
+    def load(self, request: LoadRequest) -> None: ...
+    def generate(self, request: GenerateRequest) -> None: ...
+    def stop(self) -> None: ...
+    def shutdown(self, timeout: float = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The models: the catalog, memory planning, GGUF files (read, split, merge), the hub and downloads."""

@@ -1,0 +1,441 @@
+"""The model catalog (`models_catalog.yaml`): sampling presets and the Qwen3 GGUF family.
+
+`load_catalog` returns the raw shipped file (presets). `load_models` validates the `models:` section strictly, merges
+the user's override file, and reports every problem with its file, line and key path, e.g.
+`models_catalog.yaml line 42: models.qwen3-8b.quants.Q4_K_M.files[0].size: must be a positive integer`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any, NoReturn
+
+import yaml
+
+from qwen_chat.system.paths import config_dir
+
+PRESET_KEYS = {"temperature", "top_p", "top_k", "min_p", "presence_penalty", "presence_penalty_quantized",
+               "max_output"}
+VARIANTS = ("hybrid", "instruct-2507", "thinking-2507")
+SCHEMA = 1
+USER_CATALOG = "models_catalog.yaml"
+
+_MODEL_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")  # no ':' — it separates the quant in `qwen3-8b:Q4_K_M`
+_QUANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SPLIT_PART = re.compile(r"(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf")
+_MODEL_INTS = ("params", "layers", "hidden", "heads", "kv_heads", "head_dim", "native_context", "gguf_context")
+_MODEL_REQUIRED = {"name", "repo", "variant", *_MODEL_INTS, "experts", "experts_used", "yarn_factors", "quants"}
+_MODEL_OPTIONAL = {"active_params", "kv_layers"}
+
+
+class CatalogError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class QuantFile:
+    path: str  # relative to the repo root, `/`-separated
+    size: int
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Quant:
+    name: str
+    files: tuple[QuantFile, ...]
+    estimated: bool  # sizes are estimates; the hub's listing is the truth at download time
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def split(self) -> bool:
+        return len(self.files) > 1
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    id: str
+    name: str
+    repo: str
+    variant: str
+    params: int
+    active_params: int | None  # None for dense models
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    experts: int
+    experts_used: int
+    native_context: int
+    gguf_context: int
+    yarn_factors: tuple[int, ...]
+    quants: dict[str, Quant] = field(hash=False)  # in file order
+    kv_layers: int | None = None  # layers with a KV cache when not all have one (Qwen3-Next); None means all
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    def kv_bytes_per_token(self, bytes_per_element: float = 2.0) -> int:
+        """K and V for one token across all attention layers (f16 = 2.0, q8_0 = 34/32, q4_0 = 18/32)."""
+        layers = self.layers if self.kv_layers is None else self.kv_layers
+        return round(2 * layers * self.kv_heads * self.head_dim * bytes_per_element)
+
+
+def shipped_file(name: str) -> Path:
+    """A data file shipped in the wheel (`qwen_chat/data/`), or at the top of a source checkout."""
+    packaged = resources.files("qwen_chat") / "data" / name
+    if packaged.is_file() or packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[3] / name
+
+
+@cache
+def load_catalog(path: Path | None = None) -> dict[str, Any]:
+    path = path or shipped_file("models_catalog.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CatalogError(f"cannot read the model catalog {path}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("presets"), dict):
+        raise CatalogError(f"{path}: the catalog has no 'presets' section")
+    for name, preset in data["presets"].items():
+        if not isinstance(preset, dict) or set(preset) != PRESET_KEYS:
+            raise CatalogError(f"{path}: preset {name!r} must have exactly the keys {sorted(PRESET_KEYS)}")
+    return data
+
+
+# --- models: loading and strict validation ---------------------------------------------------------------------
+
+
+def load_models(path: Path | None = None, user_path: Path | None = None) -> dict[str, CatalogModel]:
+    """The shipped models, then the user's file on top (same keys; an entry adds a model or replaces one by id).
+
+    Not cached: the user may edit their file while the app runs, and parsing takes milliseconds.
+    """
+    models = _models_from(path or shipped_file("models_catalog.yaml"), shipped=True)
+    if user_path is None:
+        default = config_dir() / USER_CATALOG
+        user_path = default if default.is_file() else None
+    if user_path is not None:
+        models.update(_models_from(user_path, shipped=False))
+    return models
+
+
+@dataclass(frozen=True)
+class _At:
+    """A place in a YAML file (value node, key node, key path) so that every error can name all three."""
+
+    file: Path
+    node: yaml.Node
+    where: str
+    key: yaml.Node | None = None
+
+    def fail(self, message: str) -> NoReturn:
+        raise CatalogError(f"{self.file} line {self.node.start_mark.line + 1}: {self.where}: {message}")
+
+    def fail_at_key(self, message: str) -> NoReturn:
+        """For problems of a whole entry (a missing key): the line naming the entry, not its first child."""
+        node = self.key or self.node
+        raise CatalogError(f"{self.file} line {node.start_mark.line + 1}: {self.where}: {message}")
+
+    def item(self, index: int, node: yaml.Node) -> _At:
+        return _At(self.file, node, f"{self.where}[{index}]")
+
+
+def _models_from(path: Path, shipped: bool) -> dict[str, CatalogModel]:
+    data, root = _parse(path)
+    if root is None:  # an empty user file overrides nothing
+        if shipped:
+            raise CatalogError(f"{path}: the model catalog is empty")
+        return {}
+    at = _At(path, root, "(top level)")
+    allowed = {"schema", "presets", "models"} if shipped else {"schema", "models"}
+    top = _mapping(at, data, required={"schema", "models"} if shipped else set(), optional=allowed)
+    if "schema" in top:
+        value, place = top["schema"]
+        if value != SCHEMA or isinstance(value, bool):
+            place.fail(f"unsupported schema {value!r}; this qwen-chat reads schema {SCHEMA}")
+    value, place = top.get("models", (None, at))
+    if value is None and not shipped:  # `models:` with every entry commented out
+        return {}
+    return {model_id: _model(model_id, *entry) for model_id, entry in _mapping(place, value).items()}
+
+
+def _parse(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Compose once (for line numbers) and construct the data from that same node tree."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"cannot read the model catalog {path}: {exc}") from exc
+    try:
+        return _compose_and_construct(path, text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f" line {mark.line + 1}" if mark else ""
+        raise CatalogError(f"{path}{line}: invalid YAML: {exc.problem or exc.context}") from exc
+    except yaml.reader.ReaderError as exc:  # a control character: a position instead of a mark
+        line = text.count("\n", 0, exc.position) + 1
+        raise CatalogError(f"{path} line {line}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: invalid YAML: {exc}") from exc
+
+
+def _compose_and_construct(path: Path, text: str) -> tuple[Any, yaml.Node | None]:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        _reject_duplicate_keys(path, root)  # before construction, which would silently keep the last one
+        return loader.construct_document(root), root
+    finally:
+        loader.dispose()
+
+
+def _reject_duplicate_keys(path: Path, root: yaml.Node) -> None:
+    seen_nodes: set[int] = set()  # aliases can make the tree a graph
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes or isinstance(node, yaml.ScalarNode):
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+            continue
+        keys: set[str] = set()
+        for key, value in node.value:
+            stack.append(value)
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if key.value in keys:
+                raise CatalogError(f"{path} line {key.start_mark.line + 1}: duplicate key {key.value!r}")
+            keys.add(key.value)
+
+
+def _mapping(at: _At, data: Any, required: Iterable[str] = (), optional: Iterable[str] | None = None
+             ) -> dict[str, tuple[Any, _At]]:
+    """Entries with their places. `optional=None` means any key (ids); otherwise unknown keys are errors."""
+    if not isinstance(data, dict) or not isinstance(at.node, yaml.MappingNode):
+        at.fail("must be a mapping")
+    required = set(required)
+    allowed = None if optional is None else required | set(optional)
+    # After construction, merge keys are flattened into node.value; the last node per key is the one kept.
+    nodes = {k.value: (k, v) for k, v in at.node.value if isinstance(k, yaml.ScalarNode)}
+    entries: dict[str, tuple[Any, _At]] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            at.fail(f"key {key!r} must be a string")
+        key_node, value_node = nodes.get(key, (at.node, at.node))
+        where = key if at.where == "(top level)" else f"{at.where}.{key}"
+        place = _At(at.file, value_node, where, key_node)
+        if allowed is not None and key not in allowed:
+            place.fail_at_key(f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        entries[key] = (value, place)
+    missing = sorted(required - entries.keys())
+    if missing:
+        at.fail_at_key(f"missing key {missing[0]!r}")
+    return entries
+
+
+def _int(value: Any, at: _At, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        at.fail("must be a positive integer" if minimum == 1 else f"must be an integer >= {minimum}")
+    return value
+
+
+def _text(value: Any, at: _At, pattern: re.Pattern[str] | None = None, expected: str = "") -> str:
+    if not isinstance(value, str) or not value.strip():
+        at.fail("must be a non-empty string")
+    if pattern is not None and not pattern.fullmatch(value):
+        at.fail(f"{value!r} must be {expected}")
+    return value
+
+
+def _model(model_id: str, data: Any, at: _At) -> CatalogModel:
+    if not _MODEL_ID.fullmatch(model_id):
+        at.fail_at_key("a model id must be lowercase letters, digits, '.', '_' or '-'")
+    entries = _mapping(at, data, _MODEL_REQUIRED, _MODEL_OPTIONAL)
+    ints = {key: _int(*entries[key]) for key in _MODEL_INTS}
+    experts = _int(*entries["experts"], minimum=0)
+    experts_used = _int(*entries["experts_used"], minimum=0)
+    _check_experts(experts, experts_used, entries["experts_used"][1])
+    if ints["heads"] % ints["kv_heads"]:
+        entries["kv_heads"][1].fail("must divide heads")
+    variant = entries["variant"][0]
+    if variant not in VARIANTS:
+        entries["variant"][1].fail(f"{variant!r} must be one of {', '.join(VARIANTS)}")
+    return CatalogModel(
+        id=model_id,
+        name=_text(*entries["name"]),
+        repo=_text(*entries["repo"], _REPO, "a Hugging Face repo like Qwen/Qwen3-8B-GGUF"),
+        variant=variant,
+        active_params=_active_params(entries, experts, ints["params"], at),
+        experts=experts,
+        experts_used=experts_used,
+        yarn_factors=_yarn_factors(*entries["yarn_factors"]),
+        quants=_quants(*entries["quants"]),
+        kv_layers=_kv_layers(entries, ints["layers"]),
+        **ints,
+    )
+
+
+def _check_experts(experts: int, used: int, at: _At) -> None:
+    if (experts == 0) != (used == 0) or used > experts:
+        at.fail("must be 0 for a dense model, and between 1 and experts for a mixture-of-experts model")
+
+
+def _active_params(entries: dict[str, tuple[Any, _At]], experts: int, params: int, at: _At) -> int | None:
+    if "active_params" not in entries:
+        if experts:
+            at.fail_at_key("missing key 'active_params' (required for a mixture-of-experts model)")
+        return None
+    active = _int(*entries["active_params"])
+    if active > params:
+        entries["active_params"][1].fail("must not exceed params")
+    return active
+
+
+def _kv_layers(entries: dict[str, tuple[Any, _At]], layers: int) -> int | None:
+    if "kv_layers" not in entries:
+        return None
+    value = _int(*entries["kv_layers"])
+    if value > layers:
+        entries["kv_layers"][1].fail("must not exceed layers")
+    return value
+
+
+def _yarn_factors(data: Any, at: _At) -> tuple[int, ...]:
+    if not isinstance(data, list):
+        at.fail("must be a list of integers, e.g. [2, 4] or []")
+    pairs = enumerate(zip(data, at.node.value, strict=True))
+    return tuple(_int(value, at.item(i, node), minimum=2) for i, (value, node) in pairs)
+
+
+def _quants(data: Any, at: _At) -> dict[str, Quant]:
+    entries = _mapping(at, data)
+    if not entries:
+        at.fail("must list at least one quant")
+    quants: dict[str, Quant] = {}
+    seen: dict[str, str] = {}
+    for name, (value, place) in entries.items():
+        if not _QUANT_NAME.fullmatch(name):
+            place.fail_at_key("a quant name must be letters, digits, '_', '.' or '-'")
+        if name.upper() in seen:  # refs match quants case-insensitively, so these would be ambiguous
+            place.fail_at_key(f"same name as {seen[name.upper()]!r} apart from case")
+        seen[name.upper()] = name
+        quants[name] = _quant(name, value, place)
+    return quants
+
+
+def _quant(name: str, data: Any, at: _At) -> Quant:
+    entries = _mapping(at, data, {"files", "estimated"})
+    estimated, estimated_at = entries["estimated"]
+    if not isinstance(estimated, bool):
+        estimated_at.fail("must be true or false")
+    files_data, files_at = entries["files"]
+    if not isinstance(files_data, list) or not files_data:
+        files_at.fail("must be a non-empty list of {path, size} entries")
+    places = [files_at.item(i, node) for i, node in enumerate(files_at.node.value)]
+    files = tuple(_quant_file(value, place) for value, place in zip(files_data, places, strict=True))
+    _check_split_names(files, places)
+    return Quant(name, files, estimated)
+
+
+def _quant_file(data: Any, at: _At) -> QuantFile:
+    entries = _mapping(at, data, {"path", "size"}, {"sha256"})
+    path = _text(*entries["path"])
+    _check_relative_gguf(path, entries["path"][1])
+    sha256 = None
+    if "sha256" in entries:
+        sha256 = entries["sha256"][0]
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+            entries["sha256"][1].fail("must be 64 lowercase hex digits (omit it when the full hash is unknown)")
+    return QuantFile(path, _int(*entries["size"]), sha256)
+
+
+def _check_relative_gguf(path: str, at: _At) -> None:
+    """Paths are joined onto the download folder, so they must stay inside it."""
+    parts = PurePosixPath(path).parts
+    if PurePosixPath(path).is_absolute() or "\\" in path or re.match(r"[A-Za-z]:", path):
+        at.fail(f"{path!r} must be a relative path inside the repo, with '/' separators")
+    if ".." in parts:
+        at.fail(f"{path!r} must not contain '..'")
+    if not path.endswith(".gguf"):
+        at.fail(f"{path!r} must end in .gguf")
+
+
+def _check_split_names(files: tuple[QuantFile, ...], places: list[_At]) -> None:
+    """Parts of a split model are `<stem>-0000i-of-0000N.gguf`, in order, all with the same stem."""
+    count = len(files)
+    stem = None
+    for number, (file, at) in enumerate(zip(files, places, strict=True), start=1):
+        match = _SPLIT_PART.fullmatch(PurePosixPath(file.path).name)
+        if count == 1 and match is None:
+            return
+        suffix = f"-{number:05d}-of-{count:05d}.gguf"
+        path_at = _At(at.file, at.node, f"{at.where}.path")
+        if match is None or not file.path.endswith(suffix):
+            path_at.fail(f"part {number} of {count} must end in {suffix!r}")
+        file_stem = file.path[: -len(suffix)]
+        if stem is not None and file_stem != stem:
+            path_at.fail(f"parts must share one name; expected {stem + suffix!r}")
+        stem = file_stem
+
+
+# --- references like `qwen3-8b:Q5_K_M` -------------------------------------------------------------------------
+
+
+def parse_model_ref(ref: str) -> tuple[str, str | None]:
+    """`qwen3-8b` -> ("qwen3-8b", None); `Qwen3-8B:q5_k_m` -> ("qwen3-8b", "q5_k_m").
+
+    Ids are lowercase in the catalog, so the id is lowercased; the quant keeps its case (matched case-insensitively
+    by `find_model`).
+    """
+    model_id, colon, quant = ref.strip().partition(":")
+    model_id, quant = model_id.strip().lower(), quant.strip()
+    if not model_id:
+        raise CatalogError(f"no model id in {ref!r}; expected e.g. qwen3-8b or qwen3-8b:Q4_K_M")
+    if colon and not quant:
+        raise CatalogError(f"no quant after ':' in {ref!r}; expected e.g. {model_id}:Q4_K_M")
+    return model_id, quant or None
+
+
+def find_model(ref: str, models: dict[str, CatalogModel]) -> tuple[CatalogModel, Quant | None]:
+    """The model and (when the ref names one) quant; unknown names fail with the closest matches."""
+    model_id, quant_name = parse_model_ref(ref)
+    model = models.get(model_id)
+    if model is None:
+        raise CatalogError(f"unknown model {model_id!r}{_suggestions(model_id, list(models))}")
+    if quant_name is None:
+        return model, None
+    by_upper = {name.upper(): quant for name, quant in model.quants.items()}
+    quant = by_upper.get(quant_name.upper())
+    if quant is None:
+        names = {name.upper(): name for name in model.quants}
+        hint = _suggestions(quant_name.upper(), list(names), shown=names)
+        raise CatalogError(f"{model.id} has no quant {quant_name!r}{hint}")
+    return model, quant
+
+
+def _suggestions(word: str, candidates: list[str], shown: dict[str, str] | None = None) -> str:
+    """Names starting with the word (`qwen3-30b` -> `qwen3-30b-a3b`) first, then difflib's closest."""
+    shown = shown or {c: c for c in candidates}
+    prefixed = [c for c in candidates if c.startswith(word)]
+    close = list(dict.fromkeys(prefixed + difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)))[:3]
+    if not close:
+        return "; available: " + ", ".join(shown[c] for c in candidates)
+    names = [shown[c] for c in close]
+    return "; did you mean " + (f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]) + "?"

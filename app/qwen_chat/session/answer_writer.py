@@ -1,0 +1,76 @@
+"""The answer writer: one thread that puts streaming answers into the store.
+
+The engine thread must never wait on SQLite: a busy database (another window's transaction, a slow disk) would
+stall generation for as long as the lock is held. The session hands partial saves and the final save to this
+thread instead. Partial saves of one message coalesce (only the newest text is written); jobs (the final
+save with its retries, the context marker) run in the order they were submitted, each after the partial saves
+that were pending before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from qwen_chat.qwen3.thinking import StreamText
+from qwen_chat.store.database import Store, StoreError
+
+log = logging.getLogger("qwen_chat.session.answer_writer")
+
+
+class AnswerWriter:
+    thread_name = "answer-writer"
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._wake = threading.Condition()
+        self._partial: dict[int, StreamText] = {}  # message id -> its text; the newest request wins
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def save_partial(self, message_id: int, text: StreamText) -> None:
+        """Write this answer's text as it is when the writer gets to it; returns at once."""
+        with self._wake:
+            self._partial[message_id] = text
+            self._wake.notify()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run `job` on the writer thread, after the partial saves asked for so far."""
+        with self._wake:
+            self._jobs.append(job)
+            self._wake.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish what was asked for, then end the thread."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._partial or self._jobs or self._closed):
+                    self._wake.wait()
+                partial, self._partial = self._partial, {}
+                job = self._jobs.popleft() if self._jobs else None
+                if job is None and not partial and self._closed:
+                    return
+            for message_id, text in partial.items():
+                self._write_partial(message_id, text)
+            if job is not None:
+                try:
+                    job()
+                except Exception:  # the thread must outlive any one job
+                    log.exception("answer writer job failed")
+
+    def _write_partial(self, message_id: int, text: StreamText) -> None:
+        try:
+            self._store.save_partial(message_id, text.thinking, text.answer)
+        except StoreError as exc:  # a busy database only delays this save; the final one retries
+            log.info("partial save of message %s skipped: %s", message_id, exc)

@@ -1,0 +1,1 @@
+"""The machine: folders, hardware detection, the clipboard, logging."""

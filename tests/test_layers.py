@@ -1,0 +1,96 @@
+"""The layering is enforced here: each package imports only from itself and from the packages below it, and no
+two modules import each other (directly or round a longer loop). Lazy imports inside functions count too: a
+cycle hidden in a function is still a cycle."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import qwen_chat
+
+PACKAGE = Path(qwen_chat.__file__).parent
+
+# Top to bottom: a package may import the ones after it, never the ones before it.
+LAYERS = ("cli", "tui", "session", "engines", "config", "qwen3", "models", "store", "system")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(path: Path) -> set[str]:
+    """The qwen_chat modules `path` imports (for `from qwen_chat.x import name`, `qwen_chat.x.name` when that is
+    a module, else `qwen_chat.x`)."""
+    found: set[str] = set()
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("qwen_chat"))
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: imports are absolute (from qwen_chat.layer.module import ...)"
+            if node.module and node.module.startswith("qwen_chat"):
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    found.add(sub if sub in modules else node.module)
+    return found
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in LAYERS else None
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imported(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_every_module_lives_in_a_layer() -> None:
+    loose = sorted(m for m in graph() if layer_of(m) is None and m not in ("qwen_chat", "qwen_chat.__main__")
+                   and not (m.count(".") == 1 and m.split(".")[1] in LAYERS))
+    assert loose == [], "move these into one of the layer packages: " + ", ".join(loose)
+
+
+def test_imports_point_down() -> None:
+    upward = []
+    for module, targets in graph().items():
+        own = layer_of(module) or (module.split(".")[1] if module.count(".") == 1 else None)
+        if own not in LAYERS:
+            continue
+        for target in targets:
+            theirs = layer_of(target) or (target.split(".")[1] if target.count(".") == 1 else None)
+            if theirs in LAYERS and LAYERS.index(theirs) < LAYERS.index(own):
+                upward.append(f"{module} -> {target}")
+    assert sorted(upward) == []
+
+
+def test_no_import_cycles() -> None:
+    edges = graph()
+    state: dict[str, int] = defaultdict(int)  # 0 unseen, 1 on the current path, 2 done
+    cycles: list[str] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(edges.get(module, ())):
+            if target not in edges or target == module:
+                continue
+            if state[target] == 1:
+                cycles.append(" -> ".join([*path[path.index(target):], target]))
+            elif state[target] == 0:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(edges):
+        if state[module] == 0:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
+    """The checker itself: an import from a higher layer is found (so the tests above can fail)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("from qwen_chat.tui.app import QwenChatApp\n\ndef f():\n    from qwen_chat.session import chat\n")
+    assert imported(probe) == {"qwen_chat.tui.app", "qwen_chat.session.chat"}
+    assert layer_of("qwen_chat.tui.app") == "tui" and LAYERS.index("tui") < LAYERS.index("store")
