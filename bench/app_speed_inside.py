@@ -2,15 +2,17 @@
 
 The monitor records, from the start of each answer to its end, the UI thread's CPU time (its share of one
 core) and the longest time the event loop did not come back to it (the longest frame), and writes one JSON
-line per answer. With `replay`, the engine is the scripted-thinking one below.
+line per answer. With `replay`, the session is handed the scripted-thinking engine below.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from itertools import cycle
 from pathlib import Path
 from typing import Any
@@ -19,21 +21,20 @@ LAG_PROBE = 0.01  # seconds between the monitor's wake-ups
 
 
 def run_app(model: Path, stats: Path, replay: bool, prefill: int) -> None:
-    from qwen_chat.session import chat as chat_session
+    from qwen_chat.session.chat import ChatSession, LocalModel
     from qwen_chat.store.database import Store
 
-    if replay:
-        chat_session.Engine = _scripted_engine(prefill)  # type: ignore[misc]  # the session builds its engine
-    app = _monitored_app_class()(store=Store(Path(os.environ["QWEN_CHAT_DB"])), model_path=model, n_ctx=4096)
+    engine = _scripted_engine(prefill)(lambda event: None) if replay else None
+    session = ChatSession(Store(Path(os.environ["QWEN_CHAT_DB"])), engine=engine, source=LocalModel(model, 4096))
+    app = _monitored_app_class()(session)
     app.stats_path = stats
     app.run()
 
 
 def _monitored_app_class() -> type:
-    from qwen_chat.engines.protocol import Loaded
-    from qwen_chat.session.chat import AnswerSaved, AnswerStarted
     from qwen_chat.tui import app as app_module
     from qwen_chat.tui.app import QwenChatApp
+    from qwen_chat.tui.session_events import AnswerBegan, AnswerFinished, ModelLoaded
 
     class MonitoredApp(QwenChatApp):
         CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))  # relative paths follow the subclass
@@ -54,17 +55,21 @@ def _monitored_app_class() -> type:
                 if lag > self._longest:
                     self._longest, self._longest_at = lag, time.monotonic()
 
-        async def _handle(self, event: Any) -> None:
-            if isinstance(event, AnswerStarted):
+        @contextlib.asynccontextmanager
+        async def _in_order(self, message: Any) -> AsyncIterator[Any]:
+            """Around every session event the app handles (tui/app.py): the answer's start and end."""
+            if isinstance(message, AnswerBegan):
                 self._longest, self._started = 0.0, (time.thread_time(), time.monotonic())
-            await super()._handle(event)
-            if isinstance(event, Loaded):
+            async with super()._in_order(message) as transcript:
+                yield transcript
+            if isinstance(message, ModelLoaded):
                 self._write({"event": "ready"})
-            elif isinstance(event, AnswerSaved) and self._started is not None:
+            elif isinstance(message, AnswerFinished) and self._started is not None:
                 cpu, wall = time.thread_time() - self._started[0], time.monotonic() - self._started[1]
-                done = event.done
-                self._write({"event": "answer", "message_id": event.message.id, "ui_cpu_s": cpu, "wall_s": wall,
-                             "ui_cpu_share": cpu / wall if wall else 0.0, "longest_frame_ms": self._longest * 1000,
+                done = message.event.done
+                self._write({"event": "answer", "message_id": message.event.message.id, "ui_cpu_s": cpu,
+                             "wall_s": wall, "ui_cpu_share": cpu / wall if wall else 0.0,
+                             "longest_frame_ms": self._longest * 1000,
                              "longest_frame_after_s": self._longest_at - self._started[1],
                              "replay_tokens_per_second": done.tokens_per_second if done else 0.0})
                 self._started = None

@@ -124,9 +124,9 @@ def llama_cpp_python(llm, tokens: list[int], gen_tokens: int, sampling: dict) ->
 
 
 class AppSink:
-    """Takes the engine's events as the TUI does (tui/app.py `_receive`): appended to a deque on the engine thread,
-    with no thread woken per token (a `queue.Queue` consumer blocked in `get` would be, costing ~0.5% of decode
-    speed here); only an answer's end (or a load's) wakes the bench."""
+    """Takes the engine's events as the TUI does (tui/session_events.py `Inbox.put`): appended to a deque on the
+    engine thread, with no thread woken per token (a `queue.Queue` consumer blocked in `get` would be, costing
+    ~0.5% of decode speed here); only an answer's end (or a load's) wakes the bench."""
 
     def __init__(self) -> None:
         self.events: deque = deque()

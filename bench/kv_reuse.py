@@ -108,7 +108,8 @@ def main() -> None:
     from qwen_chat.engines.llama import Engine
     from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded
     from qwen_chat.qwen3 import sampling
-    from qwen_chat.session.chat import AnswerSaved, ChatSession
+    from qwen_chat.session.chat import ChatSession
+    from qwen_chat.session.events import AnswerSaved
     from qwen_chat.store.database import Store
     from qwen_chat.system.logging_setup import setup_logging
 

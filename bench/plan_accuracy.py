@@ -21,7 +21,8 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, nargs="+", default=[4096, 16384, 32768])
     args = parser.parse_args()
     from qwen_chat.models.gguf_files import read_model_info
-    from qwen_chat.models.planner import arch_from_info, candidate_from_info, compute_bytes
+    from qwen_chat.models.plan_inputs import arch_from_info, candidate_from_info
+    from qwen_chat.models.planner import compute_bytes
     from test_planner import llama_cpp_reported_sizes
 
     if args.model is None:

@@ -1,18 +1,32 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from hub_server import Hub, hub_env  # noqa: E402
+
 from real_model import Unavailable, real_model_path  # noqa: E402
 from tiny_models import write_tiny_qwen3  # noqa: E402
 
 # CI sets this: a real-model test that cannot fetch its model fails instead of skipping.
 REQUIRE_REAL = os.environ.get("QWEN_CHAT_REQUIRE_REAL_MODEL") == "1"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the real model, itself or through another fixture (llama_server), is marked
+    real_model: `-m "not real_model"` runs without it."""
+    for item in items:
+        if "real_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_model)
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +58,49 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "thinking": write_tiny_qwen3(folder / "thinking.gguf", "qwen3-thinking-2507.jinja"),
         "none": write_tiny_qwen3(folder / "none.gguf", None),
     }
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
+    """A loopback Hugging Face hub (tests/hub_server.py), with huggingface_hub pointed at it."""
+    server = Hub().start()
+    hub_env(monkeypatch, server.url, tmp_path / "hf-home")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(real_model: Path) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server serving the real test model; its /v1 URL."""
+    from qwen_chat.engines.http import EndpointError, list_models
+
+    from helpers import wait_until
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(real_model), "--n_ctx", "2048",
+                             "--host", "127.0.0.1", "--port", str(port), "--model_alias", "qwen-test"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+
+    def serving() -> bool:
+        try:
+            list_models(url)
+            return True
+        except EndpointError:
+            assert proc.poll() is None, "llama_cpp.server exited before it served"
+            return False
+
+    try:
+        wait_until(serving, timeout=60, what="llama_cpp.server to start", interval=0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

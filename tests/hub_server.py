@@ -13,7 +13,6 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -394,16 +393,6 @@ def hub_env(monkeypatch: pytest.MonkeyPatch, url: str, home: Path) -> None:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
-    server = Hub().start()
-    hub_env(monkeypatch, server.url, tmp_path / "hf-home")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def resolve_path(repo_id: str, rev: str, path: str) -> str:

@@ -7,7 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from qwen_chat.models.gguf_header import read_header
-from qwen_chat.models.gguf_split import _gguf_string, _kv_records, _tensor_info_bytes
+from qwen_chat.models.gguf_raw import gguf_string as _gguf_string
+from qwen_chat.models.gguf_raw import kv_records as _kv_records
+from qwen_chat.models.gguf_raw import tensor_info_bytes as _tensor_info_bytes
 
 UINT16, INT32 = 2, 5
 

@@ -14,8 +14,11 @@ from qwen_chat.engines.protocol import Loaded, Token
 from qwen_chat.qwen3.thinking import Part, StreamText
 from qwen_chat.session import chat as chat_session
 from qwen_chat.session.answer_writer import AnswerWriter
-from qwen_chat.session.chat import AnswerSaved, ChatSession
+from qwen_chat.session.chat import ChatSession
+from qwen_chat.session.events import AnswerSaved
 from qwen_chat.store.database import Store
+
+from helpers import events_until
 
 
 class ThreadRecordingStore(Store):
@@ -41,19 +44,13 @@ class ThreadRecordingStore(Store):
 def _loaded_session(store: Store, model: Path, events: queue.Queue) -> ChatSession:
     session = ChatSession(store, events.put)
     session.load_model(model, 512)
-    while not isinstance(events.get(timeout=60), Loaded):
-        pass
+    _until(events, Loaded)
     return session
 
 
 def _until(events: queue.Queue, kind: type, timeout: float = 60) -> list:
-    seen = []
-    deadline = time.monotonic() + timeout
-    while True:
-        event = events.get(timeout=max(0.1, deadline - time.monotonic()))
-        seen.append(event)
-        if isinstance(event, kind):
-            return seen
+    """The session's events up to the first `kind`, that one last."""
+    return events_until(events, lambda event: isinstance(event, kind), timeout, what=kind.__name__)
 
 
 def test_the_session_never_calls_the_store_on_the_engine_thread(tiny_models: dict[str, Path], tmp_path: Path,
@@ -77,7 +74,6 @@ def test_the_session_never_calls_the_store_on_the_engine_thread(tiny_models: dic
     assert saved.status in ("complete", "stopped") and saved.content + saved.thinking
 
 
-@pytest.mark.real_model
 def test_a_locked_database_does_not_stall_generation(real_model: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Another process holds the database for 2 s while the answer streams: tokens keep coming, and the

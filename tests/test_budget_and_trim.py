@@ -17,9 +17,7 @@ from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 from qwen_chat.qwen3.thinking import STOP_THINKING
 
-from test_engine import Recorder
-
-pytestmark = pytest.mark.real_model
+from helpers import Recorder
 
 
 @pytest.fixture(scope="module")

@@ -10,25 +10,25 @@ import pytest
 from qwen_chat.store.database import Store
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage, UserMessage
-from test_remote_engine import llama_server  # noqa: F401  (fixture)
-from test_tui import SIZE, screen_text, status, type_and_send, wait_for
+
+from helpers import SIZE, make_app, screen_text, status, type_and_send, wait_for
 
 
 @pytest.fixture(params=["local", "http"])
-def make_app(request: pytest.FixtureRequest, real_model: Path):
+def build_app(request: pytest.FixtureRequest, real_model: Path):
+    """Builds the app on the real model: loaded by the app itself, or served by llama_server."""
     def build(db: Path) -> QwenChatApp:
         if request.param == "local":
-            return QwenChatApp(store=Store(db), model_path=real_model, n_ctx=2048)
-        url = request.getfixturevalue("llama_server")
-        return QwenChatApp(store=Store(db), endpoint=(url, None, None))
+            return make_app(db, real_model, n_ctx=2048)
+        return make_app(db, endpoint=(request.getfixturevalue("llama_server"), None, None))
 
     build.kind = request.param  # type: ignore[attr-defined]
     return build
 
 
-async def test_send_stream_stop_and_find_it_again(make_app, tmp_path: Path) -> None:
+async def test_send_stream_stop_and_find_it_again(build_app, tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
-    app = make_app(db)
+    app = build_app(db)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="engine ready")
         await type_and_send(pilot, "Reply with just the word: hello")
@@ -56,7 +56,7 @@ async def test_send_stream_stop_and_find_it_again(make_app, tmp_path: Path) -> N
     summary = [(m.status, m.content[:30]) for m in messages]
     assert messages[-1].status == "stopped" and messages[-1].content.strip(), summary
     store.close()
-    again = make_app(db)
+    again = build_app(db)
     async with again.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: len(again.query(AssistantMessage)) == len(messages) // 2, what="history")
         await pilot.pause(0.3)

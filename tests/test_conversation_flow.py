@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import queue
-import time
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from qwen_chat.engines.protocol import Done, Failed, Loaded
+from qwen_chat.engines.protocol import Done, Loaded
 from qwen_chat.qwen3.thinking import STOP_THINKING
-from qwen_chat.session.chat import AnswerSaved, ChatSession, ContextTrimmed, Notice, Rewound
+from qwen_chat.session.chat import ChatSession
+from qwen_chat.session.events import AnswerSaved, ContextTrimmed, Notice, Rewound
 from qwen_chat.store.database import Store
 from qwen_chat.system.hardware import Machine
 
+from helpers import next_event
+
 GiB = 1 << 30
 CPU = Machine(32 * GiB, 30 * GiB, 2, 2, (), False)
+T = TypeVar("T")
 
 
 class Session:
@@ -27,22 +31,22 @@ class Session:
         self.store = Store(db)
         self.session = ChatSession(self.store, self.events.put)
         self.session.load_model(model, n_ctx, machine=CPU)
-        assert isinstance(self.wait(Loaded), Loaded)
+        loaded = self.wait(Loaded)
+        # the model and context asked for, all of it on the CPU machine the plan was made for
+        assert (loaded.model_path, loaded.n_ctx, loaded.n_gpu_layers) == (model, n_ctx, 0), loaded
 
-    def wait(self, kind: type, timeout: float = 120) -> object:
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
-            self.seen.append(event)
-            if isinstance(event, kind):
-                return event
-            if isinstance(event, Failed):
-                raise AssertionError(event.message)
+    def wait(self, kind: type[T], timeout: float = 120) -> T:
+        """The next `kind` event; a Failed before it fails the test. Every event taken is kept in `seen`."""
+        return next_event(self.events, kind, timeout, seen=self.seen)
 
     def ask(self, conversation_id: int, text: str) -> AnswerSaved:
+        """Send `text` and wait for the answer to be saved: it answers that question and did not fail."""
         self.session.send(conversation_id, text)
         saved = self.wait(AnswerSaved)
-        assert isinstance(saved, AnswerSaved)
+        answer = saved.message
+        question, last = self.store.messages(conversation_id)[-2:]
+        assert (question.role, question.content, last.id) == ("user", text, answer.id), (question, last)
+        assert answer.status != "failed" and saved.done is not None, answer.error
         return saved
 
     def close(self) -> None:
@@ -57,13 +61,12 @@ def chat(real_model: Path, tmp_path: Path):
     s.close()
 
 
-@pytest.mark.real_model
 def test_regenerate_keeps_the_old_answer_as_an_earlier_version(chat: Session) -> None:
     cid = chat.session.new_conversation().id
     first = chat.ask(cid, "Name one colour. One word.").message
     chat.session.regenerate(cid)
     rewound = chat.wait(Rewound)
-    assert isinstance(rewound, Rewound) and rewound.from_message_id == first.id
+    assert rewound.from_message_id == first.id
     second = chat.wait(AnswerSaved).message
     assert second.id != first.id and second.status == "complete" and second.content
     shown = chat.store.messages(cid)
@@ -71,7 +74,6 @@ def test_regenerate_keeps_the_old_answer_as_an_earlier_version(chat: Session) ->
     assert [[m.id for m in run] for run in chat.store.earlier_versions(second.id)] == [[first.id]]
 
 
-@pytest.mark.real_model
 def test_edit_and_resend_replaces_later_turns_and_keeps_them(chat: Session) -> None:
     cid = chat.session.new_conversation().id
     chat.ask(cid, "Say the word apple.")
@@ -87,12 +89,11 @@ def test_edit_and_resend_replaces_later_turns_and_keeps_them(chat: Session) -> N
     assert chat.store.versions_by_message(cid) == {now[0].id: 2}
 
 
-@pytest.mark.real_model
 def test_budget_command_is_refused_on_a_model_that_does_not_think(chat: Session) -> None:
     cid = chat.session.new_conversation().id
     assert chat.session.send(cid, "/budget 256") is None
     notice = chat.wait(Notice)
-    assert isinstance(notice, Notice) and notice.error and "does not think" in notice.text
+    assert notice.error and "does not think" in notice.text
     assert chat.store.conversation(cid).thinking_budget is None
 
 
@@ -104,10 +105,10 @@ def test_budget_command_and_a_cut_answer_on_a_thinking_model(tiny_models: dict[s
         for bad in ("/budget lots", "/budget -5", "/budget 999999999"):
             chat.session.send(cid, bad)
             notice = chat.wait(Notice)
-            assert isinstance(notice, Notice) and notice.error and "1 to 262,144" in notice.text
+            assert notice.error and "1 to 262,144" in notice.text
         chat.session.send(cid, "/budget 4")
         notice = chat.wait(Notice)
-        assert isinstance(notice, Notice) and not notice.error and "4 tokens" in notice.text
+        assert not notice.error and "4 tokens" in notice.text
         assert chat.store.conversation(cid).thinking_budget == 4
         for _ in range(8):  # random weights may sample the end of turn before 4 tokens: then ask again
             answer = chat.ask(cid, "hi").message
@@ -124,7 +125,6 @@ def test_budget_command_and_a_cut_answer_on_a_thinking_model(tiny_models: dict[s
         chat.close()
 
 
-@pytest.mark.real_model
 def test_a_long_conversation_drops_oldest_turns_and_keeps_the_start(real_model: Path, tmp_path: Path) -> None:
     chat = Session(tmp_path / "long.db", real_model, 1024)
     try:

@@ -28,10 +28,10 @@ from qwen_chat.tui.conversation_screens import (
     copy_choices,
     current_presets,
 )
-from test_tui import screen_text
+
+from helpers import SIZE, screen_text
 
 APP_CSS = Path(qwen_chat.tui.__file__).parent / "app.tcss"  # the real dialog styles
-SIZE = (110, 36)
 
 TRICKY = """Here is **bold** and [bold]not markup[/bold] and <think>not thinking</think>.
 

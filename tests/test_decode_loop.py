@@ -226,7 +226,6 @@ def real(real_model: Path) -> Iterator[tuple[object, DecodeLoop]]:
     llm.close()
 
 
-@pytest.mark.real_model
 @pytest.mark.parametrize("question", ["Write a Python function that reverses a string, with a docstring.",
                                       "List the planets of the solar system, one per line."])
 def test_greedy_output_equals_create_completion(real, question: str) -> None:
@@ -240,7 +239,6 @@ def test_greedy_output_equals_create_completion(real, question: str) -> None:
     assert len(theirs[0]) > 50
 
 
-@pytest.mark.real_model
 @pytest.mark.parametrize("presence_penalty", [0.0, 1.5])
 def test_sampled_output_equals_create_completion(real, presence_penalty: float) -> None:
     """Qwen's sampling with a seed, and with the presence penalty Qwen advises for quantized models (the path
@@ -254,7 +252,6 @@ def test_sampled_output_equals_create_completion(real, presence_penalty: float) 
     assert ("".join(pieces), done.finish) == theirs
 
 
-@pytest.mark.real_model
 def test_a_character_split_across_tokens_is_emitted_whole(real) -> None:
     llm, loop = real
     parrot = llm.tokenize("🦜".encode(), add_bos=False)

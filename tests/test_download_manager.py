@@ -2,63 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable
 
-from hub_server import hub  # noqa: F401  (fixture)
 from qwen_chat.models.download_queue import DownloadQueue, Job
+
+from helpers import make_app, status, wait_for, wait_until, write_catalog
 
 REPO = "test-org/Tiny-GGUF"
 
 
-def catalog(name: str, size: int) -> str:
-    return f"""schema: 1
-models:
-  tiny-test:
-    name: Tiny test model
-    repo: {REPO}
-    variant: hybrid
-    params: 1000000
-    layers: 2
-    hidden: 64
-    heads: 4
-    kv_heads: 2
-    head_dim: 16
-    experts: 0
-    experts_used: 0
-    native_context: 32768
-    gguf_context: 40960
-    yarn_factors: []
-    quants:
-      F32:
-        estimated: false
-        files:
-          - {{path: {name}, size: {size}}}
-"""
-
-
 @pytest.fixture
-def served(hub, tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
+def served(hub, tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data = tiny_models["hybrid"].read_bytes()
     hub.add_repo(REPO, {"tiny-test-F32.gguf": data})
-    config = Path(os.environ["QWEN_CHAT_CONFIG_DIR"])
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "models_catalog.yaml").write_text(catalog("tiny-test-F32.gguf", len(data)))
+    write_catalog("tiny-test", REPO, {"F32": [("tiny-test-F32.gguf", len(data))]}, name="Tiny test model")
     models = tmp_path / "models"
     monkeypatch.setenv("QWEN_CHAT_MODELS_DIR", str(models))
     return hub, data, models
-
-
-def wait(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_pause_resume_and_cancel(served) -> None:
@@ -74,11 +38,11 @@ def test_pause_resume_and_cancel(served) -> None:
     queue = DownloadQueue(listen)
     try:
         job = queue.add("tiny-test:F32")
-        wait(lambda: queue.jobs()[0].done > 20_000)
+        wait_until(lambda: queue.jobs()[0].done > 20_000, what="20 kB downloaded")
         queue.pause(job.id)
-        wait(lambda: queue.jobs()[0].state == "paused")
+        wait_until(lambda: queue.jobs()[0].state == "paused", what="paused")
         partial = models / ".tiny-test-F32.gguf.partial"
-        wait(lambda: partial.is_file() and partial.stat().st_size > 0)
+        wait_until(lambda: partial.is_file() and partial.stat().st_size > 0, what="the partial file")
         kept = partial.stat().st_size
         downloading = [j for j in seen if j.state == "downloading" and j.total]
         assert downloading and downloading[-1].speed > 0 and downloading[-1].eta_seconds is not None
@@ -87,7 +51,7 @@ def test_pause_resume_and_cancel(served) -> None:
         server.clear_faults()
         server.reset_counts()
         queue.resume(job.id)
-        wait(lambda: queue.jobs()[0].state == "done")
+        wait_until(lambda: queue.jobs()[0].state == "done", what="done")
         assert (models / "tiny-test-F32.gguf").read_bytes() == data
         assert server.bytes_served("tiny-test-F32.gguf") <= len(data) - kept + (10 << 20)
         assert not partial.exists()
@@ -97,10 +61,10 @@ def test_pause_resume_and_cancel(served) -> None:
         (models / ".verified.json").unlink(missing_ok=True)
         server.fault(REPO, "tiny-test-F32.gguf", delay=0.05, chunk_size=4096)
         again = queue.add("tiny-test:F32")
-        wait(lambda: queue.jobs()[-1].done > 10_000)
+        wait_until(lambda: queue.jobs()[-1].done > 10_000, what="10 kB downloaded again")
         queue.cancel(again.id)
-        wait(lambda: queue.jobs()[-1].state == "cancelled")
-        wait(lambda: not partial.exists())
+        wait_until(lambda: queue.jobs()[-1].state == "cancelled", what="cancelled")
+        wait_until(lambda: not partial.exists(), what="the partial file deleted")
     finally:
         queue.close()
 
@@ -111,15 +75,13 @@ def test_failure_is_reported_with_the_reason(served) -> None:
     queue = DownloadQueue(lambda job: None)
     try:
         queue.add("tiny-test:F32")
-        wait(lambda: queue.jobs()[0].state == "failed")
+        wait_until(lambda: queue.jobs()[0].state == "failed", what="failed")
         assert "gated or private" in queue.jobs()[0].message
     finally:
         queue.close()
 
 
 async def test_models_screen_downloads_then_loads(served, tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    from test_tui import make_app, status, wait_for
-
     server, data, models = served
     app = make_app(tmp_path / "chat.db", tiny_models["thinking"], n_ctx=512)
     async with app.run_test(size=(130, 40)) as pilot:

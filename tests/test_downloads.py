@@ -20,34 +20,18 @@ import keyring
 import keyring.backend
 import pytest
 
-from hub_server import Hub, hub  # noqa: F401 - the fixture
+from hub_server import Hub
 from qwen_chat.models import downloads
 from qwen_chat.models import hub as hubmod
 from qwen_chat.models.downloads import DownloadCancelled, DownloadError
 from qwen_chat.models.hub import HubError, RemoteFile
 from qwen_chat.system.paths import config_dir
 
+from helpers import MemoryKeyring, wait_until, write_catalog
 from tiny_models import write_tiny_qwen3
 
 REPO = "test/Tiny-GGUF"
 MiB = 1024 * 1024
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username), None)
 
 
 @pytest.fixture(autouse=True)
@@ -70,24 +54,17 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return files
 
 
-def write_catalog(files: dict[str, bytes], repo: str = REPO) -> None:
-    split = [n for n in files if "-of-" in n]
-    lines = ["models:", "  tiny:", "    name: Tiny", f"    repo: {repo}", "    variant: hybrid",
-             "    params: 1000", "    layers: 2", "    hidden: 64", "    heads: 4", "    kv_heads: 2",
-             "    head_dim: 16", "    experts: 0", "    experts_used: 0", "    native_context: 40960",
-             "    gguf_context: 40960", "    yarn_factors: []", "    quants:",
-             "      Q4_K_M:", "        estimated: false", "        files:",
-             f"          - {{path: Tiny-Q4_K_M.gguf, size: {len(files['Tiny-Q4_K_M.gguf'])}}}",
-             "      Q8_0:", "        estimated: true", "        files:"]
-    lines += [f"          - {{path: {n}, size: {len(files[n])}}}" for n in split]
-    config_dir().mkdir(parents=True, exist_ok=True)
-    (config_dir() / "models_catalog.yaml").write_text("\n".join(lines) + "\n")
+def catalog_for(files: dict[str, bytes], repo: str = REPO) -> None:
+    """The user catalog's model "tiny": Q4_K_M the single file, Q8_0 (estimated) the split set."""
+    split = [(n, len(files[n])) for n in files if "-of-" in n]
+    write_catalog("tiny", repo, {"Q4_K_M": [("Tiny-Q4_K_M.gguf", len(files["Tiny-Q4_K_M.gguf"]))], "Q8_0": split},
+                  name="Tiny", estimated={"Q8_0"}, params=1000, native_context=40960)
 
 
 @pytest.fixture
-def repo(hub: Hub, model_files: dict[str, bytes]) -> str:  # noqa: F811
+def repo(hub: Hub, model_files: dict[str, bytes]) -> str:
     commit = hub.add_repo(REPO, {**model_files, "README.md": b"# tiny\n"})
-    write_catalog(model_files)
+    catalog_for(model_files)
     return commit
 
 
@@ -102,7 +79,7 @@ def dest(tmp_path: Path) -> Path:
 # --- listing ---------------------------------------------------------------------------------------------------------
 
 
-def test_listing_has_sizes_and_sha256_at_a_pinned_commit(hub: Hub, model_files: dict[str, bytes]) -> None:  # noqa: F811
+def test_listing_has_sizes_and_sha256_at_a_pinned_commit(hub: Hub, model_files: dict[str, bytes]) -> None:
     old = hub.add_repo(REPO, {"a.gguf": b"GGUF old"})
     new = hub.add_repo(REPO, {"a.gguf": b"GGUF newer bytes", "README.md": b"x"})
     commit, files = hubmod.list_files(REPO)
@@ -121,7 +98,7 @@ def test_listing_has_sizes_and_sha256_at_a_pinned_commit(hub: Hub, model_files: 
 # --- clean downloads ---------------------------------------------------------------------------------------------
 
 
-def test_pull_downloads_and_verifies(hub: Hub, repo: str, model_files: dict[str, bytes],  # noqa: F811
+def test_pull_downloads_and_verifies(hub: Hub, repo: str, model_files: dict[str, bytes],
                                      tmp_path: Path) -> None:
     seen = []
     paths = downloads.pull("tiny", None, dest(tmp_path), progress=lambda d, t, n: seen.append((d, t, n)))
@@ -135,7 +112,7 @@ def test_pull_downloads_and_verifies(hub: Hub, repo: str, model_files: dict[str,
     assert verified["Tiny-Q4_K_M.gguf"]["sha256"] == hashlib.sha256(model_files["Tiny-Q4_K_M.gguf"]).hexdigest()
 
 
-def test_pull_split_set(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path) -> None:  # noqa: F811
+def test_pull_split_set(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path) -> None:
     parts = sorted(n for n in model_files if "-of-" in n)
     assert len(parts) > 1
     paths = downloads.pull("tiny:q8_0", None, dest(tmp_path))
@@ -144,7 +121,7 @@ def test_pull_split_set(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_
     assert downloads.pull("tiny", "Q8_0", dest(tmp_path)) == paths
 
 
-def test_already_downloaded_is_not_fetched_or_rehashed(hub: Hub, repo: str, tmp_path: Path,  # noqa: F811
+def test_already_downloaded_is_not_fetched_or_rehashed(hub: Hub, repo: str, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     downloads.pull("tiny", None, dest(tmp_path))
     hub.reset_counts()
@@ -157,7 +134,7 @@ def test_already_downloaded_is_not_fetched_or_rehashed(hub: Hub, repo: str, tmp_
     assert hub.downloads() == []
 
 
-def test_file_in_hf_cache_is_reused(hub: Hub, repo: str, model_files: dict[str, bytes],  # noqa: F811
+def test_file_in_hf_cache_is_reused(hub: Hub, repo: str, model_files: dict[str, bytes],
                                     tmp_path: Path) -> None:
     from huggingface_hub import hf_hub_download
 
@@ -172,7 +149,7 @@ def test_file_in_hf_cache_is_reused(hub: Hub, repo: str, model_files: dict[str, 
 # --- interruptions -------------------------------------------------------------------------------------------------
 
 
-def test_dropped_connection_resumes(hub: Hub, repo: str, model_files: dict[str, bytes],  # noqa: F811
+def test_dropped_connection_resumes(hub: Hub, repo: str, model_files: dict[str, bytes],
                                     tmp_path: Path) -> None:
     hub.fault(REPO, "big.gguf", drop_after=1 * MiB + 123, times=2)
     remote = remote_for("big.gguf", model_files)
@@ -184,7 +161,7 @@ def test_dropped_connection_resumes(hub: Hub, repo: str, model_files: dict[str, 
     assert hub.bytes_served("big.gguf") == remote.size  # not a byte fetched twice
 
 
-def test_connection_that_keeps_dropping_gives_up_and_keeps_partial(hub: Hub, repo: str,  # noqa: F811
+def test_connection_that_keeps_dropping_gives_up_and_keeps_partial(hub: Hub, repo: str,
                                                                    model_files: dict[str, bytes],
                                                                    tmp_path: Path) -> None:
     hub.fault(REPO, "big.gguf", drop_after=0)
@@ -193,7 +170,7 @@ def test_connection_that_keeps_dropping_gives_up_and_keeps_partial(hub: Hub, rep
     assert (dest(tmp_path) / ".big.gguf.partial").exists()
 
 
-def test_killed_process_resumes_from_partial(hub: Hub, repo: str, model_files: dict[str, bytes],  # noqa: F811
+def test_killed_process_resumes_from_partial(hub: Hub, repo: str, model_files: dict[str, bytes],
                                              tmp_path: Path) -> None:
     remote = remote_for("big.gguf", model_files)
     hub.fault(REPO, "big.gguf", delay=0.02, chunk_size=16 * 1024)
@@ -204,10 +181,13 @@ def test_killed_process_resumes_from_partial(hub: Hub, repo: str, model_files: d
     proc = subprocess.Popen([sys.executable, "-c", script, args], env=dict(os.environ))
     partial = dest(tmp_path) / ".big.gguf.partial"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 256 * 1024):
+        def partly_downloaded() -> bool:
+            if partial.exists() and partial.stat().st_size >= 256 * 1024:
+                return True
             assert proc.poll() is None, "the download finished before it could be killed"
-            time.sleep(0.02)
+            return False
+
+        wait_until(partly_downloaded, timeout=60, what="256 KiB of the partial file")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -222,7 +202,7 @@ def test_killed_process_resumes_from_partial(hub: Hub, repo: str, model_files: d
     assert hub.bytes_served("big.gguf") == remote.size - kept
 
 
-def test_partial_of_another_revision_is_not_resumed(hub: Hub, repo: str, model_files: dict[str, bytes],  # noqa: F811
+def test_partial_of_another_revision_is_not_resumed(hub: Hub, repo: str, model_files: dict[str, bytes],
                                                     tmp_path: Path) -> None:
     folder = dest(tmp_path)
     folder.mkdir()
@@ -233,7 +213,7 @@ def test_partial_of_another_revision_is_not_resumed(hub: Hub, repo: str, model_f
     assert hub.downloads("big.gguf")[0].range_start == 0
 
 
-def test_cancel_keeps_partial(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path) -> None:  # noqa: F811
+def test_cancel_keeps_partial(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path) -> None:
     stop = threading.Event()
     hub.fault(REPO, "big.gguf", chunk_size=64 * 1024)
     with pytest.raises(DownloadCancelled, match="partial file is kept"):
@@ -249,8 +229,8 @@ def test_cancel_keeps_partial(hub: Hub, repo: str, model_files: dict[str, bytes]
 # --- hub errors ----------------------------------------------------------------------------------------------------
 
 
-def test_missing_repo_and_file(hub: Hub, model_files: dict[str, bytes], tmp_path: Path) -> None:  # noqa: F811
-    write_catalog(model_files, repo="test/Missing-GGUF")
+def test_missing_repo_and_file(hub: Hub, model_files: dict[str, bytes], tmp_path: Path) -> None:
+    catalog_for(model_files, repo="test/Missing-GGUF")
     with pytest.raises(HubError, match="repo not found: test/Missing-GGUF: check the name"):
         downloads.pull("tiny", None, dest(tmp_path))
     commit = hub.add_repo("test/Missing-GGUF", {"other.gguf": b"GGUF"})
@@ -260,10 +240,10 @@ def test_missing_repo_and_file(hub: Hub, model_files: dict[str, bytes], tmp_path
         downloads.download_file("test/Missing-GGUF", RemoteFile("gone.gguf", 10, None), commit, dest(tmp_path))
 
 
-def test_gated_repo_says_how_to_get_access(hub: Hub, model_files: dict[str, bytes], tmp_path: Path,  # noqa: F811
+def test_gated_repo_says_how_to_get_access(hub: Hub, model_files: dict[str, bytes], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     hub.add_repo(REPO, model_files, gated=True, token="hf_accepted")
-    write_catalog(model_files)
+    catalog_for(model_files)
     expected = f"accept its license at https://huggingface.co/{REPO} and log in with `qwen-chat login` or set HF_TOKEN"
     with pytest.raises(HubError, match=expected.replace("`", ".")) as info:
         downloads.pull("tiny", None, dest(tmp_path))
@@ -276,40 +256,40 @@ def test_gated_repo_says_how_to_get_access(hub: Hub, model_files: dict[str, byte
     assert downloads.pull("tiny", None, dest(tmp_path))[0].is_file()
 
 
-def test_gated_file_download_without_token(hub: Hub, model_files: dict[str, bytes], tmp_path: Path) -> None:  # noqa: F811
+def test_gated_file_download_without_token(hub: Hub, model_files: dict[str, bytes], tmp_path: Path) -> None:
     commit = hub.add_repo(REPO, model_files, gated=True, token="hf_accepted")
     with pytest.raises(HubError, match="gated or private"):
         downloads.download_file(REPO, remote_for("big.gguf", model_files), commit, dest(tmp_path))
 
 
-def test_server_errors_are_retried(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path) -> None:  # noqa: F811
+def test_server_errors_are_retried(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path) -> None:
     hub.fault(REPO, "Tiny-Q4_K_M.gguf", status=503, times=2)
     downloads.pull("tiny", None, dest(tmp_path))
     assert [g.status for g in hub.downloads()] == [503, 503, 200]
 
 
-def test_persistent_server_error_is_clear(hub: Hub, repo: str, tmp_path: Path) -> None:  # noqa: F811
+def test_persistent_server_error_is_clear(hub: Hub, repo: str, tmp_path: Path) -> None:
     hub.fault(REPO, "Tiny-Q4_K_M.gguf", status=500)
     with pytest.raises(HubError, match=r"the hub had a server error \(500\).*try again"):
         downloads.pull("tiny", None, dest(tmp_path))
     assert len(hub.downloads()) == 1 + downloads.SERVER_ERROR_RETRIES
 
 
-def test_sha_mismatch_deletes_the_bad_file(hub: Hub, repo: str, tmp_path: Path) -> None:  # noqa: F811
+def test_sha_mismatch_deletes_the_bad_file(hub: Hub, repo: str, tmp_path: Path) -> None:
     hub.fault(REPO, "Tiny-Q4_K_M.gguf", wrong_bytes=True)
     with pytest.raises(DownloadError, match="sha256 .* does not match.*bad download was deleted"):
         downloads.pull("tiny", None, dest(tmp_path))
     assert [p.name for p in dest(tmp_path).iterdir() if "Tiny" in p.name] == []
 
 
-def test_lfs_pointer_is_reported(hub: Hub, repo: str, tmp_path: Path) -> None:  # noqa: F811
+def test_lfs_pointer_is_reported(hub: Hub, repo: str, tmp_path: Path) -> None:
     hub.fault(REPO, "Tiny-Q4_K_M.gguf", lfs_pointer=True)
     with pytest.raises(DownloadError, match="Git LFS pointer for Tiny-Q4_K_M.gguf"):
         downloads.pull("tiny", None, dest(tmp_path))
     assert [p.name for p in dest(tmp_path).iterdir() if "Tiny" in p.name] == []
 
 
-def test_hub_file_name_escaping_the_folder_is_refused(hub: Hub, tmp_path: Path) -> None:  # noqa: F811
+def test_hub_file_name_escaping_the_folder_is_refused(hub: Hub, tmp_path: Path) -> None:
     commit = hub.add_repo("test/Evil", {"../evil.gguf": b"GGUF evil", "a\\b.gguf": b"GGUF"})
     _, files = hubmod.list_files("test/Evil")
     for remote in files:
@@ -323,7 +303,7 @@ def test_hub_file_name_escaping_the_folder_is_refused(hub: Hub, tmp_path: Path) 
 # --- disk space --------------------------------------------------------------------------------------------------
 
 
-def test_disk_full_before_start(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path,  # noqa: F811
+def test_disk_full_before_start(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(downloads.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
@@ -333,7 +313,7 @@ def test_disk_full_before_start(hub: Hub, repo: str, model_files: dict[str, byte
     assert hub.downloads() == []
 
 
-def test_disk_full_during_download_keeps_partial(hub: Hub, repo: str, model_files: dict[str, bytes],  # noqa: F811
+def test_disk_full_during_download_keeps_partial(hub: Hub, repo: str, model_files: dict[str, bytes],
                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     written = [0]
     real_write = downloads._write
@@ -359,7 +339,7 @@ def test_disk_full_during_download_keeps_partial(hub: Hub, repo: str, model_file
 # --- offline and tokens ------------------------------------------------------------------------------------------
 
 
-def test_offline_makes_no_connection(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path,  # noqa: F811
+def test_offline_makes_no_connection(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
@@ -380,21 +360,21 @@ def test_offline_makes_no_connection(hub: Hub, repo: str, model_files: dict[str,
     assert hub.requests() == []
 
 
-def test_token_is_kept_in_keyring_only(hub: Hub, model_files: dict[str, bytes], tmp_path: Path,  # noqa: F811
+def test_token_is_kept_in_keyring_only(hub: Hub, model_files: dict[str, bytes], tmp_path: Path,
                                        memory_keyring: MemoryKeyring) -> None:
     assert hubmod.token() is None
     hubmod.store_token("hf_secret_value_123")
     assert memory_keyring.store == {("qwen-chat", "huggingface"): "hf_secret_value_123"}
     assert hubmod.token() == "hf_secret_value_123"
     hub.add_repo(REPO, model_files, gated=True, token="hf_secret_value_123")
-    write_catalog(model_files)
+    catalog_for(model_files)
     assert downloads.pull("tiny", None, dest(tmp_path))[0].is_file()
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and b"hf_secret_value_123" in p.read_bytes()]
     assert leaks == []
     assert config_dir().is_dir()  # the catalog lives there: the walk above covered it
 
 
-def test_env_token_comes_first(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_env_token_comes_first(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     hubmod.store_token("hf_from_keyring")
     monkeypatch.setenv("HF_TOKEN", "hf_from_env")
     assert hubmod.token() == "hf_from_env"

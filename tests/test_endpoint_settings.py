@@ -11,7 +11,8 @@ import pytest
 from qwen_chat.cli.main import main
 from qwen_chat.config.settings import Endpoint, load_endpoints, save_endpoint, settings_path
 from qwen_chat.engines.http import api_key_for, remember_api_key
-from test_downloads import MemoryKeyring
+
+from helpers import MemoryKeyring
 
 
 @pytest.fixture

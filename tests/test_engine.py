@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import queue
 import subprocess
 import sys
 import textwrap
@@ -29,22 +28,7 @@ from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt, prompt_op
 from qwen_chat.qwen3.thinking import Part
 from qwen_chat.system.logging_setup import setup_logging
 
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: queue.Queue[tuple[float, EngineEvent]] = queue.Queue()
-
-    def __call__(self, event: EngineEvent) -> None:
-        self.events.put((time.perf_counter(), event))
-
-    def until(self, kind: type, timeout: float = 120) -> tuple[list[EngineEvent], float]:
-        seen = []
-        deadline = time.monotonic() + timeout
-        while True:
-            at, event = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
-            seen.append(event)
-            if isinstance(event, kind | Failed):
-                return seen, at
+from helpers import Recorder, events_until
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +86,14 @@ def test_stop_mid_answer_keeps_partial_text(engine, real_model: Path) -> None:
     eng, rec = engine
     eng.generate(GenerateRequest(4, prompt_for(real_model, "Write the numbers from 1 to 1000 in words, one per line."),
                                  Sampling(temperature=0.0, max_tokens=400, seed=1)))  # greedy: a long answer
-    streamed = []
-    while len(streamed) < 10:
-        _, event = rec.events.get(timeout=60)
-        if isinstance(event, Token):
-            streamed.append(event.text)
+    streamed: list[str] = []
+
+    def ten_tokens(item: tuple[float, EngineEvent]) -> bool:
+        if isinstance(item[1], Token):
+            streamed.append(item[1].text)
+        return len(streamed) >= 10
+
+    events_until(rec.events, ten_tokens, timeout=60, what="10 tokens")
     asked = time.perf_counter()
     eng.stop()
     events, at = rec.until(Done)

@@ -17,7 +17,8 @@ from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Failed, Loaded, LoadRequest
 from qwen_chat.models import gguf_split
 from qwen_chat.models.gguf_header import read_header
-from qwen_chat.models.gguf_split import MergeError, merge_needed_bytes, merge_shards
+from qwen_chat.models.gguf_merge_plan import MergeError, merge_needed_bytes
+from qwen_chat.models.gguf_split import merge_shards
 
 from tiny_models import write_tiny_qwen3
 

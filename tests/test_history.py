@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 
 from qwen_chat.cli.main import main
-from qwen_chat.store.database import _MIGRATIONS, MARK_END, MARK_START, Store, StoreError, _statements
+from qwen_chat.store.database import MARK_END, MARK_START, Store
 from qwen_chat.store.export import from_json, to_json, to_markdown
+from qwen_chat.store.records import StoreError
+from qwen_chat.store.schema import MIGRATIONS as _MIGRATIONS
+from qwen_chat.store.schema import statements as _statements
 
 
 def filled(store: Store) -> int:

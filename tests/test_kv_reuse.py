@@ -4,19 +4,17 @@ their new text, never the history again (bench/kv_reuse.py measures what that is
 from __future__ import annotations
 
 import queue
-import time
 from pathlib import Path
 
-import pytest
-
 from qwen_chat.config import presets
-from qwen_chat.engines.protocol import Done, Failed, Loaded
+from qwen_chat.engines.protocol import Done, Loaded
 from qwen_chat.qwen3.template import Variant
-from qwen_chat.session.chat import AnswerSaved, ChatSession, SessionEvent
+from qwen_chat.session.chat import ChatSession
+from qwen_chat.session.events import AnswerSaved, SessionEvent
 from qwen_chat.store.database import Store
 from qwen_chat.system.logging_setup import setup_logging
 
-pytestmark = pytest.mark.real_model
+from helpers import next_event
 
 QUESTIONS = [
     "In one sentence, describe the colour blue.",
@@ -33,15 +31,6 @@ TEMPLATE_TOKENS = 10
 SLACK = 2  # a token merging across a turn boundary on retokenization
 
 
-def wait_for(events: queue.Queue[SessionEvent], kind: type, timeout: float = 120) -> SessionEvent:
-    deadline = time.monotonic() + timeout
-    while True:
-        event = events.get(timeout=max(0.1, deadline - time.monotonic()))
-        assert not isinstance(event, Failed), event
-        if isinstance(event, kind):
-            return event
-
-
 def test_later_turns_evaluate_only_their_new_text(real_model: Path, tmp_path: Path) -> None:
     import llama_cpp
 
@@ -53,7 +42,7 @@ def test_later_turns_evaluate_only_their_new_text(real_model: Path, tmp_path: Pa
     vocab = None
     try:
         session.load_model(real_model, n_ctx=2048)
-        wait_for(events, Loaded)
+        next_event(events, Loaded)
         assert session.variant is Variant.NO_THINKING  # so the instruct-2507 override above is the preset used
         # the tokenizer alone, to count a message's tokens (loaded after the engine: llama.cpp logs go to a file)
         vocab = llama_cpp.Llama(str(real_model), vocab_only=True, n_ctx=64, verbose=False)
@@ -62,8 +51,8 @@ def test_later_turns_evaluate_only_their_new_text(real_model: Path, tmp_path: Pa
         answer_reevaluated: list[str] = []
         for turn, text in enumerate(QUESTIONS, start=1):
             session.send(conversation.id, text)
-            saved = wait_for(events, AnswerSaved)
-            assert isinstance(saved, AnswerSaved) and saved.done is not None, saved
+            saved = next_event(events, AnswerSaved)
+            assert saved.done is not None, saved
             done = saved.done
             message = len(vocab.tokenize(text.encode(), add_bos=False, special=False))
             seen = (f"turn {turn}: {done.prompt_evaluated} of {done.prompt_tokens} prompt tokens evaluated, "

@@ -84,7 +84,7 @@ def test_split_model_loads_from_first_shard(tmp_path: Path) -> None:
     from qwen_chat.engines.llama import Engine
     from qwen_chat.engines.protocol import Loaded, LoadRequest
 
-    from test_engine import Recorder
+    from helpers import Recorder
     from tiny_models import write_tiny_qwen3
 
     first = write_tiny_qwen3(tmp_path / "split.gguf", split_max_tensors=8)

@@ -11,20 +11,10 @@ import pytest
 
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Loaded, LoadRequest
-from qwen_chat.models.catalog import load_models
+from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.gguf_files import read_model_info
-from qwen_chat.models.planner import (
-    DoesNotFit,
-    GiB,
-    _full_gpu,
-    arch_from_catalog,
-    arch_from_info,
-    budgets,
-    candidate_from_info,
-    candidates_from_catalog,
-    compute_bytes,
-    plan,
-)
+from qwen_chat.models.plan_inputs import arch_from_catalog, arch_from_info, candidate_from_info, candidates_from_catalog
+from qwen_chat.models.planner import DoesNotFit, GiB, _full_gpu, budgets, compute_bytes, plan
 from qwen_chat.system.hardware import Device, Machine
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from hub_server import hub  # noqa: F401  (fixture)
 from qwen_chat.cli.main import main
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest
@@ -17,6 +16,8 @@ from qwen_chat.models.gguf_files import read_model_info
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 from split_fixture import split_gguf
+
+from helpers import write_catalog
 
 REPO = "test-org/Qwen2.5-Coder-0.5B-Instruct-GGUF"
 STEM = "qwen2.5-coder-0.5b-instruct-q4_k_m"
@@ -27,39 +28,17 @@ def shards(real_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[P
     return split_gguf(real_model, tmp_path_factory.mktemp("shards"), STEM, 3)
 
 
-def catalog_entry(shards: list[Path]) -> str:
-    files = "\n".join(f"          - {{path: Q4_K_M/{s.name}, size: {s.stat().st_size}}}" for s in shards)
-    return f"""schema: 1
-models:
-  qwen2.5-coder-0.5b:
-    name: Qwen2.5-Coder-0.5B-Instruct
-    repo: {REPO}
-    variant: instruct-2507
-    params: 494032768
-    layers: 24
-    hidden: 896
-    heads: 14
-    kv_heads: 2
-    head_dim: 64
-    experts: 0
-    experts_used: 0
-    native_context: 32768
-    gguf_context: 32768
-    yarn_factors: []
-    quants:
-      Q4_K_M:
-        estimated: false
-        files:
-{files}
-"""
+def write_shards_catalog(shards: list[Path]) -> None:
+    """A user catalog with the real model's shards as the Q4_K_M of "qwen2.5-coder-0.5b"."""
+    write_catalog("qwen2.5-coder-0.5b", REPO, {"Q4_K_M": [(f"Q4_K_M/{s.name}", s.stat().st_size) for s in shards]},
+                  name="Qwen2.5-Coder-0.5B-Instruct", variant="instruct-2507", params=494032768, layers=24,
+                  hidden=896, heads=14, kv_heads=2, head_dim=64, native_context=32768, gguf_context=32768)
 
 
-def test_pull_merge_load_answer(hub, shards: list[Path], real_model: Path, tmp_path: Path,  # noqa: F811
+def test_pull_merge_load_answer(hub, shards: list[Path], real_model: Path, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     hub.add_repo(REPO, {f"Q4_K_M/{s.name}": s.read_bytes() for s in shards})
-    config = Path(__import__("os").environ["QWEN_CHAT_CONFIG_DIR"])
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "models_catalog.yaml").write_text(catalog_entry(shards))
+    write_shards_catalog(shards)
     models = tmp_path / "models"
     monkeypatch.setenv("QWEN_CHAT_MODELS_DIR", str(models))
     hub.fault(REPO, f"Q4_K_M/{shards[1].name}", drop_after=50 << 20, times=1)  # the Wi-Fi drops once
@@ -100,12 +79,10 @@ def test_pull_merge_load_answer(hub, shards: list[Path], real_model: Path, tmp_p
         engine.shutdown()
 
 
-def test_exact_plan_from_remote_headers_before_download(hub, shards: list[Path], tmp_path: Path,  # noqa: F811
+def test_exact_plan_from_remote_headers_before_download(hub, shards: list[Path], tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     hub.add_repo(REPO, {f"Q4_K_M/{s.name}": s.read_bytes() for s in shards})
-    config = Path(__import__("os").environ["QWEN_CHAT_CONFIG_DIR"])
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "models_catalog.yaml").write_text(catalog_entry(shards))
+    write_shards_catalog(shards)
     assert main(["plan", "qwen2.5-coder-0.5b:Q4_K_M", "--exact", "--ctx", "4096"]) == 0
     out = capsys.readouterr().out
     assert "sizes exact (GGUF header)" in out

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,9 +13,12 @@ from qwen_chat.engines.http import RemoteEngine
 from qwen_chat.engines.protocol import Done, EngineEvent, Failed, GenerateRequest, Loaded, LoadRequest, Token
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.thinking import Part
-from qwen_chat.session.chat import AnswerSaved, ChatSession
+from qwen_chat.session.chat import ChatSession
+from qwen_chat.session.events import AnswerSaved
 from qwen_chat.store.database import Store
 from replay_server import ERROR_MIDSTREAM, INLINE, REASONING, ReplayServer
+
+from helpers import wait_until
 
 
 @pytest.fixture
@@ -30,22 +31,23 @@ def replay():
 class Events:
     def __init__(self) -> None:
         self.items: list[tuple[float, EngineEvent]] = []
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
 
     def __call__(self, event: EngineEvent) -> None:
-        with self.cond:
+        with self.lock:
             self.items.append((time.perf_counter(), event))
-            self.cond.notify_all()
 
     def wait_for(self, kind: type, timeout: float = 30) -> EngineEvent:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for _, event in self.items:
-                    if isinstance(event, kind | Failed):
-                        self.items.remove((_, event))
-                        return event
-                assert self.cond.wait(max(0.01, deadline - time.monotonic())), f"no {kind.__name__}"
+        """The first `kind` or Failed event, taken out of the list."""
+        def take() -> EngineEvent | None:
+            with self.lock:
+                for item in self.items:
+                    if isinstance(item[1], kind | Failed):
+                        self.items.remove(item)
+                        return item[1]
+            return None
+
+        return wait_until(take, timeout=timeout, what=kind.__name__, interval=0.005)
 
     def tokens(self) -> list[Token]:
         return [e for _, e in self.items if isinstance(e, Token)]
@@ -140,8 +142,7 @@ def test_stop_closes_the_stream_promptly(replay: ReplayServer) -> None:
     engine = connected(replay.url, events)
     try:
         engine.generate(request())
-        while len(events.tokens()) < 3:
-            time.sleep(0.01)
+        wait_until(lambda: len(events.tokens()) >= 3, timeout=10, what="3 tokens", interval=0.005)
         asked = time.perf_counter()
         engine.stop()
         done = events.wait_for(Done)
@@ -156,52 +157,22 @@ def test_session_over_http_stores_the_split_and_sends_no_thinking_back(replay: R
     saved: list[AnswerSaved] = []
     session = ChatSession(Store(tmp_path / "c.db"), lambda e: saved.append(e) if isinstance(e, AnswerSaved) else None)
     session.connect(replay.url)
-    deadline = time.monotonic() + 10
-    while not session.ready:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: session.ready, timeout=10, what="the session ready")
     conversation = session.new_conversation()
     session.send(conversation.id, "Say hello")
-    while not saved:
-        time.sleep(0.02)
+    wait_until(lambda: saved, what="the answer saved")
     message = saved[-1].message
     assert (message.thinking, message.content, message.status) == ("The user wants a greeting.", "Hello there!",
                                                                    "complete")
     session.send(conversation.id, "/no_think")
     session.send(conversation.id, "Again")
-    while len(saved) < 2:
-        time.sleep(0.02)
+    wait_until(lambda: len(saved) >= 2, what="the second answer saved")
     sent = replay.requests[-1]
     assert sent["messages"] == [{"role": "user", "content": "Say hello"},
                                 {"role": "assistant", "content": "Hello there!"},
                                 {"role": "user", "content": "Again /no_think"}]
     assert sent["chat_template_kwargs"] == {"enable_thinking": False} and sent["temperature"] == 0.7
     session.close()
-
-
-@pytest.fixture(scope="module")
-def llama_server(real_model: Path):
-    """llama-cpp-python's own OpenAI-compatible server serving the real test model."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(real_model), "--n_ctx", "2048",
-                             "--host", "127.0.0.1", "--port", str(port), "--model_alias", "qwen-test"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    from qwen_chat.engines.http import EndpointError, list_models
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            list_models(url)
-            break
-        except EndpointError:
-            assert proc.poll() is None and time.monotonic() < deadline, "llama_cpp.server did not start"
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 def test_real_llama_cpp_server_streams_an_answer(llama_server: str) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.engines import remote_header
+from qwen_chat.models import remote_header
 from qwen_chat.models.gguf_files import read_model_info
-from qwen_chat.models.planner import weights_from_headers
+from qwen_chat.models.plan_inputs import weights_from_headers
 
 
 class RangeHandler(SimpleHTTPRequestHandler):

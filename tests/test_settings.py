@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import string
+import time
 
 import pytest
 from textual.app import App, ComposeResult
@@ -12,13 +13,13 @@ from textual.binding import Binding
 from textual.keys import Keys, _character_to_key
 from textual.widgets import Footer, Static
 
+from qwen_chat.config import settings
 from qwen_chat.config.check import check
 from qwen_chat.config.settings import (
     ChatSettings,
     Endpoint,
     SettingsError,
     _normal_key,
-    dumps,
     key_problem,
     load_chat,
     load_endpoints,
@@ -29,6 +30,7 @@ from qwen_chat.config.settings import (
     save_theme,
     settings_path,
     toml_loads,
+    update_document,
 )
 
 FULL = """\
@@ -88,7 +90,14 @@ def test_saving_the_theme_or_an_endpoint_keeps_every_other_section() -> None:
     assert set(load_endpoints()) == {"lab", "home"}
     assert load_keymap({"stop", "toggle-thinking"}) == {"stop": "escape", "toggle-thinking": "ctrl+t,f9"}
     assert load_chat() == ChatSettings(thinking_budget=2048, context="128k", persona="reviewer")
-    assert settings_path().read_text().startswith("# qwen-chat settings")
+    assert settings_path().read_text().startswith('theme = "qwen-light"\nfuture-setting = [1, 2]\n')  # as it was
+
+
+def test_a_new_file_starts_with_the_header() -> None:
+    save_theme("qwen-light")
+    text = settings_path().read_text(encoding="utf-8")
+    assert text.startswith("# qwen-chat settings") and "your comments are kept" in text
+    assert parsed() == {"theme": "qwen-light"}
 
 
 def test_the_writer_round_trips_awkward_values() -> None:
@@ -102,10 +111,39 @@ def test_the_writer_round_trips_awkward_values() -> None:
         "empty": {},
         "nested": {"a": {"b": {"c": 1}}},
     }
-    text = dumps(document)
-    again = toml_loads(text)
+    update_document(lambda doc: doc.update(document))
+    again = toml_loads(settings_path().read_text(encoding="utf-8"))
     assert math.isinf(again["numbers"].pop("inf")) and math.isinf(document["numbers"].pop("inf"))
     assert again == document
+
+
+def test_saving_keeps_the_users_comments_and_order() -> None:
+    write("# my settings, by hand\n"
+          "theme = \"qwen-dark\"  # the dark one\n\n"
+          "[chat]\n# long thoughts are fine\nthinking_budget = 0\n\n"
+          "[keys]\nstop = \"escape\"  # like vim\n")
+    save_theme("qwen-light")
+    save_chat(ChatSettings(thinking_budget=4096))
+    save_endpoint(Endpoint("lab", "http://gpu-box:8000/v1"))
+    text = settings_path().read_text(encoding="utf-8")
+    for comment in ("# my settings, by hand", "# the dark one", "# long thoughts are fine", "# like vim"):
+        assert comment in text
+    assert text.index("[chat]") < text.index("[keys]") < text.index("[endpoints.lab]")
+    assert load_theme() == "qwen-light" and load_chat().thinking_budget == 4096
+
+
+def test_the_file_is_parsed_once_until_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    write("[chat]\nthinking_budget = 100\n")
+    parses = []
+    real = settings.toml_loads
+    monkeypatch.setattr(settings, "toml_loads", lambda text: parses.append(text) or real(text))
+    for _ in range(5):
+        assert load_chat().thinking_budget == 100
+        load_endpoints(), load_theme()
+    assert len(parses) == 1
+    time.sleep(0.01)
+    write("[chat]\nthinking_budget = 200\n")  # another size, another modification time: read again
+    assert load_chat().thinking_budget == 200 and len(parses) == 2
 
 
 def test_a_broken_file_is_reported_once_and_never_overwritten() -> None:

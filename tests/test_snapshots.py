@@ -16,7 +16,6 @@ fixed download jobs, and the input cursors steady instead of blinking.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,10 @@ from qwen_chat.tui.messages import AssistantMessage, NoticeLine
 from qwen_chat.tui.search_screen import HitItem
 from qwen_chat.tui.streaming_markdown import Segment
 
+from helpers import make_app, status, wait_for
+
 THEMES = ["qwen-dark", "qwen-light"]
-SIZE = (110, 36)
+SIZE = (110, 36)  # the terminal the saved snapshots were taken in
 GiB = 1 << 30
 # Never exists: the app shows the same load-failure notice and status every run, and needs no model.
 MODEL = Path("/nonexistent/Qwen3-8B-Q4_K_M.gguf")
@@ -75,7 +76,7 @@ def seed(db: Path) -> None:
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], QwenChatApp]]:
+def themed_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], QwenChatApp]]:
     """A QwenChatApp on a seeded store, started in `theme` (saved in settings.toml, as a user would)."""
     models = tmp_path / "models"
     models.mkdir()
@@ -90,23 +91,11 @@ def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callab
     def make(theme: str) -> QwenChatApp:
         save_theme(theme)
         stores.append(Store(db))
-        return QwenChatApp(store=stores[-1], model_path=MODEL, n_ctx=4096)
+        return make_app(stores[-1], MODEL, n_ctx=4096)
 
     yield make
     for store in stores:
         store.close()
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def status(app: QwenChatApp) -> str:
-    return str(app.query_one("#status").render())
 
 
 async def steady_cursors(pilot: Pilot) -> None:
@@ -122,7 +111,7 @@ async def chat_ready(pilot: Pilot) -> None:
     assert isinstance(app, QwenChatApp)
     await wait_for(pilot, lambda: "load failed" in status(app) and bool(app.query(NoticeLine))
                    and any(s._lines for m in app.query(AssistantMessage) for s in m.query(Segment)),
-                   "the transcript and the load-failure notice")
+                   what="the transcript and the load-failure notice")
 
 
 def then(*steps: Callable[[Pilot], Awaitable[None]]) -> Callable[[Pilot], Awaitable[None]]:
@@ -135,31 +124,31 @@ def then(*steps: Callable[[Pilot], Awaitable[None]]) -> Callable[[Pilot], Awaita
 
 
 @pytest.mark.parametrize("theme", THEMES)
-def test_chat_screen(snap_compare, make_app, theme: str) -> None:
+def test_chat_screen(snap_compare, themed_app, theme: str) -> None:
     """Sidebar with three chats; user message, answer with collapsed thinking and a code block; notice; status."""
-    app = make_app(theme)
+    app = themed_app(theme)
     assert snap_compare(app, terminal_size=SIZE, run_before=then(chat_ready))
     assert app.theme == theme
 
 
 @pytest.mark.parametrize("theme", THEMES)
-def test_models_screen(snap_compare, make_app, theme: str) -> None:
+def test_models_screen(snap_compare, themed_app, theme: str) -> None:
     """F3: the catalog with the verdicts for a fixed machine (32 GB RAM, a 12 GB NVIDIA card)."""
 
     async def models(pilot: Pilot) -> None:
         await pilot.press("f3")
         await wait_for(pilot, lambda: bool(pilot.app.screen.query("#models-table"))
-                       and pilot.app.screen.query_one(DataTable).row_count > 40, "the catalog rows")
+                       and pilot.app.screen.query_one(DataTable).row_count > 40, what="the catalog rows")
         # the table sizes its columns on a later refresh than the one that adds rows (seen once in CI: the
         # first rows drawn with the narrow widths): wait until every column is as wide as its widest cell
         table = pilot.app.screen.query_one(DataTable)
         await wait_for(pilot, lambda: all(c.content_width >= max((len(str(v)) for v in table.get_column(c.key)),
                                                                   default=0) for c in table.columns.values()),
-                       "the columns sized")
+                       what="the columns sized")
         # and until the screen shows it: the cursor row was once still drawn with the old widths
-        await wait_for(pilot, lambda: "qwen3-0.6b" in pilot.app.export_screenshot(), "the first row redrawn")
+        await wait_for(pilot, lambda: "qwen3-0.6b" in pilot.app.export_screenshot(), what="the first row redrawn")
 
-    app = make_app(theme)
+    app = themed_app(theme)
     assert snap_compare(app, terminal_size=(130, 40), run_before=then(chat_ready, models))
 
 
@@ -197,9 +186,9 @@ JOBS = [
 
 @pytest.mark.parametrize("theme", THEMES)
 @pytest.mark.parametrize("jobs", [[], JOBS], ids=["empty", "jobs"])
-def test_downloads_screen(snap_compare, make_app, theme: str, jobs: list[Job]) -> None:
+def test_downloads_screen(snap_compare, themed_app, theme: str, jobs: list[Job]) -> None:
     """F4: the download manager, empty and with one job in each of four states."""
-    app = make_app(theme)
+    app = themed_app(theme)
     app.downloads.close()  # the real queue's worker thread is not needed
     app.downloads = FixedQueue(jobs)  # type: ignore[assignment]
 
@@ -207,66 +196,66 @@ def test_downloads_screen(snap_compare, make_app, theme: str, jobs: list[Job]) -
         await pilot.press("f4")
         await wait_for(pilot, lambda: bool(pilot.app.screen.query("#downloads-table"))
                        and len(pilot.app.screen.query_one(DataTable).columns) == 7
-                       and pilot.app.screen.query_one(DataTable).row_count == len(jobs), "the downloads table")
+                       and pilot.app.screen.query_one(DataTable).row_count == len(jobs), what="the downloads table")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=then(chat_ready, downloads))
 
 
 @pytest.mark.parametrize("theme", THEMES)
-def test_search_screen(snap_compare, make_app, theme: str) -> None:
+def test_search_screen(snap_compare, themed_app, theme: str) -> None:
     """Ctrl+F with "lamp" typed: one hit, the match highlighted."""
 
     async def search(pilot: Pilot) -> None:
         await pilot.press("ctrl+f")
-        await wait_for(pilot, lambda: bool(pilot.app.screen.query("#search-input")), "the search screen")
+        await wait_for(pilot, lambda: bool(pilot.app.screen.query("#search-input")), what="the search screen")
         await pilot.press(*"lamp")
-        await wait_for(pilot, lambda: len(pilot.app.screen.query(HitItem)) == 1, "one hit")
+        await wait_for(pilot, lambda: len(pilot.app.screen.query(HitItem)) == 1, what="one hit")
 
-    app = make_app(theme)
+    app = themed_app(theme)
     assert snap_compare(app, terminal_size=SIZE, run_before=then(chat_ready, search))
 
 
 @pytest.mark.parametrize("theme", THEMES)
-def test_rename_dialog(snap_compare, make_app, theme: str) -> None:
+def test_rename_dialog(snap_compare, themed_app, theme: str) -> None:
     """F2: the rename dialog over the chat, with the current title in the box."""
 
     async def rename(pilot: Pilot) -> None:
         await pilot.press("f2")
         await wait_for(pilot, lambda: bool(pilot.app.screen.query("#new-title"))
-                       and pilot.app.focused is pilot.app.screen.query_one("#new-title"), "the rename dialog")
+                       and pilot.app.focused is pilot.app.screen.query_one("#new-title"), what="the rename dialog")
 
-    app = make_app(theme)
+    app = themed_app(theme)
     assert snap_compare(app, terminal_size=SIZE, run_before=then(chat_ready, rename))
 
 
 @pytest.mark.parametrize("theme", THEMES)
-def test_presets_screen(snap_compare, make_app, theme: str) -> None:
+def test_presets_screen(snap_compare, themed_app, theme: str) -> None:
     """F5: the sampling preset in use (Qwen's instruct-2507, as no model is loaded), each field with its range."""
     from qwen_chat.tui.presets_screen import PresetsScreen
 
     async def presets(pilot: Pilot) -> None:
         await pilot.press("f5")
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, PresetsScreen)
-                       and len(pilot.app.screen.query(Input)) >= 6, "the presets screen")
+                       and len(pilot.app.screen.query(Input)) >= 6, what="the presets screen")
 
-    app = make_app(theme)
+    app = themed_app(theme)
     assert snap_compare(app, terminal_size=SIZE, run_before=then(chat_ready, presets))
 
 
 @pytest.mark.parametrize("theme", THEMES)
-def test_personas_screen(snap_compare, make_app, theme: str) -> None:
+def test_personas_screen(snap_compare, themed_app, theme: str) -> None:
     """F6: the saved personas, "no persona" marked as the one in use."""
     from textual.widgets import OptionList
 
     from qwen_chat.tui.conversation_screens import PersonasScreen
 
-    app = make_app(theme)
+    app = themed_app(theme)
     app.store.save_persona("Reviewer", "You review Python code for bugs first, style second.")
     app.store.save_persona("Terse", "Answer in at most five words.")
 
     async def personas(pilot: Pilot) -> None:
         await pilot.press("f6")
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, PersonasScreen)
-                       and pilot.app.screen.query_one(OptionList).option_count == 3, "the personas list")
+                       and pilot.app.screen.query_one(OptionList).option_count == 3, what="the personas list")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=then(chat_ready, personas))

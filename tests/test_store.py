@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.store.database import SCHEMA_VERSION, Stats, Store, StoreError
+from qwen_chat.store.database import Store
+from qwen_chat.store.records import Stats, StoreError
+from qwen_chat.store.schema import SCHEMA_VERSION
 
 
 def test_fresh_database_is_migrated_and_wal(tmp_path: Path) -> None:

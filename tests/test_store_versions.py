@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.store.database import _MIGRATIONS, SCHEMA_VERSION, Message, Stats, Store, StoreError, _statements
+from qwen_chat.store.database import Store
 from qwen_chat.store.export import from_json, to_json
+from qwen_chat.store.records import Message, Stats, StoreError
+from qwen_chat.store.schema import MIGRATIONS as _MIGRATIONS
+from qwen_chat.store.schema import SCHEMA_VERSION
+from qwen_chat.store.schema import statements as _statements
 
 
 def answer(store: Store, conversation_id: int, text: str, **kwargs: object) -> Message:

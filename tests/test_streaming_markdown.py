@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,24 +14,17 @@ from textual.containers import VerticalScroll
 
 from qwen_chat.engines.protocol import Token
 from qwen_chat.qwen3.thinking import Part, StreamText
-from qwen_chat.session.chat import AnswerSaved, AnswerStarted
+from qwen_chat.session.events import AnswerSaved, AnswerStarted
 from qwen_chat.store.database import Store
 from qwen_chat.tui import streaming_markdown
-from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage
 from qwen_chat.tui.segments import SEGMENT_CHARS
 from qwen_chat.tui.streaming_markdown import MERGE_EVERY, StreamingMarkdown
 
+from helpers import SIZE, make_app, status, wait_for
 from markdown_samples import CODE, LIST, PROSE, TABLE
 
 LONGEST_BLOCK = 450  # a segment ends at a block boundary: it may run on past SEGMENT_CHARS to the end of one
-
-
-async def wait_for(pilot, condition, what: str, timeout: float = 60) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
 
 
 class Host(App[None]):
@@ -96,7 +88,7 @@ async def test_a_long_answer_keeps_few_widgets(tmp_path: Path) -> None:
         await app.query_one("#transcript").mount(live)
         await stream(pilot, live, text, chunk=200)
         answer = live.query_one(".answer", StreamingMarkdown)
-        await wait_for(pilot, lambda: answer.settled, "drawn")
+        await wait_for(pilot, lambda: answer.settled, what="drawn")
         await pilot.pause()
         assert len(answer.children) <= 2 * MERGE_EVERY
         numbers = [line.split()[0] for line in lines_of(answer) if line.strip()]
@@ -115,7 +107,7 @@ async def test_collapsed_thinking_is_not_drawn_and_open_thinking_streams(parses:
         assert not any("dragon" in source for source in parses)  # collapsed: nothing parsed or drawn
         live.query_one(".thinking").collapsed = False
         thinking = live.query_one(".thinking-text", StreamingMarkdown)
-        await wait_for(pilot, lambda: thinking.settled and len(thinking.drawn_lines()) > 200, "thinking drawn")
+        await wait_for(pilot, lambda: thinking.settled and len(thinking.drawn_lines()) > 200, what="thinking drawn")
         await pilot.pause()
         opened = len(parses)
         assert opened > 0 and max(len(s) for s in parses) <= SEGMENT_CHARS + LONGEST_BLOCK
@@ -140,7 +132,7 @@ async def test_a_streamed_answer_looks_like_the_stored_one(text: str, tmp_path: 
         await live.finish(store.message(answer.id))
         reopened = AssistantMessage(store.message(answer.id))
         await app.query_one("#transcript").mount(reopened)
-        await wait_for(pilot, lambda: all(w.settled for w in app.query(StreamingMarkdown)), "drawn")
+        await wait_for(pilot, lambda: all(w.settled for w in app.query(StreamingMarkdown)), what="drawn")
         await pilot.pause()
         streamed, stored = lines_of(live.query_one(".answer")), lines_of(reopened.query_one(".answer"))
         assert streamed == stored and len(stored) > 20
@@ -154,18 +146,18 @@ async def test_a_burst_of_tokens_is_drawn_in_few_frames(tiny_models: dict[str, P
     conversation = store.create_conversation()
     store.add_user_message(conversation.id, "q")
     message = store.start_answer(conversation.id, "m", "think", {})
-    app = QwenChatApp(store=Store(db), model_path=tiny_models["hybrid"], n_ctx=512)
+    app = make_app(db, tiny_models["hybrid"], n_ctx=512)
     renders = [0]
-    async with app.run_test(size=(110, 36)) as pilot:
-        real_render = app._render_events
+    async with app.run_test(size=SIZE) as pilot:
+        real_render = app._draw_tokens
 
         async def counted() -> None:
             renders[0] += 1
             await real_render()
 
-        app._render_events = counted  # type: ignore[method-assign]
-        await wait_for(pilot, lambda: "ready" in str(app.query_one("#status").render()), what="load")
-        app._receive(AnswerStarted(message))
+        app._draw_tokens = counted  # type: ignore[method-assign]
+        await wait_for(pilot, lambda: "ready" in status(app), what="load")
+        app.inbox.put(AnswerStarted(message))
         await wait_for(pilot, lambda: app._live is not None, what="answer started")
         before, text = renders[0], StreamText()
 
@@ -173,17 +165,17 @@ async def test_a_burst_of_tokens_is_drawn_in_few_frames(tiny_models: dict[str, P
             for i in range(50_000):
                 piece = f"w{i} " if i % 50 else f"w{i}\n\n"
                 text.append(Part.THINKING, piece)
-                app._receive(Token(message.id, Part.THINKING, piece, i, stream=text))
+                app.inbox.put(Token(message.id, Part.THINKING, piece, i, stream=text))
 
         thread = threading.Thread(target=engine)
         thread.start()
         thread.join()
-        await wait_for(pilot, lambda: not app._events, what="inbox drained")
+        await wait_for(pilot, lambda: not app.inbox.waiting, what="inbox drained")
         assert gc.get_freeze_count() > 0  # full collections held while the answer streams (gc_pause.py)
         assert renders[0] - before < 60  # not one render per token: batches grew while rendering
         assert app._live.thinking_text == text.thinking  # the engine's own text, not a copy
         assert "Thinking… 49,999 tokens" in str(app._live.query_one(".thinking").title)
         store.finish_answer(message.id, "stopped", text.thinking, "", False)
-        app._receive(AnswerSaved(store.message(message.id), None))
+        app.inbox.put(AnswerSaved(store.message(message.id), None))
         await wait_for(pilot, lambda: app._live is None, what="answer saved")
         await wait_for(pilot, lambda: gc.get_freeze_count() == 0, what="collections released when idle")

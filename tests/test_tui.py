@@ -2,60 +2,21 @@
 
 from __future__ import annotations
 
-import html
 import os
-import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import Input, ListView
 
 from qwen_chat.store.database import Store
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage, UserMessage
 
-SIZE = (110, 36)
+from helpers import SIZE, make_app, screen_text, status, type_and_send, wait_for
 
 
-def screen_text(app: QwenChatApp) -> str:
-    """What the terminal shows, as plain text (from Textual's own screenshot)."""
-    svg = app.export_screenshot()
-    lines: dict[str, list[str]] = {}
-    for y, text in re.findall(r'<text[^>]*\by="([\d.]+)"[^>]*>(.*?)</text>', svg, flags=re.S):
-        lines.setdefault(y, []).append(html.unescape(re.sub(r"<[^>]+>", "", text)))
-    ordered = sorted(lines.items(), key=lambda kv: float(kv[0]))
-    return "\n".join("".join(parts).replace("\xa0", " ") for _, parts in ordered)
-
-
-async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await pilot.pause(0.05)
-
-
-async def type_and_send(pilot: Pilot, text: str) -> None:
-    box = pilot.app.query_one("#prompt", Input)
-    box.focus()
-    box.value = text
-    await pilot.press("enter")
-
-
-def make_app(db: Path, model: Path, n_ctx: int = 4096) -> QwenChatApp:
-    return QwenChatApp(store=Store(db), model_path=model, n_ctx=n_ctx)
-
-
-def status(app: QwenChatApp) -> str:
-    return str(app.query_one("#status").render())
-
-
-@pytest.mark.real_model
 async def test_chat_streams_stops_and_persists(real_model: Path, tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
     app = make_app(db, real_model)
@@ -245,7 +206,6 @@ print("every answer ended before a partial save", flush=True)
 """
 
 
-@pytest.mark.real_model
 async def test_kill_9_during_real_generation(real_model: Path, tiny_models: dict[str, Path], tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
     proc = subprocess.Popen([sys.executable, "-c", REAL_WRITER, str(db), str(real_model)],

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from textual.widgets import Input, OptionList
 
 from qwen_chat.store.database import Store
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.conversation_screens import ContextScreen, PersonasScreen
 from qwen_chat.tui.messages import AssistantMessage, TrimMarker, UserMessage
-from test_tui import SIZE, make_app, screen_text, status, type_and_send, wait_for
+
+from helpers import SIZE, make_app, screen_text, status, type_and_send, wait_for
 
 
 async def ask(pilot, app: QwenChatApp, text: str) -> None:
@@ -22,7 +22,6 @@ async def ask(pilot, app: QwenChatApp, text: str) -> None:
                    and not app.session.generating and app._live is None, what=f"answer to {text!r}")
 
 
-@pytest.mark.real_model
 async def test_regenerate_edit_and_copy(real_model: Path, tmp_path: Path) -> None:
     app = make_app(tmp_path / "chat.db", real_model, n_ctx=2048)
     async with app.run_test(size=SIZE) as pilot:
@@ -74,7 +73,6 @@ async def test_regenerate_edit_and_copy(real_model: Path, tmp_path: Path) -> Non
         assert not box.value and not box.has_class("editing")
 
 
-@pytest.mark.real_model
 async def test_persona_and_context_reload_keep_the_conversation(real_model: Path, tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
     store = Store(db)
@@ -123,7 +121,6 @@ async def test_budget_meter_and_cut_marker_on_a_thinking_model(tiny_models: dict
         assert "4-token budget" in str(box.title)
 
 
-@pytest.mark.real_model
 async def test_context_full_marker_shows_and_survives_a_restart(real_model: Path, tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
     app = make_app(db, real_model, n_ctx=1024)

@@ -19,7 +19,7 @@ from qwen_chat.system.hardware import detect
 
 def ask(model: Path, question: str, *, think: bool | None = None, show_thinking: bool = False,
         n_ctx: int | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    from qwen_chat.session.chat import plan_for_file
+    from qwen_chat.session.model_loading import plan_for_file
 
     info = read_model_info(model)
     template = ChatTemplate(info.chat_template, info.bos_token, info.eos_token)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from qwen_chat.store.database import MARK_END, MARK_START, Store, StoreError
+from qwen_chat.store.database import MARK_END, MARK_START, Store
 from qwen_chat.store.export import from_json, to_json, to_markdown
+from qwen_chat.store.records import StoreError
 from qwen_chat.system.paths import database_path
 
 

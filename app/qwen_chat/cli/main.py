@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from qwen_chat import __version__
 
 if TYPE_CHECKING:  # --help and --version must not import the store (sqlite-utils) or anything heavy
+    from qwen_chat.session.chat import LocalModel, Server
     from qwen_chat.store.database import Store
 
 
@@ -37,7 +38,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="save --endpoint (and --remote-model) under NAME in settings.toml; later: --endpoint NAME")
     parser.add_argument("--db", type=Path, metavar="PATH",
                         help="conversations database (default: in your data folder; env QWEN_CHAT_DB)")
-    commands = parser.add_subparsers(dest="command", title="commands (without one, the chat opens)")
+    _add_commands(parser.add_subparsers(dest="command", title="commands (without one, the chat opens)"))
+    return parser
+
+
+def _add_commands(commands: argparse._SubParsersAction) -> None:
     commands.add_parser("models", help="the Qwen3 catalog with a verdict per quant for this machine")
     plan = commands.add_parser("plan", help="how MODEL[:QUANT] (or a .gguf path) would run here")
     plan.add_argument("model", metavar="MODEL[:QUANT]")
@@ -66,7 +71,6 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question", nargs="?", help="the question; read from stdin when omitted or '-'")
     ask.add_argument("--no-think", action="store_true", help="answer without thinking (hybrid models)")
     ask.add_argument("--show-thinking", action="store_true", help="stream the thinking to stderr")
-    return parser
 
 
 def _last_model_file() -> Path:
@@ -114,12 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         model = first_run()
         if model is None:
             return 2
+    return _chat_local(model, args.ctx)
 
+
+def _chat_local(model: Path, n_ctx: int | None) -> int:
+    """Refuse before the screen opens when the file is broken or cannot fit; else open the chat on it."""
     from qwen_chat.models.gguf_files import ModelFileError, read_model_info
     from qwen_chat.models.planner import DoesNotFit
     from qwen_chat.qwen3.template import ChatTemplate, TemplateRenderError
-    from qwen_chat.session.chat import plan_for_file
-    from qwen_chat.store.database import Store, StoreError
+    from qwen_chat.session.model_loading import plan_for_file
+    from qwen_chat.store.database import Store
+    from qwen_chat.store.records import StoreError
     from qwen_chat.system.hardware import detect
     from qwen_chat.system.logging_setup import setup_logging
     from qwen_chat.system.paths import database_path
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         for warning in machine.warnings:
             print(f"qwen-chat: warning: {warning}", file=sys.stderr)
         # refuse before the screen opens if it cannot fit
-        plan_for_file(info, ChatTemplate(info.chat_template).variant, machine, args.ctx)
+        plan_for_file(info, ChatTemplate(info.chat_template).variant, machine, n_ctx)
         store = Store(database_path())
     except (ModelFileError, DoesNotFit, StoreError, TemplateRenderError) as exc:
         print(f"qwen-chat: {exc}", file=sys.stderr)
@@ -140,15 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     last.parent.mkdir(parents=True, exist_ok=True)
     last.write_text(str(info.path.resolve()), encoding="utf-8")
 
-    return _run_app(store, model_path=info.path, n_ctx=args.ctx)
+    from qwen_chat.session.chat import LocalModel
+
+    return _run_app(store, LocalModel(info.path, n_ctx))
 
 
-def _run_app(store: Store, **source: object) -> int:
+def _run_app(store: Store, source: LocalModel | Server) -> int:
     """Open the chat on a model file or an endpoint; problems after start are shown inside the app."""
+    from qwen_chat.session.chat import ChatSession
     from qwen_chat.tui.app import QwenChatApp
 
     try:
-        QwenChatApp(store=store, **source).run()  # type: ignore[arg-type]
+        QwenChatApp(ChatSession(store, source=source)).run()  # the app closes the session when it exits
     finally:
         store.close()
     return 0
@@ -213,7 +225,8 @@ def _ask(args: argparse.Namespace, model: Path | None) -> int:
 def _chat_endpoint(args: argparse.Namespace) -> int:
     from qwen_chat.config.settings import Endpoint, load_endpoints, save_endpoint
     from qwen_chat.engines.http import EndpointError, api_key_for, list_models, remember_api_key
-    from qwen_chat.store.database import Store, StoreError
+    from qwen_chat.store.database import Store
+    from qwen_chat.store.records import StoreError
     from qwen_chat.system.logging_setup import setup_logging
     from qwen_chat.system.paths import database_path
 
@@ -247,4 +260,6 @@ def _chat_endpoint(args: argparse.Namespace) -> int:
             save_endpoint(Endpoint(args.save_endpoint, url, args.remote_model))
         except OSError as exc:  # a settings.toml that does not parse is never overwritten
             print(f"qwen-chat: the endpoint was not saved: {exc}", file=sys.stderr)
-    return _run_app(store, endpoint=(url, key, args.remote_model))
+    from qwen_chat.session.chat import Server
+
+    return _run_app(store, Server(url, key, args.remote_model))

@@ -7,19 +7,11 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from qwen_chat.models.catalog import CatalogError, CatalogModel, Quant, find_model, load_models
+from qwen_chat.models.catalog import CatalogError, CatalogModel, Quant, find_model
+from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.gguf_files import ModelFileError, read_model_info
-from qwen_chat.models.planner import (
-    Candidate,
-    DoesNotFit,
-    GiB,
-    Plan,
-    Weights,
-    arch_from_catalog,
-    candidates_from_catalog,
-    plan,
-    weights_from_headers,
-)
+from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog, weights_from_headers
+from qwen_chat.models.planner import Candidate, DoesNotFit, GiB, Plan, Weights, plan
 from qwen_chat.models.verdicts import verdicts
 from qwen_chat.system.hardware import Machine, detect
 from qwen_chat.system.paths import config_dir, data_dir, database_path, log_dir, models_dir
@@ -45,8 +37,8 @@ def print_models(machine: Machine | None = None) -> int:
 
 
 def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact: bool = False) -> int:
-    from qwen_chat.engines.remote_header import RemoteHeaderError
     from qwen_chat.models.hub import HubError
+    from qwen_chat.models.remote_header import RemoteHeaderError
 
     machine = machine or detect()
     try:
@@ -67,7 +59,7 @@ def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = Fal
     path = Path(ref).expanduser()
     if path.suffix == ".gguf" or path.exists():
         from qwen_chat.qwen3.template import ChatTemplate
-        from qwen_chat.session.chat import plan_for_file
+        from qwen_chat.session.model_loading import plan_for_file
 
         info = read_model_info(path)
         variant = ChatTemplate(info.chat_template).variant
@@ -86,8 +78,8 @@ def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = Fal
 
 def remote_weights(model: CatalogModel, quant: Quant) -> Weights:
     """Exact tensor sizes from the headers of the quant's files on the hub (a few MB each, Range requests)."""
-    from qwen_chat.engines.remote_header import fetch_header
     from qwen_chat.models import hub
+    from qwen_chat.models.remote_header import fetch_header
 
     token = hub.token()
     commit, listing = hub.list_files(model.repo, token=token)

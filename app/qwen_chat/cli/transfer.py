@@ -8,12 +8,15 @@ import threading
 import time
 from pathlib import Path
 
-from qwen_chat.models.catalog import CatalogError, find_model, load_models
+from qwen_chat.models.catalog import CatalogError, find_model
+from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.downloads import DownloadCancelled, DownloadError, human, pull
 from qwen_chat.models.gguf_files import ModelFileError
-from qwen_chat.models.gguf_split import MergeError, merge_shards
+from qwen_chat.models.gguf_merge_plan import MergeError
+from qwen_chat.models.gguf_split import merge_shards
 from qwen_chat.models.hub import HubError, store_token
-from qwen_chat.models.planner import DoesNotFit, arch_from_catalog, candidates_from_catalog, plan
+from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog
+from qwen_chat.models.planner import DoesNotFit, plan
 from qwen_chat.system.hardware import detect
 
 

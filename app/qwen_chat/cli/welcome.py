@@ -6,9 +6,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from qwen_chat.models.catalog import CatalogModel, load_models
+from qwen_chat.models.catalog import CatalogModel
+from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.hub import offline
-from qwen_chat.models.planner import DoesNotFit, Plan, arch_from_catalog, candidates_from_catalog, plan
+from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog
+from qwen_chat.models.planner import DoesNotFit, Plan, plan
 from qwen_chat.system.hardware import Machine
 from qwen_chat.system.paths import models_dir
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from qwen_chat.config.settings import (
+    interpreted,
     load_chat,
     prune,
-    read_document,
     section,
     settings_path,
     update_document,
@@ -73,7 +73,11 @@ def _fields(table: object, key: str, problems: list[str] | None, allowed: tuple[
 
 
 def _load(problems: list[str] | None = None) -> _User:
-    document = read_document(problems)
+    """The user's presets as settings.toml has them now (worked out once per change of the file)."""
+    return interpreted("presets", _user_presets, problems)
+
+
+def _user_presets(document: dict[str, Any], problems: list[str]) -> _User:
     named: dict[str, tuple[str, dict[str, Any]]] = {}
     raw_named = document.get("presets") or {}
     if not isinstance(raw_named, dict):

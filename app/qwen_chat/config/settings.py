@@ -25,32 +25,34 @@
     hybrid-thinking = "my-precise"
 
 API keys are never written here (the system keyring holds them). Invalid entries are reported with their key and
-skipped (or replaced by the default), never fatal. Saving rewrites the whole file from its parsed content, so every
-section survives (also ones this version does not know); comments are not kept. A file that does not parse is never
-overwritten: saving raises `SettingsError` (an `OSError`) until it is fixed.
+skipped (or replaced by the default), never fatal. The file is parsed once and again only when it changes on disk
+(its bytes); what each section means is worked out once per parse (`interpreted`). Saving edits
+the file in place with tomlkit, so the user's comments, order and every section survive (also ones this
+version does not know). A file that does not parse is never overwritten: saving raises `SettingsError` (an
+`OSError`) until it is fixed.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-import math
 import os
-import re
 import string
+import sys
+import threading
 import unicodedata
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from qwen_chat.qwen3.sampling import MAX_THINKING_BUDGET
 from qwen_chat.system.paths import config_dir
 
+T = TypeVar("T")
+
 CONTEXT_CHOICES = ("auto", "native", "64k", "128k", "256k")  # as context_presets.py names them
 KNOWN_SECTIONS = ("theme", "endpoints", "keys", "chat", "presets", "overrides", "use")
 HEADER = ("# qwen-chat settings; every section and key is described in the README's \"Settings\" section.\n"
-          "# qwen-chat rewrites this file when you change a setting in the app (comments are not kept).\n"
+          "# qwen-chat edits this file when you change a setting in the app; your comments are kept.\n"
           "# API keys live in the system keyring, never here.\n")
 
 
@@ -77,56 +79,115 @@ def settings_path() -> Path:
 
 
 def toml_loads(text: str) -> dict:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:
+        import tomli as tomllib
     return tomllib.loads(text)
 
 
 # --- the whole document ----------------------------------------------------------------------------------------
 
 
-def read_document(problems: list[str] | None = None) -> dict[str, Any]:
-    """The parsed file; {} when it is missing, or broken (reported: its settings are ignored)."""
+@dataclass
+class _Parsed:
+    """One parse of the file, and what each section means in it (built on first use)."""
+
+    raw: bytes | None  # the file as it was parsed; None: no file
+    document: dict[str, Any]
+    problems: list[str]  # the file does not parse
+    views: dict[Hashable, tuple[Any, list[str]]] = field(default_factory=dict)
+
+
+_parsed: dict[Path, _Parsed] = {}
+_lock = threading.RLock()
+
+
+def _current() -> _Parsed:
+    """The parse of the file as it is now. Reading a file this small costs microseconds; comparing its bytes
+    (not its modification time, which ticks too coarsely for two saves in a row) says whether it changed."""
     path = settings_path()
-    if not path.is_file():
-        return {}
     try:
-        return toml_loads(path.read_text(encoding="utf-8"))
-    except Exception as exc:  # a broken file is reported, never fatal
-        if problems is not None:
-            problems.append(f"{path}: {exc}; its settings are ignored")
-        return {}
+        raw: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        raw = None
+    except OSError as exc:
+        return _Parsed(None, {}, [f"{path}: {exc}; its settings are ignored"])
+    with _lock:
+        cached = _parsed.get(path)
+        if cached is not None and cached.raw == raw:
+            return cached
+        document: dict[str, Any] = {}
+        problems: list[str] = []
+        if raw is not None:
+            try:
+                document = toml_loads(raw.decode("utf-8"))
+            except Exception as exc:  # a broken file is reported, never fatal
+                problems.append(f"{path}: {exc}; its settings are ignored")
+        _parsed[path] = parsed = _Parsed(raw, document, problems)
+        return parsed
+
+
+def interpreted(key: Hashable, build: Callable[[dict[str, Any], list[str]], T], problems: list[str] | None) -> T:
+    """What a section means (`build` reads the parsed document and reports its problems), worked out once per
+    parse of the file; the problems are handed out again to every caller that asks for them."""
+    with _lock:
+        parsed = _current()
+        if key not in parsed.views:
+            found = list(parsed.problems)
+            parsed.views[key] = (build(parsed.document, found), found)
+        value, found = parsed.views[key]
+    if problems is not None:
+        problems.extend(found)
+    return value
+
+
+def read_document(problems: list[str] | None = None) -> dict[str, Any]:
+    """The parsed file (shared: do not change it); {} when it is missing, or broken (reported: its settings
+    are ignored)."""
+    parsed = _current()
+    if problems is not None:
+        problems.extend(parsed.problems)
+    return parsed.document
 
 
 def update_document(change: Callable[[dict[str, Any]], None]) -> None:
-    """Read the file, let `change` edit the parsed document in place, write it back (every section kept)."""
+    """Read the file, let `change` edit the document in place, write it back: comments, order and every section
+    are kept (tomlkit edits the text)."""
+    import tomlkit
+
     path = settings_path()
-    document: dict[str, Any] = {}
+    document = tomlkit.document()
     if path.is_file():
+        text = path.read_text(encoding="utf-8")
         try:
-            document = toml_loads(path.read_text(encoding="utf-8"))
+            toml_loads(text)  # the reader's verdict: what it cannot read is never overwritten
+            document = tomlkit.parse(text)
         except Exception as exc:
             raise SettingsError(f"{path} has an error ({exc}); fix it first: nothing was saved") from exc
+    else:
+        for line in HEADER.splitlines():
+            document.add(tomlkit.comment(line.removeprefix("# ")))
+        document.add(tomlkit.nl())
     change(document)
     write_document(document)
 
 
 def write_document(document: dict[str, Any]) -> None:
+    import tomlkit
+
     path = settings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(dumps(document), encoding="utf-8")
+    tmp.write_text(tomlkit.dumps(document), encoding="utf-8")
     os.replace(tmp, path)
 
 
 def section(document: dict[str, Any], name: str) -> dict[str, Any]:
     """A table of the document, created if missing (for writers)."""
-    table = document.get(name)
-    if not isinstance(table, dict):
-        table = document[name] = {}
-    return table
+    if not isinstance(document.get(name), dict):
+        document[name] = {}  # tomlkit stores a table made from it: the one to fill is the stored one
+    return document[name]
 
 
 def prune(document: dict[str, Any], name: str) -> None:
@@ -139,9 +200,13 @@ def prune(document: dict[str, Any], name: str) -> None:
 
 
 def load_endpoints(problems: list[str] | None = None) -> dict[str, Endpoint]:
+    return interpreted("endpoints", _endpoints, problems)
+
+
+def _endpoints(document: dict[str, Any], problems: list[str]) -> dict[str, Endpoint]:
     path = settings_path()
     found = {}
-    endpoints = read_document(problems).get("endpoints") or {}
+    endpoints = document.get("endpoints") or {}
     if not isinstance(endpoints, dict):
         _report(problems, "endpoints", "must be a table of [endpoints.NAME] entries; ignored")
         return {}
@@ -161,10 +226,13 @@ def load_endpoints(problems: list[str] | None = None) -> dict[str, Endpoint]:
 
 
 def load_theme(problems: list[str] | None = None) -> str | None:
-    theme = read_document().get("theme")  # a broken file is reported by the other loaders
+    return interpreted("theme", _theme, problems)
+
+
+def _theme(document: dict[str, Any], problems: list[str]) -> str | None:
+    theme = document.get("theme")
     if theme is not None and not isinstance(theme, str):
-        if problems is not None:
-            problems.append(f"{settings_path()}: theme must be a theme name; ignored")
+        problems.append(f"{settings_path()}: theme must be a theme name; ignored")
         return None
     return theme
 
@@ -250,7 +318,12 @@ def key_problem(value: object) -> str | None:
 
 def load_keymap(known_ids: set[str], problems: list[str] | None = None) -> dict[str, str]:
     """`[keys]` as a keymap for `App.set_keymap`: binding id -> "key" or "key1,key2" (spaces removed)."""
-    keys = read_document(problems).get("keys") or {}
+    return interpreted(("keys", frozenset(known_ids)), lambda document, found: _keymap(document, known_ids, found),
+                 problems)
+
+
+def _keymap(document: dict[str, Any], known_ids: set[str], problems: list[str]) -> dict[str, str]:
+    keys = document.get("keys") or {}
     if not isinstance(keys, dict):
         _report(problems, "keys", "must be a table of binding id = \"key\"; ignored")
         return {}
@@ -284,7 +357,11 @@ def _chat_problem(key: str, value: object) -> str | None:
 
 
 def load_chat(problems: list[str] | None = None) -> ChatSettings:
-    chat = read_document(problems).get("chat") or {}
+    return interpreted("chat", _chat, problems)
+
+
+def _chat(document: dict[str, Any], problems: list[str]) -> ChatSettings:
+    chat = document.get("chat") or {}
     if not isinstance(chat, dict):
         _report(problems, "chat", "must be a table ([chat]); the defaults are used")
         return ChatSettings()
@@ -307,72 +384,14 @@ def save_chat(chat: ChatSettings) -> None:
         problem = _chat_problem(key, value)
         if problem:
             raise ValueError(f"chat.{key} {problem}")
-    update_document(lambda document: document.__setitem__("chat", dict(vars(chat))))
+    def change(document: dict[str, Any]) -> None:
+        table = section(document, "chat")
+        for key, value in vars(chat).items():
+            table[key] = value  # key by key: the comments in the user's [chat] stay
+
+    update_document(change)
 
 
 def _report(problems: list[str] | None, key: str, message: str) -> None:
     if problems is not None:
         problems.append(f"{settings_path()}: {key}: {message}")
-
-
-# --- a small TOML writer (tomllib only reads) ------------------------------------------------------------------
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _string(key)
-
-
-def _string(text: str) -> str:
-    # JSON string escapes are TOML basic-string escapes; DEL is the one control character JSON leaves alone
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _string(value)
-    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to settings.toml")
-
-
-def dumps(document: dict[str, Any]) -> str:
-    """TOML text for a parsed document: top-level values first, then the tables in the documented order."""
-    order = {name: index for index, name in enumerate(KNOWN_SECTIONS)}
-    keys = sorted(document, key=lambda k: order.get(k, len(order)))  # stable: unknown ones keep their order
-    lines = [HEADER]
-    scalars = [k for k in keys if not isinstance(document[k], dict)]
-    for key in scalars:
-        lines.append(f"{_key(key)} = {_value(document[key])}")
-    if scalars:
-        lines.append("")
-    for key in keys:
-        if isinstance(document[key], dict):
-            _table([key], document[key], lines)
-    return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def _table(path: list[str], table: dict[str, Any], lines: list[str]) -> None:
-    values = {k: v for k, v in table.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-    if values or not tables:  # an empty table is written too, so that it round-trips
-        lines.append(f"[{'.'.join(_key(p) for p in path)}]")
-        lines.extend(f"{_key(k)} = {_value(v)}" for k, v in values.items())
-        lines.append("")
-    for key, sub in tables.items():
-        _table([*path, key], sub, lines)

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qwen_chat.engines.protocol import Done, EngineEvent, Failed, GenerateRequest, Loaded, LoadRequest, Token
-from qwen_chat.engines.remote_header import http_library as _http
+from qwen_chat.engines.protocol import Done, EngineEvent, EventSink, Failed, GenerateRequest, Loaded, LoadRequest, Token
 from qwen_chat.engines.worker import RequestWorker
-from qwen_chat.qwen3.thinking import Part, ThinkingSplitter
+from qwen_chat.models.hub import http_library as _http
+from qwen_chat.qwen3.thinking import Part, StreamText, ThinkingSplitter
 
 log = logging.getLogger("qwen_chat.remote")
 
@@ -95,7 +95,7 @@ def _auth(api_key: str | None) -> dict[str, str]:
 @dataclass
 class RemoteEngine(RequestWorker):
     thread_name = "remote-engine"
-    on_event: Callable[[EngineEvent], None]
+    on_event: EventSink
     base_url: str
     api_key: str | None = None
     model: str | None = None  # None: the endpoint's first model
@@ -170,99 +170,148 @@ class RemoteEngine(RequestWorker):
 
     def _generate(self, request: GenerateRequest) -> None:
         self._cancel.clear()
+        answer = _AnswerStream(request.request_id, self._emit)
+        failure = self._stream(request, answer)
+        if not failure and not answer.ended_properly and not self._cancel.is_set():
+            failure = f"the connection to {self.base_url} broke before the answer ended"
+        if self._cancel.is_set():
+            answer.finish, failure = "stopped", ""
+        answer.flush()
+        if failure:
+            self._emit(Failed(request.request_id, f"{failure}. The partial answer is kept; send again to retry."))
+            return
+        self._emit(answer.done(self.n_ctx))
+
+    def _stream(self, request: GenerateRequest, answer: _AnswerStream) -> str:
+        """Feed the server's event stream into `answer`; returns what went wrong, or "" (a stop is not wrong)."""
         http = _http()
-        splitter = ThinkingSplitter(starts_in_thinking=False)
-        stream = splitter.text  # the answer's one copy, shared with the session and the UI
-        answer_via_reasoning = False
-        started = time.perf_counter()
-        first_at: float | None = None
-        last_at = started
-        chunks, finish, usage = 0, "stop", {}
-        ended_properly = False
-        failure = ""
         try:
             with http.Client(timeout=http.Timeout(self.timeout, connect=10.0)) as client, client.stream(
                     "POST", f"{self.base_url.rstrip('/')}/chat/completions", json=self._body(request),
                     headers={**_auth(self.api_key), "Accept": "text/event-stream"}) as response:
                 self._response = response
-                if response.status_code != 200:
-                    response.read()
-                    raise EndpointError(f"the server answered {response.status_code}: {_message_of(response)}")
-                kind = response.headers.get("content-type", "")
-                if "text/event-stream" not in kind:
-                    raise EndpointError(f"the server did not stream (content-type {kind or 'none'}): it does not "
-                                        "speak the OpenAI streaming protocol here")
+                _check_streaming(response)
                 for line in response.iter_lines():
                     if self._cancel.is_set():
-                        finish, ended_properly = "stopped", True
+                        answer.finish, answer.ended_properly = "stopped", True
                         break
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        ended_properly = True
+                    if answer.feed_line(line):
                         break
-                    event = json.loads(data)
-                    if "error" in event:
-                        raise EndpointError(f"the server reported an error mid-answer: {_message_of_obj(event)}")
-                    usage = event.get("usage") or usage
-                    for choice in event.get("choices") or []:
-                        delta = choice.get("delta") or {}
-                        thought = delta.get("reasoning_content") or delta.get("reasoning")
-                        text = delta.get("content")
-                        if thought or text:
-                            now = time.perf_counter()
-                            first_at = first_at or now
-                            last_at = now
-                            chunks += 1
-                        if thought:
-                            answer_via_reasoning = True
-                            stream.append(Part.THINKING, thought)
-                            self._emit(Token(request.request_id, Part.THINKING, thought, stream=stream))
-                        if text:
-                            if answer_via_reasoning:  # a reasoning parser already split it
-                                stream.append(Part.ANSWER, text)
-                                self._emit(Token(request.request_id, Part.ANSWER, text, stream=stream))
-                            else:
-                                for part, piece in splitter.feed(text):
-                                    self._emit(Token(request.request_id, part, piece, stream=stream))
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                            ended_properly = True
         except EndpointError as exc:
-            failure = str(exc)
+            return str(exc)
         except (http.HTTPError, OSError, ValueError, RuntimeError) as exc:
             if self._cancel.is_set():
-                finish = "stopped"
+                answer.finish = "stopped"
             elif isinstance(exc, http.TimeoutException):
-                failure = f"the server did not answer within {self.timeout:.0f} s"
+                return f"the server did not answer within {self.timeout:.0f} s"
             else:
-                failure = f"the connection to {self.base_url} broke: {exc}"
+                return f"the connection to {self.base_url} broke: {exc}"
         finally:
             self._response = None
-        if not failure and not ended_properly and not self._cancel.is_set():
-            failure = f"the connection to {self.base_url} broke before the answer ended"
-        if self._cancel.is_set():
-            finish, failure = "stopped", ""
-        for part, piece in splitter.finish():
-            self._emit(Token(request.request_id, part, piece, stream=stream))
-        if failure:
-            self._emit(Failed(request.request_id, f"{failure}. The partial answer is kept; send again to retry."))
-            return
-        thinking = stream.thinking.strip("\n") if answer_via_reasoning else splitter.thinking
-        answer = splitter.answer.lstrip("\n") if answer_via_reasoning else splitter.answer
+        return ""
+
+
+def _check_streaming(response: Any) -> None:
+    if response.status_code != 200:
+        response.read()
+        raise EndpointError(f"the server answered {response.status_code}: {_message_of(response)}")
+    kind = response.headers.get("content-type", "")
+    if "text/event-stream" not in kind:
+        raise EndpointError(f"the server did not stream (content-type {kind or 'none'}): it does not "
+                            "speak the OpenAI streaming protocol here")
+
+
+@dataclass
+class _AnswerStream:
+    """One streamed answer: it parses the server-sent events, emits the tokens, and keeps what `Done` reports.
+
+    A server with a reasoning parser sends the thinking as `reasoning_content` and the answer already split;
+    otherwise the `<think>` tags arrive inline in `content` and the splitter finds them.
+    """
+
+    request_id: int
+    emit: Callable[[EngineEvent], None]
+    splitter: ThinkingSplitter = field(default_factory=lambda: ThinkingSplitter(starts_in_thinking=False))
+    via_reasoning: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    first_at: float | None = None
+    last_at: float = 0.0
+    chunks: int = 0
+    finish: str = "stop"
+    usage: dict[str, Any] = field(default_factory=dict)
+    ended_properly: bool = False
+
+    def __post_init__(self) -> None:
+        self.last_at = self.started
+
+    @property
+    def stream(self) -> StreamText:
+        return self.splitter.text  # the answer's one copy, shared with the session and the UI
+
+    def feed_line(self, line: str) -> bool:
+        """One line of the event stream; True at its `[DONE]`."""
+        if not line.startswith("data:"):
+            return False
+        data = line[5:].strip()
+        if data == "[DONE]":
+            self.ended_properly = True
+            return True
+        event = json.loads(data)
+        if "error" in event:
+            raise EndpointError(f"the server reported an error mid-answer: {_message_of_obj(event)}")
+        self.usage = event.get("usage") or self.usage
+        for choice in event.get("choices") or []:
+            self._choice(choice)
+        return False
+
+    def _choice(self, choice: dict[str, Any]) -> None:
+        delta = choice.get("delta") or {}
+        thought = delta.get("reasoning_content") or delta.get("reasoning")
+        text = delta.get("content")
+        if thought or text:
+            now = time.perf_counter()
+            self.first_at = self.first_at or now
+            self.last_at = now
+            self.chunks += 1
+        if thought:
+            self.via_reasoning = True
+            self._token(Part.THINKING, thought)
+        if text:
+            if self.via_reasoning:  # a reasoning parser already split it
+                self._token(Part.ANSWER, text)
+            else:
+                for part, piece in self.splitter.feed(text):
+                    self.emit(Token(self.request_id, part, piece, stream=self.stream))
+        if choice.get("finish_reason"):
+            self.finish = choice["finish_reason"]
+            self.ended_properly = True
+
+    def _token(self, part: Part, text: str) -> None:
+        self.stream.append(part, text)
+        self.emit(Token(self.request_id, part, text, stream=self.stream))
+
+    def flush(self) -> None:
+        """What the splitter still holds back (a "<" that might have begun a tag)."""
+        for part, piece in self.splitter.finish():
+            self.emit(Token(self.request_id, part, piece, stream=self.stream))
+
+    def done(self, n_ctx: int) -> Done:
+        splitter = self.splitter
+        thinking = self.stream.thinking.strip("\n") if self.via_reasoning else splitter.thinking
+        answer = splitter.answer.lstrip("\n") if self.via_reasoning else splitter.answer
         ended = time.perf_counter()
-        first = first_at or ended
-        completion = int(usage.get("completion_tokens") or chunks)
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        self._emit(Done(
-            request_id=request.request_id, finish=finish, thinking=thinking, answer=answer,
+        first = self.first_at or ended
+        last_at = self.last_at
+        completion = int(self.usage.get("completion_tokens") or self.chunks)
+        prompt_tokens = int(self.usage.get("prompt_tokens") or 0)
+        return Done(
+            request_id=self.request_id, finish=self.finish, thinking=thinking, answer=answer,
             saw_thinking=bool(thinking) or splitter.saw_thinking,
             thinking_closed=bool(answer) or splitter.thinking_closed,
             prompt_tokens=prompt_tokens, prompt_evaluated=prompt_tokens, completion_tokens=completion,
-            prompt_seconds=first - started, generation_seconds=last_at - first,
-            context_used=prompt_tokens + completion, n_ctx=self.n_ctx,
-            tokens_per_second=(chunks - 1) / (last_at - first) if chunks > 1 and last_at > first else 0.0))
+            prompt_seconds=first - self.started, generation_seconds=last_at - first,
+            context_used=prompt_tokens + completion, n_ctx=n_ctx,
+            tokens_per_second=(self.chunks - 1) / (last_at - first) if self.chunks > 1 and last_at > first else 0.0)
 
 
 def _message_of_obj(event: dict[str, Any]) -> str:

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from qwen_chat.engines.llama_setup import (
+    LogWriter,
+    cache_and_rope,
+    expert_overrides,
+    load_failure_message,
+    model_params_hook,
+    route_llama_logs,
+)
 from qwen_chat.engines.protocol import (
     Done,
-    EngineEvent,
+    EventSink,
     Failed,
     GenerateRequest,
     Loaded,
@@ -38,47 +44,6 @@ if TYPE_CHECKING:  # decode_loop imports llama_cpp, which the engine loads only 
 
 log = logging.getLogger("qwen_chat.engines.llama")
 _INSERTED_THINKING = STOP_THINKING.split("</think>")[0].rstrip("\n")  # what of it the splitter keeps as thinking
-llama_log = logging.getLogger("qwen_chat.llama_cpp")
-
-
-# ---- llama.cpp logging ----------------------------------------------------------------------------------
-
-# enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line)
-_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
-_log_callback_ref: Any = None
-_last_level = logging.INFO
-
-
-def _route_llama_logs() -> None:
-    """Send llama.cpp's own logging to our logger (a file), never to the terminal."""
-    global _log_callback_ref
-    if _log_callback_ref is not None:
-        return
-    import llama_cpp
-
-    @llama_cpp.llama_log_callback
-    def _callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-        global _last_level
-        _last_level = _LEVELS.get(level, _last_level)
-        message = text.decode("utf-8", "replace").rstrip("\n")
-        if message:
-            llama_log.log(_last_level, message)
-
-    _log_callback_ref = _callback  # ctypes callbacks must outlive every call from C
-    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
-
-
-class _LogWriter(io.TextIOBase):
-    """A file-like sink for llama-cpp-python's own `print(..., file=sys.stderr)` during loads."""
-
-    def write(self, text: str) -> int:
-        if text.strip():
-            llama_log.info(text.rstrip("\n"))
-        return len(text)
-
-
-# ---- the engine -----------------------------------------------------------------------------------------
-
 
 
 @dataclass
@@ -95,7 +60,7 @@ class _Loaded:
 @dataclass
 class Engine(RequestWorker):
     thread_name = "llama-engine"
-    on_event: Callable[[EngineEvent], None]
+    on_event: EventSink
     _queue: queue.Queue[Any] = field(default_factory=queue.Queue)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -119,15 +84,48 @@ class Engine(RequestWorker):
             self._model = None
 
     def _load(self, request: LoadRequest) -> None:
-        import llama_cpp
-        from llama_cpp import llama as llama_module
-
-        from qwen_chat.engines.decode_loop import DecodeLoop
-
-        _route_llama_logs()
+        route_llama_logs()
         self._unload()
         self._cancel.clear()
         started = time.perf_counter()
+        try:
+            llm = self._open(request)
+        except ValueError as exc:
+            if self._cancel.is_set():
+                self._emit(Failed(None, "Loading was cancelled."))
+            else:
+                self._emit(Failed(None, load_failure_message(request, exc)))
+            return
+        llm.verbose = False  # no per-call prints from here on
+        self._model = self._prepare(llm, request)
+        self._emit(Loaded(request.model_path, llm.n_ctx(), request.n_gpu_layers, time.perf_counter() - started))
+
+    def _open(self, request: LoadRequest) -> Any:
+        """The `Llama` object for the request, its load reported as LoadProgress and stopped by `stop()`."""
+        import llama_cpp
+        import psutil
+
+        overrides = expert_overrides(request.n_cpu_moe)
+        physical = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+        # verbose=True keeps llama-cpp-python from pointing fds 1 and 2 at /dev/null (which blanks a
+        # full-screen terminal); its Python prints go to our log instead.
+        with (model_params_hook(self._progress_callback(), overrides),
+              contextlib.redirect_stderr(LogWriter()), contextlib.redirect_stdout(LogWriter())):
+            return llama_cpp.Llama(
+                model_path=str(request.model_path),
+                n_ctx=request.n_ctx,
+                n_gpu_layers=request.n_gpu_layers,
+                n_threads=request.n_threads or physical,
+                n_threads_batch=request.n_threads_batch or psutil.cpu_count() or physical,
+                n_batch=min(512, request.n_ctx),
+                flash_attn=request.flash_attn,
+                **cache_and_rope(request),
+                verbose=True,
+            )
+
+    def _progress_callback(self) -> Any:
+        import llama_cpp
+
         last = [0.0]
 
         @llama_cpp.llama_progress_callback
@@ -137,44 +135,12 @@ class Engine(RequestWorker):
                 self._emit(LoadProgress(fraction))
             return not self._cancel.is_set()
 
-        original = llama_module.internals.LlamaModel
+        return progress
 
-        overrides = _expert_overrides(request.n_cpu_moe)
+    def _prepare(self, llm: Any, request: LoadRequest) -> _Loaded:
+        import llama_cpp
 
-        def with_progress(*, path_model: str, params: Any, verbose: bool = True) -> Any:
-            params.progress_callback = progress
-            if overrides is not None:
-                params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p).value
-            return original(path_model=path_model, params=params, verbose=verbose)
-
-        import psutil
-
-        physical = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
-        llama_module.internals.LlamaModel = with_progress
-        try:
-            # verbose=True keeps llama-cpp-python from pointing fds 1 and 2 at /dev/null (which blanks a
-            # full-screen terminal); its Python prints go to our log instead.
-            with contextlib.redirect_stderr(_LogWriter()), contextlib.redirect_stdout(_LogWriter()):
-                llm = llama_cpp.Llama(
-                    model_path=str(request.model_path),
-                    n_ctx=request.n_ctx,
-                    n_gpu_layers=request.n_gpu_layers,
-                    n_threads=request.n_threads or physical,
-                    n_threads_batch=request.n_threads_batch or psutil.cpu_count() or physical,
-                    n_batch=min(512, request.n_ctx),
-                    flash_attn=request.flash_attn,
-                    **_cache_and_rope(request),
-                    verbose=True,
-                )
-        except ValueError as exc:
-            if self._cancel.is_set():
-                self._emit(Failed(None, "Loading was cancelled."))
-            else:
-                self._emit(Failed(None, _load_failure_message(request, exc)))
-            return
-        finally:
-            llama_module.internals.LlamaModel = original
-        llm.verbose = False  # no per-call prints from here on
+        from qwen_chat.engines.decode_loop import DecodeLoop
 
         @llama_cpp.ggml_abort_callback
         def abort(_data: ctypes.c_void_p) -> bool:
@@ -185,8 +151,7 @@ class Engine(RequestWorker):
         bos_text = llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id >= 0 else ""
         add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab)) if bos_id >= 0 else False
         # the loop arms the abort callback only where a stop must cut into llama_decode (see decode_loop.py)
-        self._model = _Loaded(llm, request, abort, bos_text, add_bos, loop=DecodeLoop(llm, abort))
-        self._emit(Loaded(request.model_path, llm.n_ctx(), request.n_gpu_layers, time.perf_counter() - started))
+        return _Loaded(llm, request, abort, bos_text, add_bos, loop=DecodeLoop(llm, abort))
 
     def _generate(self, request: GenerateRequest) -> None:
         self._cancel.clear()
@@ -369,50 +334,3 @@ def _sampled(llm: Any, prompt: str, tokens: list[int], raw: str, ids: list[int])
     if llm.detokenize(ids[len(tokens):], special=True) != raw.encode("utf-8"):
         return None
     return prompt + raw, ids
-
-
-class _BuftOverride(ctypes.Structure):
-    # struct llama_model_tensor_buft_override { const char * pattern; ggml_backend_buffer_type_t buft; }
-    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
-
-
-def _expert_overrides(n_cpu_moe: int) -> Any:
-    """A NULL-terminated override array putting the experts of blocks 0..n-1 in CPU memory, or None."""
-    if n_cpu_moe <= 0:
-        return None
-    import llama_cpp
-
-    cpu_buffer = llama_cpp.llama_cpp._lib.ggml_backend_cpu_buffer_type
-    cpu_buffer.restype = ctypes.c_void_p
-    blocks = "|".join(str(i) for i in range(n_cpu_moe))
-    pattern = rf"blk\.({blocks})\.ffn_(up|down|gate|gate_up)_(ch|)exps".encode()
-    array = (_BuftOverride * 2)()
-    array[0].pattern, array[0].buft = pattern, cpu_buffer()
-    _keep_alive[:] = [(array, pattern)]  # llama.cpp reads the patterns during the load
-    return array
-
-
-_keep_alive: list[Any] = []
-
-
-def _cache_and_rope(request: LoadRequest) -> dict[str, Any]:
-    from qwen_chat.models.planner import kv_type_id
-
-    extra: dict[str, Any] = {}
-    if request.kv_type != "f16":
-        extra["type_k"] = extra["type_v"] = kv_type_id(request.kv_type)
-    if request.yarn_factor:
-        extra.update(rope_scaling_type=2, rope_freq_scale=1.0 / request.yarn_factor,
-                     yarn_orig_ctx=request.yarn_orig_ctx)
-    return extra
-
-
-def _load_failure_message(request: LoadRequest, exc: Exception) -> str:
-    from qwen_chat.system.paths import log_dir
-
-    text = str(exc)
-    if "context" in text.lower():
-        return (f"llama.cpp could not create a {request.n_ctx:,}-token context for {request.model_path.name}: "
-                f"most likely not enough memory. Try a smaller --ctx. Details: {log_dir() / 'llama.log'}")
-    return (f"llama.cpp could not load {request.model_path.name} ({text}). The file may be damaged or made for "
-            f"a newer llama.cpp. Details: {log_dir() / 'llama.log'}")

@@ -122,11 +122,18 @@ class Failed:
 EngineEvent = LoadProgress | Loaded | Token | Trimmed | Done | Failed
 
 
+class EventSink(Protocol):
+    """Where an engine sends its events (a Protocol, not Callable: mypy reads a Callable-typed dataclass field
+    as read-only, so engines could not be assigned a new sink)."""
+
+    def __call__(self, event: EngineEvent, /) -> None: ...
+
+
 class ChatEngine(Protocol):
     """What the session needs from an engine: llama.py (in-process) or http.py (a server).
     Requests are queued and answered with events through `on_event`; `stop` works from any thread."""
 
-    on_event: Callable[[EngineEvent], None]
+    on_event: EventSink
 
     def start(self) -> ChatEngine: ...
     def load(self, request: LoadRequest) -> None: ...

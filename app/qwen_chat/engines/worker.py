@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
 from typing import Any
 
-from qwen_chat.engines.protocol import EngineEvent, Failed, GenerateRequest, LoadRequest
+from qwen_chat.engines.protocol import EngineEvent, EventSink, Failed, GenerateRequest, LoadRequest
 
 log = logging.getLogger("qwen_chat.engines")
 _SHUTDOWN = object()
@@ -22,7 +21,7 @@ class RequestWorker:
     """
 
     thread_name = "engine"
-    on_event: Callable[[EngineEvent], None]
+    on_event: EventSink
     _queue: queue.Queue[Any]
     _cancel: threading.Event
     _thread: threading.Thread | None

@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from qwen_chat.models.catalog import CatalogError, find_model, load_models
+from qwen_chat.models.catalog import CatalogError, find_model
+from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.downloads import DownloadCancelled, DownloadError, pull
 from qwen_chat.models.gguf_files import ModelFileError
-from qwen_chat.models.gguf_split import MergeError, merge_shards
+from qwen_chat.models.gguf_merge_plan import MergeError
+from qwen_chat.models.gguf_split import merge_shards
 from qwen_chat.models.hub import HubError
 from qwen_chat.system.paths import models_dir
 
@@ -120,9 +123,9 @@ class DownloadQueue:
 
     # -- worker thread --
 
-    def _update(self, job_id: int, **changes: object) -> Job:
+    def _update(self, job_id: int, **changes: Any) -> Job:
         with self._lock:
-            job = self._jobs[job_id] = replace(self._jobs[job_id], **changes)  # type: ignore[arg-type]
+            job = self._jobs[job_id] = replace(self._jobs[job_id], **changes)
         self.listener(job)
         return job
 
@@ -144,13 +147,13 @@ class DownloadQueue:
 
     def _download(self, job: Job, stop: threading.Event) -> None:
         self._update(job.id, state="downloading", message="")
-        started, first = time.monotonic(), [None]
+        started, first = time.monotonic(), list[int]()  # the bytes already there: not counted for the speed
         last = [0.0]
 
         def progress(done: int, total: int, name: str) -> None:
             now = time.monotonic()
-            if first[0] is None:
-                first[0] = done  # resumed bytes do not count towards the speed
+            if not first:
+                first.append(done)
             if now - last[0] < 0.25 and done < total:
                 return
             last[0] = now

@@ -4,7 +4,8 @@ huggingface_hub 2.x does not resume across processes, so a multi-GB model interr
 would start over. Here each file is written to `dest/.<name>.partial` with a sidecar `.<name>.partial.json` naming
 the repo, commit, size and sha256 it belongs to; the next run hashes the bytes already there once and continues with
 `Range: bytes=N-`. The sha256 is updated while writing, the result is checked against the hub's LFS hash and the
-GGUF magic, then renamed into place atomically. Files are stored flat: `dest/<basename>`.
+GGUF magic, then renamed into place atomically. Files are stored flat: `dest/<basename>`. What stays in the
+folder between runs (partials, sidecars, the record of verified files) is download_state.py's.
 """
 
 from __future__ import annotations
@@ -17,24 +18,34 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub.errors import OfflineModeIsEnabled
 
 from qwen_chat.models import hub
-from qwen_chat.models.catalog import CatalogModel, Quant, find_model, load_models
+from qwen_chat.models.catalog import CatalogModel, Quant, find_model
+from qwen_chat.models.catalog_loader import load_models
+from qwen_chat.models.download_state import (
+    download_paths,
+    flush_partial,
+    fsync_dir,
+    load_verified,
+    local_copy,
+    merged_copy,
+    record_verified,
+    remaining_bytes,
+    resumable_bytes,
+    sidecar,
+)
 from qwen_chat.models.gguf_files import ModelFileError, check_magic
 from qwen_chat.models.hub import HubError, RemoteFile
 from qwen_chat.system.paths import models_dir
 
 MiB = 1024 * 1024
 CHUNK = 8 * MiB
-VERIFIED_FILE = ".verified.json"
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)  # after a dropped connection or a 5xx; tests shorten it
 SERVER_ERROR_RETRIES = 3
-CONNECT_TIMEOUT = 30.0
-READ_TIMEOUT = 120.0
 
 Progress = Callable[[int, int, str], None]
 Cancel = Any  # a threading.Event (is_set) or a callable returning True to stop
@@ -51,28 +62,6 @@ class DownloadCancelled(DownloadError):
 def _write(f: Any, data: bytes) -> None:
     """One write to the partial file (a seam for tests that simulate a full disk)."""
     f.write(data)
-
-
-def _session() -> Any:
-    from huggingface_hub.utils import get_session
-
-    return get_session()  # an httpx2.Client in huggingface_hub 2.x (honours HF_HUB_OFFLINE, follows redirects)
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    try:
-        import httpx2 as module
-    except ImportError:  # pragma: no cover - huggingface_hub 1.x
-        import httpx as module
-    return (module.TransportError, ConnectionError, TimeoutError)
-
-
-def _timeout() -> Any:
-    try:
-        import httpx2 as module
-    except ImportError:  # pragma: no cover
-        import httpx as module
-    return module.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
 
 
 def human(n: float) -> str:
@@ -106,25 +95,7 @@ def _hash_file(path: Path, cancel: Cancel = None, limit: int | None = None) -> A
     return digest
 
 
-# --- the record of files already verified ---------------------------------------------------------------------
-
-
-def _load_verified(dest_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((dest_dir / VERIFIED_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _record_verified(dest_dir: Path, path: Path, sha256: str) -> None:
-    data = _load_verified(dest_dir)
-    st = path.stat()
-    data[path.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
-    tmp = dest_dir / f".{VERIFIED_FILE}.tmp"
-    with contextlib.suppress(OSError):  # only a cache: failing to write it costs a re-hash next time
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, dest_dir / VERIFIED_FILE)
+# --- a file already there ----------------------------------------------------------------------------------------
 
 
 def _already_there(path: Path, remote: RemoteFile, dest_dir: Path, cancel: Cancel) -> bool:
@@ -137,13 +108,13 @@ def _already_there(path: Path, remote: RemoteFile, dest_dir: Path, cancel: Cance
         return False
     if remote.sha256 is None:
         return True
-    record = _load_verified(dest_dir).get(path.name)
+    record = load_verified(dest_dir).get(path.name)
     if (isinstance(record, dict) and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
             and record.get("sha256") == remote.sha256):
         return True
     if _hash_file(path, cancel).hexdigest() != remote.sha256:
         return False
-    _record_verified(dest_dir, path, remote.sha256)
+    record_verified(dest_dir, path, remote.sha256)
     return True
 
 
@@ -180,7 +151,7 @@ def _from_hf_cache(repo: str, remote: RemoteFile, commit: str, final: Path, dest
             raise DownloadError(f"cannot copy {final.name} from the Hugging Face cache: {exc.strerror}") from None
     os.replace(tmp, final)
     if remote.sha256 is not None:
-        _record_verified(dest_dir, final, remote.sha256)
+        record_verified(dest_dir, final, remote.sha256)
     return True
 
 
@@ -197,42 +168,13 @@ def _check_space(dest_dir: Path, needed: int, what: str) -> None:
                             "(QWEN_CHAT_MODELS_DIR).")
 
 
-def _paths(dest_dir: Path, remote: RemoteFile) -> tuple[Path, Path, Path]:
-    name = PurePosixPath(hub.safe_path(remote.path)).name
-    return dest_dir / name, dest_dir / f".{name}.partial", dest_dir / f".{name}.partial.json"
-
-
-def _sidecar(repo: str, remote: RemoteFile, commit: str) -> dict[str, Any]:
-    return {"repo": repo, "commit": commit, "path": remote.path, "size": remote.size, "sha256": remote.sha256}
-
-
-def _resumable_bytes(repo: str, remote: RemoteFile, commit: str, partial: Path, meta: Path) -> int:
-    """Bytes of a partial that belongs to this very file and revision; 0 otherwise."""
-    try:
-        if json.loads(meta.read_text(encoding="utf-8")) != _sidecar(repo, remote, commit):
-            return 0
-        size = partial.stat().st_size
-    except (OSError, ValueError):
-        return 0
-    return size if size <= remote.size else 0
-
-
-def remaining_bytes(repo: str, remote: RemoteFile, commit: str, dest_dir: Path) -> int:
-    """What still has to come over the network for this file (for the disk-space check of a whole pull)."""
-    final, partial, meta = _paths(dest_dir, remote)
-    with contextlib.suppress(OSError):
-        if final.stat().st_size == remote.size:
-            return 0
-    return remote.size - _resumable_bytes(repo, remote, commit, partial, meta)
-
-
 # --- one file --------------------------------------------------------------------------------------------------------
 
 
 def download_file(repo: str, remote: RemoteFile, commit: str, dest_dir: Path, *, token: str | None = None,
                   progress: Progress | None = None, cancel: Cancel = None, chunk: int = CHUNK) -> Path:
     """Download one hub file into `dest_dir` (resuming a partial), verify it, and return its final path."""
-    final, partial, meta = _paths(dest_dir, remote)  # rejects names that would escape dest_dir
+    final, partial, meta = download_paths(dest_dir, remote)  # rejects names that would escape dest_dir
     if hub.offline() and not final.is_file():
         raise HubError(hub.OFFLINE_MESSAGE)
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -242,110 +184,126 @@ def download_file(repo: str, remote: RemoteFile, commit: str, dest_dir: Path, *,
             progress(remote.size, remote.size, final.name)
         return final
 
-    done = _resumable_bytes(repo, remote, commit, partial, meta)
-    if done == 0:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-        meta.write_text(json.dumps(_sidecar(repo, remote, commit)), encoding="utf-8")
-        partial.touch()
-        digest = hashlib.sha256()
-    else:
-        digest = _hash_file(partial, cancel, limit=done)
+    done, digest = _resume_or_start(repo, remote, commit, partial, meta, cancel)
     _check_space(dest_dir, remote.size - done, final.name)
-
-    done, digest = _fetch(repo, remote, commit, partial, done, digest, token=token, progress=progress,
-                          cancel=cancel, chunk=chunk, name=final.name)
+    fetch = _Fetch(repo, remote, commit, partial, done, digest, token=token, progress=progress, cancel=cancel,
+                   chunk=chunk, name=final.name)
+    done, digest = fetch.run()
     _verify(remote, partial, meta, done, digest, final.name)
     os.replace(partial, final)
     with contextlib.suppress(OSError):
         meta.unlink()
-    _fsync_dir(dest_dir)
+    fsync_dir(dest_dir)
     if remote.sha256 is not None:
-        _record_verified(dest_dir, final, remote.sha256)
+        record_verified(dest_dir, final, remote.sha256)
     return final
 
 
-def _fetch(repo: str, remote: RemoteFile, commit: str, partial: Path, done: int, digest: Any, *, token: str | None,
-           progress: Progress | None, cancel: Cancel, chunk: int, name: str) -> tuple[int, Any]:
-    url = hub.resolve_url(repo, remote.path, commit)
-    session = _session()
-    transport_errors = _transport_errors()
-    stalls = 0  # attempts in a row that brought no new bytes
-    server_errors = 0
-    while done < remote.size or remote.size == 0:
-        if _cancelled(cancel):
-            raise DownloadCancelled(f"download of {name} cancelled; the partial file is kept and the next pull "
-                                    "resumes it")
-        headers = {**hub.auth_headers(token), "Accept-Encoding": "identity"}
-        if done:
-            headers["Range"] = f"bytes={done}-"
-        before = done
-        clean_end = False
-        try:
-            with session.stream("GET", url, headers=headers, timeout=_timeout()) as response:
-                status = response.status_code
-                if status == 416 and done:
-                    break  # the server has no bytes past ours: verification decides
-                if status >= 400:
-                    raise hub.error_for_status(status, dict(response.headers), repo, remote.path)
-                if done and (status != 206 or not _range_starts_at(response, done)):
-                    done, digest = 0, hashlib.sha256()  # the server ignored the range: start over
-                    before = 0
-                with partial.open("r+b", buffering=max(chunk, 64 * 1024)) as f:
-                    f.seek(done)
-                    f.truncate()
-                    try:
-                        for block in response.iter_bytes():  # as it arrives: a drop loses nothing
-                            if _cancelled(cancel):
-                                raise DownloadCancelled(f"download of {name} cancelled; the partial file is kept "
-                                                        "and the next pull resumes it")
-                            _write(f, block)
-                            digest.update(block)
-                            done += len(block)
-                            if progress:
-                                progress(done, remote.size, name)
-                            if done > remote.size:
-                                break
-                    finally:
-                        _flush(f, done)
-                clean_end = response.headers.get("content-length") is not None
-        except HubError as exc:
-            if not exc.retryable or server_errors >= SERVER_ERROR_RETRIES:
-                raise
-            server_errors += 1
-            time.sleep(RETRY_DELAYS[min(server_errors, len(RETRY_DELAYS)) - 1])
-            continue
-        except OfflineModeIsEnabled:
-            raise HubError(hub.OFFLINE_MESSAGE) from None
-        except transport_errors as exc:
-            stalls = stalls + 1 if done == before else 1
-            if stalls > len(RETRY_DELAYS):
-                raise DownloadError(f"the connection to the hub kept dropping while downloading {name} ({exc}); "
-                                    f"{human(done)} of {human(remote.size)} are kept: run the pull again to "
-                                    "resume.") from None
-            time.sleep(RETRY_DELAYS[stalls - 1])
-            continue
-        except OSError as exc:  # writing the partial file
-            raise _disk_error(exc, name, partial, done, remote.size) from None
-        if clean_end or done >= remote.size or remote.size == 0:
-            break  # the server finished its answer: verification decides whether it was right
-    return done, digest
+def _resume_or_start(repo: str, remote: RemoteFile, commit: str, partial: Path, meta: Path,
+                     cancel: Cancel) -> tuple[int, Any]:
+    """The bytes of the partial that can be kept, with their sha256; an empty partial and its sidecar if none."""
+    done = resumable_bytes(repo, remote, commit, partial, meta)
+    if done:
+        return done, _hash_file(partial, cancel, limit=done)
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    meta.write_text(json.dumps(sidecar(repo, remote, commit)), encoding="utf-8")
+    partial.touch()
+    return 0, hashlib.sha256()
+
+
+class _Fetch:
+    """The bytes of one file into its partial, over as many requests as dropped connections and 5xx answers
+    take. `done` and `digest` always describe the bytes on disk, so each retry resumes exactly there."""
+
+    def __init__(self, repo: str, remote: RemoteFile, commit: str, partial: Path, done: int, digest: Any, *,
+                 token: str | None, progress: Progress | None, cancel: Cancel, chunk: int, name: str) -> None:
+        self.repo, self.remote, self.partial, self.name = repo, remote, partial, name
+        self.done, self.digest = done, digest
+        self.token, self.progress, self.cancel, self.chunk = token, progress, cancel, chunk
+        self.url = hub.resolve_url(repo, remote.path, commit)
+        self.session = hub.session()
+        self.before = done  # `done` when the current request began
+        self.stalls = 0  # requests in a row that brought no new bytes
+        self.server_errors = 0
+
+    def run(self) -> tuple[int, Any]:
+        transport_errors = hub.transport_errors()
+        while self.done < self.remote.size or self.remote.size == 0:
+            if _cancelled(self.cancel):
+                raise DownloadCancelled(f"download of {self.name} cancelled; the partial file is kept and the next "
+                                        "pull resumes it")
+            headers = {**hub.auth_headers(self.token), "Accept-Encoding": "identity"}
+            if self.done:
+                headers["Range"] = f"bytes={self.done}-"
+            self.before = self.done
+            try:
+                answered = self._request(headers)
+            except HubError as exc:
+                self._wait_after_server_error(exc)
+                continue
+            except OfflineModeIsEnabled:
+                raise HubError(hub.OFFLINE_MESSAGE) from None
+            except transport_errors as exc:
+                self._wait_after_drop(exc)
+                continue
+            except OSError as exc:  # writing the partial file
+                raise _disk_error(exc, self.name, self.partial, self.done, self.remote.size) from None
+            if answered:
+                break  # the server finished its answer: verification decides whether it was right
+        return self.done, self.digest
+
+    def _request(self, headers: dict[str, str]) -> bool:
+        """One GET from `done` on; True when the server has nothing more to send."""
+        with self.session.stream("GET", self.url, headers=headers, timeout=hub.download_timeout()) as response:
+            status = response.status_code
+            if status == 416 and self.done:
+                return True  # the server has no bytes past ours
+            if status >= 400:
+                raise hub.error_for_status(status, dict(response.headers), self.repo, self.remote.path)
+            if self.done and (status != 206 or not _range_starts_at(response, self.done)):
+                self.done, self.digest, self.before = 0, hashlib.sha256(), 0  # the range was ignored: start over
+            self._save_body(response)
+            clean_end = response.headers.get("content-length") is not None
+        return clean_end or self.done >= self.remote.size or self.remote.size == 0
+
+    def _save_body(self, response: Any) -> None:
+        with self.partial.open("r+b", buffering=max(self.chunk, 64 * 1024)) as f:
+            f.seek(self.done)
+            f.truncate()
+            try:
+                for block in response.iter_bytes():  # as it arrives: a drop loses nothing
+                    if _cancelled(self.cancel):
+                        raise DownloadCancelled(f"download of {self.name} cancelled; the partial file is kept "
+                                                "and the next pull resumes it")
+                    _write(f, block)
+                    self.digest.update(block)
+                    self.done += len(block)
+                    if self.progress:
+                        self.progress(self.done, self.remote.size, self.name)
+                    if self.done > self.remote.size:
+                        break
+            finally:
+                flush_partial(f, self.done)
+
+    def _wait_after_server_error(self, exc: HubError) -> None:
+        if not exc.retryable or self.server_errors >= SERVER_ERROR_RETRIES:
+            raise exc
+        self.server_errors += 1
+        time.sleep(RETRY_DELAYS[min(self.server_errors, len(RETRY_DELAYS)) - 1])
+
+    def _wait_after_drop(self, exc: BaseException) -> None:
+        self.stalls = self.stalls + 1 if self.done == self.before else 1
+        if self.stalls > len(RETRY_DELAYS):
+            raise DownloadError(f"the connection to the hub kept dropping while downloading {self.name} ({exc}); "
+                                f"{human(self.done)} of {human(self.remote.size)} are kept: run the pull again to "
+                                "resume.") from None
+        time.sleep(RETRY_DELAYS[self.stalls - 1])
 
 
 def _range_starts_at(response: Any, start: int) -> bool:
     value = response.headers.get("content-range", "")
     return value.startswith(f"bytes {start}-")
-
-
-def _flush(f: Any, done: int) -> None:
-    """Make the partial file hold exactly the hashed bytes, on disk."""
-    try:
-        f.flush()
-        os.fsync(f.fileno())
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        f.truncate(done)
 
 
 def _disk_error(exc: OSError, name: str, partial: Path, done: int, size: int) -> DownloadError:
@@ -378,22 +336,15 @@ def _verify(remote: RemoteFile, partial: Path, meta: Path, done: int, digest: An
     raise DownloadError(f"{problem}. The bad download was deleted; run the pull again.")
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 # --- a catalog model -----------------------------------------------------------------------------------------------
 
 
 def choose_quant(model: CatalogModel, quant: str | None) -> Quant:
     if quant is None:
         return model.quants.get("Q4_K_M") or next(iter(model.quants.values()))
-    return find_model(f"{model.id}:{quant}", {model.id: model})[1]  # type: ignore[return-value]
+    found = find_model(f"{model.id}:{quant}", {model.id: model})[1]
+    assert found is not None  # the ref names a quant: find_model returns it or raises with the choices
+    return found
 
 
 def pull(ref: str, quant: str | None = None, dest_dir: Path | None = None, progress: Progress | None = None,
@@ -414,7 +365,7 @@ def pull(ref: str, quant: str | None = None, dest_dir: Path | None = None, progr
         commit, listing = hub.list_files(model.repo, token=token)
     except HubError as exc:
         if str(exc) == hub.OFFLINE_MESSAGE:
-            local = _local_copy(chosen, dest_dir)
+            local = local_copy(chosen, dest_dir)
             if local is not None:
                 return local
         raise
@@ -441,29 +392,3 @@ def pull(ref: str, quant: str | None = None, dest_dir: Path | None = None, progr
                                    cancel=cancel))
         finished += remote.size
     return paths
-
-
-def _local_copy(quant: Quant, dest_dir: Path) -> list[Path] | None:
-    """Offline: the quant's files when all are on disk (with the catalog's size when it is exact)."""
-    paths = [dest_dir / PurePosixPath(f.path).name for f in quant.files]
-    for f, path in zip(quant.files, paths, strict=True):
-        if not path.is_file() or (not quant.estimated and path.stat().st_size != f.size):
-            return None
-    return paths
-
-
-def merged_copy(quant: Quant, dest_dir: Path) -> Path | None:
-    """A split quant already merged into one verified file (checked by reading its header, not its data)."""
-    if not quant.split:
-        return None
-    from qwen_chat.models.gguf_files import ModelFileError, read_model_info
-    from qwen_chat.models.gguf_split import default_output
-
-    path = default_output(dest_dir / PurePosixPath(quant.files[0].path).name)
-    if not path.is_file():
-        return None
-    try:
-        read_model_info(path)  # magic, header, not truncated
-    except ModelFileError:
-        return None
-    return path

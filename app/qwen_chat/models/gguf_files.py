@@ -113,8 +113,8 @@ def read_model_info(path: Path) -> ModelInfo:
     shards = shard_set(path)
     headers = [_read_shard(s) for s in shards]
     meta = headers[0].metadata
-    special = {meta.get(k) for k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id")}
-    special = {i for i in special if isinstance(i, int)}
+    ids = (meta.get(k) for k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"))
+    special = {i for i in ids if isinstance(i, int)}
     tokens = _read_shard(shards[0], special).metadata.get("tokenizer.ggml.tokens") if special else None
     arch = meta.get("general.architecture")
     if not arch:

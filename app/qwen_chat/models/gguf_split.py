@@ -10,6 +10,8 @@ Safety: the shards are checked before anything is written; the merged file is wr
 name in the output folder, synced, re-read and checked, and only then renamed into place. The shards are
 deleted only after that (unless asked to keep them). Any failure, cancel or Ctrl-C removes the temporary
 file and leaves the shards as they were.
+
+The checks and the layout are worked out first, in gguf_merge_plan.py; this module carries the plan out.
 """
 
 from __future__ import annotations
@@ -17,29 +19,27 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
-import struct
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_chat.models.gguf_files import ModelFileError, shard_set
-from qwen_chat.models.gguf_header import GGUFHeader, HeaderError, TensorInfo, read_header
+from qwen_chat.models.gguf_header import HeaderError, read_header
+from qwen_chat.models.gguf_merge_plan import (
+    SPLIT_COUNT,
+    SPLIT_NO,
+    SPLIT_TENSORS,
+    MergeError,
+    MergePlan,
+    align,
+    default_output,
+    plan_merge,
+)
 
 CHUNK = 8 << 20  # bytes per read/write while copying tensor data
-GGUF_VERSION = 3
-_SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}(?=\.gguf$)")
-_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_STRING, _ARRAY, _UINT16, _INT32 = 8, 9, 2, 5
-_SPLIT_NO, _SPLIT_COUNT, _SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
 _ZEROS = bytes(4096)
-
-
-class MergeError(Exception):
-    """The merge did not happen; the message says why and what to do. The shards are never harmed."""
 
 
 @dataclass(frozen=True)
@@ -54,218 +54,8 @@ class _Cancelled(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class _Copy:
-    shard: int  # index into the plan's shards
-    src_offset: int  # absolute offset in the shard file
-    n_bytes: int
-    padding: int  # zero bytes written after it
-
-
-@dataclass(frozen=True)
-class _Plan:
-    shards: tuple[Path, ...]
-    header_bytes: bytes  # the merged file's header, padded to the data section
-    tensors: tuple[TensorInfo, ...]  # with merged offsets
-    copies: tuple[_Copy, ...]
-    total_size: int
-    alignment: int
-
-    @property
-    def shard_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.shards)
-
-
 def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 10**8 else f"{n / 1e6:.2f} MB"
-
-
-def _align(n: int, alignment: int) -> int:
-    return -(-n // alignment) * alignment
-
-
-def default_output(first_shard: Path) -> Path:
-    """`NAME-00001-of-0000N.gguf` -> `NAME.gguf` in the same folder."""
-    return first_shard.with_name(_SHARD_SUFFIX.sub("", first_shard.name))
-
-
-# --- raw metadata walker -------------------------------------------------------------------------------------
-
-
-def _skip_value(buf: bytes, pos: int, vtype: int) -> int:
-    """Position just after a value of type `vtype` starting at `pos`."""
-    if vtype in _SCALAR_SIZES:
-        return pos + _SCALAR_SIZES[vtype]
-    if vtype == _STRING:
-        (length,) = struct.unpack_from("<Q", buf, pos)
-        return pos + 8 + length
-    if vtype == _ARRAY:
-        item_type, count = struct.unpack_from("<IQ", buf, pos)
-        pos += 12
-        if item_type in _SCALAR_SIZES:
-            return pos + count * _SCALAR_SIZES[item_type]
-        if item_type == _STRING:
-            unpack = struct.Struct("<Q").unpack_from
-            for _ in range(count):
-                pos += 8 + unpack(buf, pos)[0]
-            return pos
-        for _ in range(count):
-            pos = _skip_value(buf, pos, item_type)
-        return pos
-    raise HeaderError(f"unknown value type {vtype} at byte {pos:,}")
-
-
-def _kv_records(buf: bytes) -> list[tuple[str, int, int]]:
-    """(key, start, end) of every key/value record in a GGUF header held in `buf`, in file order."""
-    (n_kv,) = struct.unpack_from("<Q", buf, 16)
-    pos = 24
-    records = []
-    for _ in range(n_kv):
-        start = pos
-        (key_len,) = struct.unpack_from("<Q", buf, pos)
-        key = buf[pos + 8 : pos + 8 + key_len].decode("utf-8", "replace")
-        pos += 8 + key_len
-        (vtype,) = struct.unpack_from("<I", buf, pos)
-        pos = _skip_value(buf, pos + 4, vtype)
-        if pos > len(buf):
-            raise HeaderError(f"key {key} runs past the header")
-        records.append((key, start, pos))
-    return records
-
-
-def _gguf_string(text: str) -> bytes:
-    raw = text.encode("utf-8")
-    return struct.pack("<Q", len(raw)) + raw
-
-
-def _kv_bytes(key: str, vtype: int, value: int) -> bytes:
-    fmt = "<H" if vtype == _UINT16 else "<i"
-    return _gguf_string(key) + struct.pack("<I", vtype) + struct.pack(fmt, value)
-
-
-def _tensor_info_bytes(t: TensorInfo) -> bytes:
-    return (_gguf_string(t.name) + struct.pack("<I", len(t.shape)) + struct.pack(f"<{len(t.shape)}Q", *t.shape)
-            + struct.pack("<IQ", t.ggml_type, t.offset))
-
-
-# --- planning and checks -------------------------------------------------------------------------------------
-
-
-def _read_shard(path: Path) -> tuple[GGUFHeader, int]:
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            if f.read(4) != b"GGUF":
-                raise MergeError(f"{path.name} is not a GGUF file (bad magic). Download this shard again.")
-            f.seek(0)
-            header = read_header(f)
-    except HeaderError as exc:
-        raise MergeError(f"{path.name} is damaged ({exc}). Download this shard again.") from None
-    except OSError as exc:
-        raise MergeError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if header.data_end > size:
-        raise MergeError(
-            f"{path.name} is truncated: {size:,} bytes on disk, its header describes {header.data_end:,}. "
-            "Download this shard again; nothing was merged."
-        )
-    return header, size
-
-
-def _plan(first_shard: Path) -> _Plan:
-    first_shard = Path(first_shard).expanduser()
-    try:
-        shards = shard_set(first_shard)
-    except ModelFileError as exc:
-        raise MergeError(str(exc)) from None
-    if not _SHARD_SUFFIX.search(first_shard.name):
-        raise MergeError(f"{first_shard.name} is not a split model (no -00001-of-0000N in its name): "
-                         "there is nothing to merge.")
-    n = len(shards)
-    headers = [_read_shard(p)[0] for p in shards]
-    meta0 = headers[0].metadata
-    if meta0.get(_SPLIT_COUNT) != n:
-        raise MergeError(f"{shards[0].name} says split.count = {meta0.get(_SPLIT_COUNT)!r} but its name says "
-                         f"{n} shards: the file was renamed or belongs to another model.")
-    total = meta0.get(_SPLIT_TENSORS)
-    seen: set[str] = set()
-    for index, (path, header) in enumerate(zip(shards, headers, strict=True)):
-        meta = header.metadata
-        foreign = f"{path.name} does not belong to this split model ({shards[0].name})"
-        fix = "; put the right shard in its place (download it again)."
-        if meta.get(_SPLIT_NO) != index:
-            raise MergeError(f"{foreign}: its split.no is {meta.get(_SPLIT_NO)!r}, expected {index}{fix}")
-        if meta.get(_SPLIT_COUNT) != n:
-            raise MergeError(f"{foreign}: it is part of a {meta.get(_SPLIT_COUNT)!r}-shard set{fix}")
-        if meta.get(_SPLIT_TENSORS) != total:
-            raise MergeError(f"{foreign}: it says the model has {meta.get(_SPLIT_TENSORS)!r} tensors, "
-                             f"shard 1 says {total!r}{fix}")
-        for key in ("general.architecture", "general.name"):
-            if index and key in meta and meta[key] != meta0.get(key):
-                raise MergeError(f"{foreign}: its {key} is {meta[key]!r}, shard 1 has {meta0.get(key)!r}{fix}")
-        for t in header.tensors:
-            if t.name in seen:
-                raise MergeError(f"{foreign}: tensor {t.name} appears in an earlier shard too{fix}")
-            seen.add(t.name)
-    if len(seen) != total:
-        raise MergeError(f"the shards of {shards[0].name} hold {len(seen)} tensors but split.tensors.count says "
-                         f"{total!r}: a shard is from another model or damaged. Download the set again.")
-    alignment = meta0.get("general.alignment", 32)
-
-    # shard 1's metadata, raw, with the three split.* values rewritten in place
-    with shards[0].open("rb") as f:
-        raw = f.read(headers[0].data_offset)
-    try:
-        records = _kv_records(raw)
-    except (HeaderError, struct.error) as exc:
-        raise MergeError(f"{shards[0].name} has a damaged header ({exc}). Download it again.") from None
-    new_values = {_SPLIT_NO: (_UINT16, 0), _SPLIT_COUNT: (_UINT16, 0), _SPLIT_TENSORS: (_INT32, total)}
-    kv = bytearray()
-    for key, start, end in records:
-        kv += _kv_bytes(key, *new_values[key]) if key in new_values else raw[start:end]
-
-    tensors: list[TensorInfo] = []
-    copies: list[_Copy] = []
-    offset = 0
-    for index, header in enumerate(headers):
-        for t in header.tensors:
-            size = t.n_bytes
-            padded = _align(size, alignment)
-            tensors.append(TensorInfo(t.name, t.shape, t.ggml_type, offset))
-            copies.append(_Copy(index, header.data_offset + t.offset, size, padded - size))
-            offset += padded
-    head = bytearray(b"GGUF" + struct.pack("<IQQ", GGUF_VERSION, len(tensors), len(records)))
-    head += kv
-    for t in tensors:
-        head += _tensor_info_bytes(t)
-    head += bytes(_align(len(head), alignment) - len(head))
-    return _Plan(shards, bytes(head), tuple(tensors), _coalesce(shards, copies), len(head) + offset, alignment)
-
-
-def _coalesce(shards: tuple[Path, ...], copies: list[_Copy]) -> tuple[_Copy, ...]:
-    """Join neighbouring tensors of a shard whose source padding is already zeros into one long copy:
-    a few large in-kernel copies instead of one per tensor (the bytes written are the same)."""
-    joined: list[_Copy] = []
-    handles = [p.open("rb") for p in shards]
-    try:
-        for copy in copies:
-            last = joined[-1] if joined else None
-            if (last is not None and last.shard == copy.shard
-                    and last.src_offset + last.n_bytes + last.padding == copy.src_offset
-                    and os.pread(handles[last.shard].fileno(), last.padding, last.src_offset + last.n_bytes)
-                    == bytes(last.padding)):
-                joined[-1] = _Copy(copy.shard, last.src_offset, last.n_bytes + last.padding + copy.n_bytes,
-                                   copy.padding)
-            else:
-                joined.append(copy)
-    finally:
-        for handle in handles:
-            handle.close()
-    return tuple(joined)
-
-
-def merge_needed_bytes(first_shard: Path) -> int:
-    """Size of the merged file (the free space a merge needs next to the shards)."""
-    return _plan(Path(first_shard)).total_size
 
 
 # --- writing -------------------------------------------------------------------------------------------------
@@ -340,7 +130,7 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     return call
 
 
-def _copy_data(plan: _Plan, fd: int, progress: Callable[[int, int], None] | None,
+def _copy_data(plan: MergePlan, fd: int, progress: Callable[[int, int], None] | None,
                cancel: threading.Event | None) -> None:
     chunk = CHUNK
     buffer = memoryview(bytearray(chunk))  # only used without copy_file_range; memory stays at one chunk
@@ -377,7 +167,7 @@ def _copy_data(plan: _Plan, fd: int, progress: Callable[[int, int], None] | None
             os.close(src)
 
 
-def _verify(plan: _Plan, path: Path) -> None:
+def _verify(plan: MergePlan, path: Path) -> None:
     size = path.stat().st_size
     problem = None
     with path.open("rb") as f:
@@ -395,9 +185,9 @@ def _verify(plan: _Plan, path: Path) -> None:
                 problem = "its tensor table differs from the shards'"
             elif header.data_offset != len(plan.header_bytes):
                 problem = "its data section starts at the wrong place"
-            elif (meta.get(_SPLIT_NO), meta.get(_SPLIT_COUNT), meta.get(_SPLIT_TENSORS)) != (0, 0, len(plan.tensors)):
+            elif (meta.get(SPLIT_NO), meta.get(SPLIT_COUNT), meta.get(SPLIT_TENSORS)) != (0, 0, len(plan.tensors)):
                 problem = "its split.* keys are wrong"
-            elif size != plan.total_size or _align(header.data_end, plan.alignment) != size:
+            elif size != plan.total_size or align(header.data_end, plan.alignment) != size:
                 problem = f"it is {size:,} bytes, expected {plan.total_size:,}"
     if problem:
         raise MergeError(f"the merged file failed its check ({problem}); it was removed and the shards were kept. "
@@ -431,7 +221,7 @@ def merge_shards(first_shard: Path, out: Path | None = None, *, keep_shards: boo
                  cancel: threading.Event | None = None) -> MergeResult:
     """Merge a split model into one file; see the module docstring for the guarantees."""
     first_shard = Path(first_shard).expanduser()
-    plan = _plan(first_shard)
+    plan = plan_merge(first_shard)
     out = Path(out).expanduser() if out is not None else default_output(first_shard)
     if out.exists():
         raise MergeError(
@@ -453,7 +243,14 @@ def merge_shards(first_shard: Path, out: Path | None = None, *, keep_shards: boo
                      f"({_gb(plan.shard_bytes)}) must stay until the merged file is verified. Load the model "
                      f"directly from its first shard: {first_shard}"),
         )
+    _write_merged(plan, tmp, out, progress, cancel, free=free, first_shard=first_shard)
+    _fsync_dir(folder)
+    return _merged(plan, out, keep_shards)
 
+
+def _write_merged(plan: MergePlan, tmp: Path, out: Path, progress: Callable[[int, int], None] | None,
+                  cancel: threading.Event | None, *, free: int, first_shard: Path) -> None:
+    """Write, sync, check and rename into place; any failure removes `tmp` and says the shards are untouched."""
     fd = -1
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -478,16 +275,18 @@ def merge_shards(first_shard: Path, out: Path | None = None, *, keep_shards: boo
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise MergeError(
                 f"The disk is full: the merged file needs {_gb(plan.total_size)} ({plan.total_size:,} bytes) in "
-                f"{folder}; {_gb(free)} was free when the merge started. {safe} Free some space and merge again, "
-                f"or load the model directly from its first shard: {first_shard}"
+                f"{tmp.parent}; {_gb(free)} was free when the merge started. {safe} Free some space and merge "
+                f"again, or load the model directly from its first shard: {first_shard}"
             ) from None
         if isinstance(exc, HeaderError):
             raise MergeError(f"the merged file failed its check ({exc}). {safe}") from None
         if isinstance(exc, OSError):
             raise MergeError(f"Merge failed writing {tmp}: {exc.strerror or exc}. {safe}") from None
         raise
-    _fsync_dir(folder)
 
+
+def _merged(plan: MergePlan, out: Path, keep_shards: bool) -> MergeResult:
+    """The merged file is in place: delete the shards unless asked to keep them."""
     deleted = False
     note = f"Merged {len(plan.shards)} shards into {out} ({_gb(plan.total_size)}, {len(plan.tensors)} tensors)."
     if keep_shards:
@@ -504,5 +303,5 @@ def merge_shards(first_shard: Path, out: Path | None = None, *, keep_shards: boo
         deleted = not failed
         note += " The shards were deleted." if deleted else f" Could not delete: {', '.join(failed)}."
         if not failed:
-            _fsync_dir(folder)
+            _fsync_dir(out.parent)
     return MergeResult(path=out, merged=True, shards_deleted=deleted, message=note)

@@ -1,4 +1,5 @@
-"""A thin layer over huggingface_hub: file listings at a pinned commit, URLs, auth headers and the token.
+"""A thin layer over huggingface_hub: file listings at a pinned commit, URLs, auth headers, the HTTP client for
+downloads and the token.
 
 Every hub failure becomes a `HubError` whose message says what to do. `HF_ENDPOINT` and `HF_HUB_OFFLINE` are read
 when called (huggingface_hub reads them once, at import).
@@ -6,10 +7,12 @@ when called (huggingface_hub reads them once, at import).
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 from huggingface_hub import HfApi, constants, hf_hub_url
 from huggingface_hub import get_token as _hf_stored_token
@@ -28,6 +31,8 @@ KEYRING_SERVICE = "qwen-chat"
 KEYRING_USER = "huggingface"
 WEBSITE = "https://huggingface.co"
 OFFLINE_MESSAGE = "offline: only models already on disk can be used (HF_HUB_OFFLINE is set)"
+CONNECT_TIMEOUT = 30.0
+READ_TIMEOUT = 120.0
 
 
 class HubError(Exception):
@@ -95,6 +100,31 @@ def resolve_url(repo: str, path: str, commit: str) -> str:
 def auth_headers(token: str | None) -> dict[str, str]:
     """User-Agent plus the Authorization header when there is a token (never the implicit stored one)."""
     return build_hf_headers(token=token or False, library_name="qwen-chat")
+
+
+# --- the HTTP client for file downloads --------------------------------------------------------------------------
+
+
+def session() -> Any:
+    from huggingface_hub.utils import get_session
+
+    return get_session()  # an httpx2.Client in huggingface_hub 2.x (honours HF_HUB_OFFLINE, follows redirects)
+
+
+def http_library() -> Any:
+    """The HTTP library huggingface_hub itself uses (httpx2 in huggingface_hub 2.x, httpx before)."""
+    try:
+        return importlib.import_module("httpx2")
+    except ImportError:  # pragma: no cover - huggingface_hub 1.x
+        return importlib.import_module("httpx")
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    return (http_library().TransportError, ConnectionError, TimeoutError)
+
+
+def download_timeout() -> Any:
+    return http_library().Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
 
 
 # --- errors ------------------------------------------------------------------------------------------------------
@@ -167,12 +197,7 @@ def _status(exc: BaseException) -> int | None:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    try:
-        import httpx2 as httpx_module  # huggingface_hub 2.x
-    except ImportError:  # pragma: no cover - huggingface_hub 1.x uses httpx
-        import httpx as httpx_module
-    return isinstance(exc, (httpx_module.TransportError, ConnectionError, TimeoutError)) and not isinstance(
-        exc, HfHubHTTPError)
+    return isinstance(exc, transport_errors()) and not isinstance(exc, HfHubHTTPError)
 
 
 def _first_line(exc: BaseException) -> str:

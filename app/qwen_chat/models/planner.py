@@ -1,7 +1,8 @@
 """The memory-fit planner: which quant, how many layers on the GPU, which MoE experts on the CPU, KV cache
 type, flash attention, context size and YaRN, with the predicted bytes and the reason for each choice.
 
-Sizes come from the GGUF tensor table when the file (or its header) is at hand, from the catalog otherwise.
+Sizes come from the GGUF tensor table when the file (or its header) is at hand, from the catalog otherwise
+(plan_inputs.py).
 Formulas (reference/memory-fit.md): KV = 2·L·ctx·n_kv·head_dim·bytes, head_dim from `attention.key_length`;
 compute buffer ≈ 4·n_ubatch·n_vocab bytes (measured within 2% on this machine, see bench/plan_accuracy.py).
 Order of preference: quality quants fully on the GPU; for MoE, experts on the CPU before a lower quant; for
@@ -10,13 +11,9 @@ dense models, a smaller quant fully on the GPU before partial offload; the CPU l
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from qwen_chat.models.catalog import CatalogModel, Quant
-from qwen_chat.models.gguf_files import ModelInfo
-from qwen_chat.models.gguf_header import GGUFHeader
 from qwen_chat.system.hardware import Machine
 
 MiB = 1 << 20
@@ -28,9 +25,6 @@ DEFAULT_CTX_CAP = 40960  # Qwen3's GGUF context (32K output + 8K prompt); longer
 GPU_MARGIN = 1 * GiB  # per device, as llama.cpp's own --fit leaves
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32}
 GGML_TYPE = {"f16": 1, "q8_0": 8}
-_REPACKED = {2, 12, 20}  # ggml Q4_0, Q4_K, IQ4_NL: repacked by the x86/ARM CPU backend
-_EXPERTS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
-_BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
 class DoesNotFit(Exception):
@@ -142,41 +136,6 @@ def gib(n: int) -> str:
     return f"{n / GiB:.1f} GiB"
 
 
-# ---- weights from a GGUF header or from the catalog -----------------------------------------------------
-
-
-def weights_from_headers(headers: Sequence[GGUFHeader], layers: int) -> Weights:
-    dense, experts = [0] * layers, [0] * layers
-    output = embed = repack = 0
-    has_output = False
-    for header in headers:
-        for tensor in header.tensors:
-            size = tensor.n_bytes
-            if tensor.ggml_type in _REPACKED and len(tensor.shape) == 2 and tensor.shape[1] % 8 == 0:
-                repack += size
-            block = _BLOCK.match(tensor.name)
-            if block and int(block[1]) < layers:
-                target = experts if _EXPERTS.search(tensor.name) else dense
-                target[int(block[1])] += size
-            elif tensor.name == "token_embd.weight":
-                embed += size
-            else:
-                has_output = has_output or tensor.name == "output.weight"
-                output += size
-    if not has_output:
-        output += embed  # tied embeddings: llama.cpp puts a copy of token_embd in the output layer
-    return Weights(tuple(dense), tuple(experts), output, embed, exact=True, tied=not has_output, repack=repack)
-
-
-def weights_estimate(total: int, layers: int, embed: int, tied: bool, expert_share: float) -> Weights:
-    """Spread a file size over its tensors when only the size is known (catalog entries)."""
-    output = embed
-    body = max(0, total - embed - (0 if tied else output))
-    per_layer = body // max(1, layers)
-    experts = int(per_layer * expert_share)
-    return Weights((per_layer - experts,) * layers, (experts,) * layers, output, embed, exact=False, tied=tied)
-
-
 # ---- budgets and placements -----------------------------------------------------------------------------
 
 
@@ -264,93 +223,130 @@ def _split_by_quality(candidates: Sequence[Candidate]) -> tuple[list[Candidate],
 def plan(arch: Arch, candidates: Sequence[Candidate], machine: Machine, requested_ctx: int | None = None) -> Plan:
     if not candidates:
         raise DoesNotFit("no file to plan for")
-    gpu_budget, ram_budget = budgets(machine)
-    unified = machine.unified_memory
-    good, low = _split_by_quality(candidates)
-    # q8_0 rows hold blocks of 32 values: a head size that is not a multiple cannot use it
-    kv_types = ("f16", "q8_0") if arch.key_length % 32 == 0 and arch.value_length % 32 == 0 else ("f16",)
-    ladder = context_ladder(arch, requested_ctx)
-    for ctx in ladder:
-        yarn_factor(arch, ctx)  # refuse impossible contexts early, with the limit named
+    return _Search.on(arch, candidates, machine, requested_ctx).best()
 
-    def make(c: Candidate, ctx: int, kv: str, fit: _Fit, n_gpu: int, n_cpu_moe: int, why: str) -> Plan:
-        if requested_ctx:
+
+@dataclass(frozen=True)
+class _Search:
+    """One planning question: the placements to try, in order of preference, against this machine's budgets."""
+
+    arch: Arch
+    candidates: Sequence[Candidate]
+    requested_ctx: int | None
+    gpu_budget: int
+    ram_budget: int
+    unified: bool  # unified memory (Apple): the GPU's share comes out of the same RAM
+    good: list[Candidate]  # quality quants, largest first
+    low: list[Candidate]  # below the quality floor, largest first
+    kv_types: tuple[str, ...]
+    ladder: list[int]  # contexts to try, largest first
+
+    @classmethod
+    def on(cls, arch: Arch, candidates: Sequence[Candidate], machine: Machine, requested_ctx: int | None) -> _Search:
+        gpu_budget, ram_budget = budgets(machine)
+        good, low = _split_by_quality(candidates)
+        # q8_0 rows hold blocks of 32 values: a head size that is not a multiple cannot use it
+        kv_types = ("f16", "q8_0") if arch.key_length % 32 == 0 and arch.value_length % 32 == 0 else ("f16",)
+        ladder = context_ladder(arch, requested_ctx)
+        for ctx in ladder:
+            yarn_factor(arch, ctx)  # refuse impossible contexts early, with the limit named
+        return cls(arch, candidates, requested_ctx, gpu_budget, ram_budget, machine.unified_memory, good, low,
+                   kv_types, ladder)
+
+    def best(self) -> Plan:
+        if self.gpu_budget > 0:
+            found = (self._on_gpu(self.good) or self._on_gpu(self.low)
+                     or (None if self.arch.is_moe else self._dense_partial()))
+            if found:
+                return found
+        return self._on_cpu()
+
+    def _fits(self, fit: _Fit) -> bool:
+        return fit.gpu <= self.gpu_budget and fit.ram + (fit.gpu if self.unified else 0) <= self.ram_budget
+
+    def _make(self, c: Candidate, ctx: int, kv: str, fit: _Fit, n_gpu: int, n_cpu_moe: int, why: str) -> Plan:
+        if self.requested_ctx:
             note = " as asked"
         else:
-            note = "" if ctx == ladder[0] else f" (the default {ladder[0]:,} does not fit)"
+            note = "" if ctx == self.ladder[0] else f" (the default {self.ladder[0]:,} does not fit)"
         reasons = [why, f"context {ctx:,}{note}"]
-        factor = yarn_factor(arch, ctx)
+        factor = yarn_factor(self.arch, ctx)
         if factor:
-            reasons.append(f"YaRN factor {factor} over the native {arch.native_context:,} (yarn_orig_ctx)")
+            reasons.append(f"YaRN factor {factor} over the native {self.arch.native_context:,} (yarn_orig_ctx)")
         if kv != "f16":
             reasons.append("KV cache q8_0 (half the memory of f16) to fit; needs flash attention")
         return Plan(c.quant, ctx, n_gpu, n_cpu_moe, kv, kv != "f16" or n_gpu != 0, factor, fit.gpu, fit.ram,
-                    gpu_budget, ram_budget, c.weights.exact, tuple(reasons))
+                    self.gpu_budget, self.ram_budget, c.weights.exact, tuple(reasons))
 
-    def ok(fit: _Fit) -> bool:
-        # unified memory (Apple): the GPU's share comes out of the same RAM
-        return fit.gpu <= gpu_budget and fit.ram + (fit.gpu if unified else 0) <= ram_budget
-
-    def gpu_attempts(quants: list[Candidate]) -> Plan | None:
-        for ctx in ladder:
-            for c in quants:
-                for kv in kv_types:
-                    fit = _full_gpu(arch, c.weights, ctx, kv)
-                    if ok(fit):
-                        return make(c, ctx, kv, fit, -1, 0, f"{c.quant} is the best quant that fits fully on the GPU")
-            if arch.is_moe:
-                # experts in RAM run at CPU speed: the smallest quality quant keeps the most of them on the GPU
-                for c in sorted(quants, key=lambda c: c.weights.total):
-                    for kv in kv_types:
-                        found = _moe_offload(c, ctx, kv)
-                        if found:
-                            return found
+    def _on_gpu(self, quants: list[Candidate]) -> Plan | None:
+        """The largest context first; at each, a quant fully on the GPU, else (MoE) one with experts in RAM."""
+        for ctx in self.ladder:
+            found = self._fully_on_gpu(quants, ctx) or (self._experts_in_ram(quants, ctx) if self.arch.is_moe else None)
+            if found:
+                return found
         return None
 
-    def _moe_offload(c: Candidate, ctx: int, kv: str) -> Plan | None:
+    def _fully_on_gpu(self, quants: list[Candidate], ctx: int) -> Plan | None:
+        for c in quants:
+            for kv in self.kv_types:
+                fit = _full_gpu(self.arch, c.weights, ctx, kv)
+                if self._fits(fit):
+                    return self._make(c, ctx, kv, fit, -1, 0, f"{c.quant} is the best quant that fits fully on the GPU")
+        return None
+
+    def _experts_in_ram(self, quants: list[Candidate], ctx: int) -> Plan | None:
+        # experts in RAM run at CPU speed: the smallest quality quant keeps the most of them on the GPU
+        for c in sorted(quants, key=lambda c: c.weights.total):
+            for kv in self.kv_types:
+                found = self._fewest_experts_in_ram(c, ctx, kv)
+                if found:
+                    return found
+        return None
+
+    def _fewest_experts_in_ram(self, c: Candidate, ctx: int, kv: str) -> Plan | None:
+        """The fewest layers' experts in RAM that let the rest fit the GPU, if RAM then holds them."""
+        arch = self.arch
         for n_cpu in range(1, arch.layers + 1):
             fit = _experts_on_cpu(arch, c.weights, ctx, kv, n_cpu)
-            if fit.gpu <= gpu_budget:
-                if ok(fit):
-                    return make(c, ctx, kv, fit, -1, n_cpu,
-                                f"{c.quant} with the experts of {n_cpu} of {arch.layers} layers in RAM keeps "
-                                "quality; the attention and the rest run on the GPU")
+            if fit.gpu <= self.gpu_budget:
+                if self._fits(fit):
+                    return self._make(c, ctx, kv, fit, -1, n_cpu,
+                                      f"{c.quant} with the experts of {n_cpu} of {arch.layers} layers in RAM keeps "
+                                      "quality; the attention and the rest run on the GPU")
                 return None
         return None
 
-    def dense_partial() -> Plan | None:
-        choice = next((c for c in reversed(good)), None) or (low[0] if low else None)
+    def _dense_partial(self) -> Plan | None:
+        arch = self.arch
+        choice = next((c for c in reversed(self.good)), None) or (self.low[0] if self.low else None)
         if choice is None:
             return None
-        for ctx in ladder:
-            for kv in kv_types:
+        for ctx in self.ladder:
+            for kv in self.kv_types:
                 for n_gpu in range(arch.layers, 0, -1):
                     fit = _partial_dense(arch, choice.weights, ctx, kv, n_gpu)
-                    if fit.gpu <= gpu_budget:
-                        if ok(fit):
-                            return make(choice, ctx, kv, fit, n_gpu, 0,
-                                        f"{choice.quant} does not fit the GPU; {n_gpu} of {arch.layers} layers "
-                                        "go there, the rest run on the CPU")
+                    if fit.gpu <= self.gpu_budget:
+                        if self._fits(fit):
+                            return self._make(choice, ctx, kv, fit, n_gpu, 0,
+                                              f"{choice.quant} does not fit the GPU; {n_gpu} of {arch.layers} layers "
+                                              "go there, the rest run on the CPU")
                         break
         return None
 
-    if gpu_budget > 0:
-        found = gpu_attempts(good) or gpu_attempts(low) or (None if arch.is_moe else dense_partial())
-        if found:
-            return found
-    cpu_order = _cpu_preference(good, low)
-    for ctx in ladder:
-        for c in cpu_order:
-            fit = _cpu(arch, c.weights, ctx, "f16")
-            if fit.ram <= ram_budget:
-                why = (f"{c.quant} on the CPU" + (" (no usable GPU)" if gpu_budget == 0 else " (too big for the GPU)"))
-                return make(c, ctx, "f16", fit, 0, 0, why)
-    smallest = min(candidates, key=lambda c: c.weights.total)
-    need = _cpu(arch, smallest.weights, ladder[-1], "f16").ram
-    raise DoesNotFit(
-        f"even {smallest.quant} with a {ladder[-1]:,}-token context needs about {gib(need)}, but "
-        f"{gib(ram_budget)} of RAM" + (f" and {gib(gpu_budget)} of GPU memory" if gpu_budget else "")
-        + " is free for it. Choose a smaller model, or close other programs.")
+    def _on_cpu(self) -> Plan:
+        for ctx in self.ladder:
+            for c in _cpu_preference(self.good, self.low):
+                fit = _cpu(self.arch, c.weights, ctx, "f16")
+                if fit.ram <= self.ram_budget:
+                    why = (f"{c.quant} on the CPU"
+                           + (" (no usable GPU)" if self.gpu_budget == 0 else " (too big for the GPU)"))
+                    return self._make(c, ctx, "f16", fit, 0, 0, why)
+        smallest = min(self.candidates, key=lambda c: c.weights.total)
+        need = _cpu(self.arch, smallest.weights, self.ladder[-1], "f16").ram
+        raise DoesNotFit(
+            f"even {smallest.quant} with a {self.ladder[-1]:,}-token context needs about {gib(need)}, but "
+            f"{gib(self.ram_budget)} of RAM" + (f" and {gib(self.gpu_budget)} of GPU memory" if self.gpu_budget else "")
+            + " is free for it. Choose a smaller model, or close other programs.")
 
 
 def _cpu_preference(good: list[Candidate], low: list[Candidate]) -> list[Candidate]:
@@ -361,60 +357,3 @@ def _cpu_preference(good: list[Candidate], low: list[Candidate]) -> list[Candida
 
 def kv_type_id(kv_type: str) -> int:
     return GGML_TYPE[kv_type]
-
-
-
-# ---- inputs from a file on disk -------------------------------------------------------------------------
-
-
-def arch_from_info(info: ModelInfo, yarn_factors: tuple[int, ...] = (), native_context: int | None = None) -> Arch:
-    """A GGUF on disk. Qwen3 hybrid GGUFs say 40,960; YaRN applies only from the catalog's native 32,768."""
-    return Arch(
-        layers=info.block_count,
-        kv_heads=info.head_count_kv,
-        key_length=info.key_length,
-        value_length=info.value_length,
-        n_vocab=info.n_vocab or 151936,
-        n_head=info.head_count,
-        gguf_context=info.context_length,
-        native_context=native_context or info.context_length,
-        yarn_factors=yarn_factors,
-        is_moe=info.expert_count > 0,
-    )
-
-
-def candidate_from_info(info: ModelInfo) -> Candidate:
-    quant = _QUANT_IN_NAME.search(info.path.name)
-    name = quant[1].upper() if quant else info.path.stem
-    return Candidate(name, weights_from_headers(info.headers, info.block_count))
-
-
-_QUANT_IN_NAME = re.compile(r"[-_.]((?:UD-)?(?:I?Q\d[A-Z0-9_]*|F16|BF16|F32))(?:-\d{5}-of-\d{5})?\.gguf$", re.I)
-
-
-# ---- inputs from the catalog ----------------------------------------------------------------------------
-
-QWEN_VOCAB = 151936
-
-
-def arch_from_catalog(model: CatalogModel) -> Arch:
-    return Arch(
-        layers=model.layers, kv_heads=model.kv_heads, key_length=model.head_dim, value_length=model.head_dim,
-        n_vocab=QWEN_VOCAB, n_head=model.heads, gguf_context=model.gguf_context, native_context=model.native_context,
-        yarn_factors=model.yarn_factors, is_moe=model.is_moe, kv_layers=model.kv_layers)
-
-
-def candidates_from_catalog(model: CatalogModel, quant: Quant | None = None) -> list[Candidate]:
-    return [Candidate(q.name, weights_from_catalog(model, q)) for q in ([quant] if quant else model.quants.values())]
-
-
-def weights_from_catalog(model: CatalogModel, quant: Quant) -> Weights:
-    bytes_per_param = quant.size / model.params
-    embed_params = QWEN_VOCAB * model.hidden
-    tied = not model.is_moe and model.params < 5_000_000_000  # Qwen3 0.6B/1.7B/4B tie their embeddings
-    share = 0.0
-    if model.is_moe and model.active_params and model.experts > model.experts_used:
-        per_expert = (model.params - model.active_params) / (model.layers * (model.experts - model.experts_used))
-        layer_params = (model.params - embed_params * 2) / model.layers
-        share = min(0.99, model.experts * per_expert / layer_params)
-    return weights_estimate(quant.size, model.layers, int(embed_params * bytes_per_param), tied, share)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_chat.models.catalog import CatalogModel, Quant
-from qwen_chat.models.planner import DoesNotFit, Plan, arch_from_catalog, candidates_from_catalog, plan
+from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog
+from qwen_chat.models.planner import DoesNotFit, Plan, plan
 from qwen_chat.system.hardware import Machine
 from qwen_chat.system.paths import models_dir
 

@@ -64,7 +64,7 @@ class Range:
         where = f"above {low} and at most {high}" if self.low_open else f"between {low} and {high}"
         where += f", {self.note}" if self.note else ""
         wrong_type = isinstance(value, bool) or not isinstance(value, (int, float))
-        if wrong_type or (self.integer and isinstance(value, float)):
+        if wrong_type or not isinstance(value, (int, float)) or (self.integer and isinstance(value, float)):
             return f"must be {'a whole number' if self.integer else 'a number'} {where} (got {value!r})"
         above_low = self.low < value if self.low_open else self.low <= value
         if not math.isfinite(value) or not above_low or value > self.high:
@@ -100,9 +100,9 @@ def parse(field: str, text: str) -> tuple[float | int | None, str | None]:
             value = kind(text)
             break
     problem = validate(field, value)
-    if problem:
+    if problem or not isinstance(value, (int, float)):
         return None, problem
-    return (value if RANGES[field].integer else float(value)), None  # type: ignore[arg-type]
+    return (value if RANGES[field].integer else float(value)), None
 
 
 def preset_name(variant: Variant, thinking: bool) -> str:

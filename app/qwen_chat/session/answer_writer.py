@@ -15,7 +15,8 @@ from collections import deque
 from collections.abc import Callable
 
 from qwen_chat.qwen3.thinking import StreamText
-from qwen_chat.store.database import Store, StoreError
+from qwen_chat.store.database import Store
+from qwen_chat.store.records import StoreError
 
 log = logging.getLogger("qwen_chat.session.answer_writer")
 

@@ -1,22 +1,21 @@
-"""A chat session: the store, the engine and the Qwen3 protocol put together. Plain Python, no UI.
+"""A chat session: the store, an engine and the Qwen3 protocol put together. Plain Python, no UI.
 
-The UI calls `send` (from a worker thread: it writes to SQLite) and receives events through `sink`, which
-is called on the engine thread and must only hand the event over (the TUI appends it to a queue).
+The CLI builds it and hands it to the UI, which attaches its sink and calls `open` (off the UI thread: it reads
+the model file and plans memory). Events reach the sink from the engine and writer threads; the sink must only
+hand them over. The engine's thread starts on the first load, not in the constructor.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qwen_chat.config.presets import sampling_for, thinking_budget_for
-from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import (
     ChatEngine,
     Done,
@@ -24,105 +23,94 @@ from qwen_chat.engines.protocol import (
     Failed,
     GenerateRequest,
     Loaded,
-    LoadProgress,
     LoadRequest,
     Token,
-    Trim,
     Trimmed,
 )
 from qwen_chat.models import fit_memory
-from qwen_chat.models.gguf_files import ModelInfo, read_model_info
-from qwen_chat.models.planner import Plan, arch_from_info, candidate_from_info, plan
-from qwen_chat.qwen3.sampling import MAX_THINKING_BUDGET
+from qwen_chat.models.gguf_files import ModelInfo
+from qwen_chat.models.planner import Plan
 from qwen_chat.qwen3.template import (
     ChatTemplate,
-    Turn,
     Variant,
     apply_mode_command,
-    build_prompt,
     command_of,
     effective_thinking,
-    last_soft_switch,
     prompt_opens_thinking,
-    template_messages,
 )
 from qwen_chat.qwen3.thinking import StreamText
+from qwen_chat.session import commands
 from qwen_chat.session.answer_writer import AnswerWriter
-from qwen_chat.store.database import Conversation, Message, Stats, Store, StoreError
-from qwen_chat.system.hardware import Machine, detect
+from qwen_chat.session.events import (
+    AnswerSaved,
+    AnswerStarted,
+    ContextTrimmed,
+    Notice,
+    Rewound,
+    SessionEvent,
+    UserSaved,
+)
+from qwen_chat.session.model_loading import prepare_load, with_fewer_layers
+from qwen_chat.session.prompt import answer_input, sendable
+from qwen_chat.store.database import Store
+from qwen_chat.store.records import Conversation, Message, Stats, StoreError
+from qwen_chat.system.hardware import Machine
 
 SAVE_EVERY = 0.5  # seconds between partial-answer saves while streaming
+BUSY = "An answer is still being written: press Esc to stop it first."
+LOADING = "The model is still loading; your message was not sent."
 
 
 @dataclass(frozen=True)
-class Notice:
-    """Something to tell the user that is not a model message (mode changes, refusals)."""
-
-    text: str
-    error: bool = False
+class LocalModel:
+    path: Path
+    n_ctx: int | None = None  # None: the [chat] context setting, else what the planner picks
 
 
 @dataclass(frozen=True)
-class UserSaved:
-    """The user's message is on disk; it reaches the UI through the same queue as the answer, in order."""
-
-    message: Message
-
-
-@dataclass(frozen=True)
-class AnswerStarted:
-    message: Message
+class Server:
+    url: str
+    api_key: str | None = None
+    model: str | None = None
 
 
-@dataclass(frozen=True)
-class Rewound:
-    """An edit or a regeneration: from this message on, the transcript is replaced (the old turns are kept
-    in the store as an earlier version)."""
-
-    conversation_id: int
-    from_message_id: int
-
-
-@dataclass(frozen=True)
-class ContextTrimmed:
-    """The oldest turns no longer fit: from `from_message_id` on is what the model sees for this answer."""
-
-    conversation_id: int
-    answer_id: int
-    from_message_id: int
-    dropped_turns: int
-    n_ctx: int
-
-
-@dataclass(frozen=True)
-class AnswerSaved:
-    """The final state of an answer is on disk."""
-
-    message: Message
-    done: Done | None
-
-
-SessionEvent = EngineEvent | Notice | UserSaved | AnswerStarted | AnswerSaved | Rewound | ContextTrimmed
+Source = LocalModel | Server
 
 
 @dataclass
 class _Streaming:
     message_id: int
     conversation_id: int
-    text: StreamText = dataclasses.field(default_factory=StreamText)  # the engine's own when it shares it
+    text: StreamText = field(default_factory=StreamText)  # the engine's own when it shares it
     last_save: float = 0.0
     turn_starts: tuple[int, ...] = ()  # the first message id of each turn sent, oldest first (for trimming)
 
 
+def _local_engine(on_event: Callable[[EngineEvent], None]) -> ChatEngine:
+    from qwen_chat.engines.llama import Engine  # llama_cpp loads only when a local model does
+
+    return Engine(on_event)
+
+
+def _remote_engine(on_event: Callable[[EngineEvent], None], endpoint: Server) -> ChatEngine:
+    from qwen_chat.engines.http import RemoteEngine
+
+    return RemoteEngine(on_event, endpoint.url, endpoint.api_key, endpoint.model)
+
+
 class ChatSession:
-    def __init__(self, store: Store, sink: Callable[[SessionEvent], None], engine: ChatEngine | None = None) -> None:
+    def __init__(self, store: Store, sink: Callable[[SessionEvent], None] | None = None,
+                 engine: ChatEngine | None = None, source: Source | None = None,
+                 remote: Callable[[Callable[[EngineEvent], None], Server], ChatEngine] = _remote_engine) -> None:
+        """`engine` replaces llama.cpp (the tests' FakeEngine); `remote` builds the engine for an endpoint."""
         self.store = store
-        self.sink = sink
+        self.sink: Callable[[SessionEvent], None] = sink or (lambda event: None)
+        self.source = source
         self._writer = AnswerWriter(store)  # every store write of a streaming answer: never the engine thread
-        self.engine: ChatEngine = engine or Engine(self._on_engine_event)
-        if engine is not None:
-            engine.on_event = self._on_engine_event
-        self.engine.start()
+        self._local = engine
+        self._make_remote = remote
+        self.engine: ChatEngine | None = None
+        self._started = False
         self.info: ModelInfo | None = None
         self.remote_model: str | None = None  # set when talking to an HTTP endpoint
         self.template: ChatTemplate | None = None
@@ -145,7 +133,11 @@ class ChatSession:
     def model_name(self) -> str:
         if self.remote_model:
             return self.remote_model
-        return self.info.path.name if self.info else ""
+        if self.info:
+            return self.info.path.name
+        if isinstance(self.source, LocalModel):
+            return self.source.path.name
+        return self.source.url if isinstance(self.source, Server) else ""
 
     @property
     def variant(self) -> Variant:
@@ -153,49 +145,51 @@ class ChatSession:
             return Variant.HYBRID  # a served Qwen3: thinking switches through chat_template_kwargs
         return self.template.variant if self.template else Variant.NO_THINKING
 
+    def open(self, context: str = "auto") -> Plan | None:
+        """Load the source (a local file: planned first, may raise ModelFileError or DoesNotFit)."""
+        if isinstance(self.source, Server):
+            self.connect(self.source.url, self.source.api_key, self.source.model)
+            return None
+        if isinstance(self.source, LocalModel):
+            return self.load_model(self.source.path, self.source.n_ctx, context=context)
+        raise ValueError("no model chosen: pass --model FILE or --endpoint URL")
+
     def connect(self, base_url: str, api_key: str | None = None, model: str | None = None) -> None:
         """Use an OpenAI-compatible server (llama-server, vLLM, SGLang) instead of a local file."""
-        from qwen_chat.engines.http import RemoteEngine
-
-        self.engine.shutdown()
-        self.engine = RemoteEngine(self._on_engine_event, base_url, api_key, model).start()
+        endpoint = Server(base_url, api_key, model)
+        self.source = endpoint
+        self._swap_engine(self._make_remote(self._on_engine_event, endpoint))
         self.remote_model = model or ""
         self.info, self.template, self.plan, self.ready = None, None, None, False
-        self.engine.load(LoadRequest(Path(base_url), 0))
+        self._engine().load(LoadRequest(Path(base_url), 0))
 
     def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None,
                    context: str = "auto") -> Plan:
-        """Check the file, plan memory, then queue the load. Raises ModelFileError or DoesNotFit.
+        """Check the file, plan memory, then queue the load. Raises ModelFileError or DoesNotFit."""
+        prepared = prepare_load(path, n_ctx, machine, context)
+        if prepared.notice is not None:
+            self.sink(prepared.notice)
+        if self.remote_model is not None or self.engine is None:
+            self._swap_engine(self._local or _local_engine(self._on_engine_event))
+        self.source = LocalModel(path, n_ctx)
+        self.remote_model = None
+        self.planner_chose_context = prepared.planner_chose_context
+        self._fit_key, self._retried = prepared.fit_key, False
+        self.info, self.template, self.plan, self.ready = prepared.info, prepared.template, prepared.plan, False
+        self._load_request = prepared.request
+        self._engine().load(prepared.request)
+        return prepared.plan
 
-        Without `n_ctx`, `context` names a preset (settings.toml [chat] context); "auto" lets the planner choose.
-        """
-        from qwen_chat.qwen3.context_presets import preset_for
+    def _swap_engine(self, engine: ChatEngine) -> None:
+        if self.engine is not None and self.engine is not engine:
+            self.engine.shutdown()
+        engine.on_event = self._on_engine_event
+        self.engine = engine.start()
 
-        info = read_model_info(path)
-        template = ChatTemplate(info.chat_template, info.bos_token, info.eos_token)
-        _ = template.variant  # a broken template fails here, before the load, with the model named
-        if n_ctx is None and context != "auto":
-            preset = preset_for(context, info, template.variant)
-            if preset is None:
-                self.sink(Notice(f"settings.toml: chat.context: {path.name} does not offer {context!r}; "
-                                 "the planner chooses the context instead.", error=True))
-            else:
-                n_ctx = preset.n_ctx
-        self.planner_chose_context = n_ctx is None
-        machine = machine or detect()
-        chosen = plan_for_file(info, template.variant, machine, n_ctx)
-        self._fit_key = fit_memory.key(machine, info.path, info.size_bytes)
-        self._retried = False
-        remembered = fit_memory.remembered_layers(self._fit_key)
-        n_gpu = chosen.n_gpu_layers
-        if remembered is not None and n_gpu != 0 and (n_gpu < 0 or remembered < n_gpu):
-            n_gpu = remembered  # a load with more layers failed for memory here before
-        self.info, self.template, self.plan, self.ready = info, template, chosen, False
-        self._load_request = LoadRequest(
-            info.path, chosen.n_ctx, n_gpu, n_cpu_moe=chosen.n_cpu_moe, kv_type=chosen.kv_type,
-            flash_attn=chosen.flash_attn, yarn_factor=chosen.yarn_factor, yarn_orig_ctx=32768)
-        self.engine.load(self._load_request)
-        return chosen
+    def _engine(self) -> ChatEngine:
+        if self.engine is None:
+            raise StoreError("no model is loaded yet")
+        return self.engine
 
     def change_context(self, key: str, machine: Machine | None = None) -> Plan:
         """Re-plan for a context preset ("auto", "native", "64k", "128k", "256k") and reload the model in the
@@ -205,8 +199,9 @@ class ChatSession:
 
         if self.info is None or self.template is None:
             raise StoreError("the context is set by the server for an endpoint; load a local model to change it")
-        if self.generating:
-            raise StoreError("an answer is still being written; press Esc to stop it first")
+        busy = self.busy()
+        if busy:
+            raise StoreError(busy)
         preset = preset_for(key, self.info, self.variant)
         if preset is None:
             offered = ", ".join(p.key for p in context_presets(self.info, self.variant))
@@ -217,11 +212,19 @@ class ChatSession:
     def generating(self) -> bool:
         return self._streaming is not None
 
+    def busy(self) -> str | None:
+        """Why nothing that changes the conversation or the model can start now, or None. The one place that
+        decides it: the UI asks before sending, switching, deleting or reloading, and the session itself
+        refuses a second answer with the same words."""
+        return BUSY if self.generating else None
+
     def stop(self) -> None:
-        self.engine.stop()
+        if self.engine is not None:
+            self.engine.stop()
 
     def close(self) -> None:
-        self.engine.shutdown()
+        if self.engine is not None:
+            self.engine.shutdown()
         self._writer.close()
 
     # -- conversation --
@@ -242,14 +245,13 @@ class ChatSession:
                 conversation = self.store.conversation(conversation.id)
         return conversation
 
-    def turns(self, conversation: Conversation) -> list[Turn]:
-        """History for the prompt: answers only, no thinking; empty answers (stopped while thinking) left out."""
-        turns = [Turn("system", conversation.system_prompt)] if conversation.system_prompt else []
-        return turns + [Turn(m.role, m.content) for m in _sendable(self.store.messages(conversation.id))]
-
-    def thinking_now(self, conversation: Conversation) -> bool:
-        texts = [t.content for t in self.turns(conversation) if t.role in ("user", "system")]
-        return effective_thinking(self.variant, conversation.enable_thinking, texts)
+    def thinking_now(self, conversation: Conversation, adding: str | None = None) -> bool:
+        """Whether the next answer thinks: the conversation's mode and the last soft switch (in `adding` too)."""
+        history = sendable(self.store.messages(conversation.id))
+        texts = [conversation.system_prompt] if conversation.system_prompt else []
+        texts += [m.content for m in history if m.role == "user"]
+        return effective_thinking(self.variant, conversation.enable_thinking,
+                                  texts + ([adding] if adding is not None else []))
 
     def thinking_budget(self, conversation: Conversation) -> int:
         """The conversation's own budget (set with /budget), else the preset's default; 0 is none."""
@@ -264,34 +266,58 @@ class ChatSession:
         return self.info.quantized if self.info else True
 
     def send(self, conversation_id: int, text: str) -> Message | None:
-        """Handle one line from the user: a command (/think, /no_think, /budget), or a message to answer.
-
-        Returns the stored user message, or None for a command. Raises StoreError if the message could not
-        be saved (the caller keeps the text so nothing is lost).
-        """
+        """Handle one line from the user: a command (/think, /no_think, /budget, /context), or a message to
+        answer. Returns the stored user message, or None for a command. Raises StoreError if the message could
+        not be saved (the caller keeps the text so nothing is lost)."""
         conversation = self.store.conversation(conversation_id)
-        word, _, argument = text.strip().partition(" ")
-        if word.lower() == "/budget":
-            self._budget_command(conversation, argument.strip())
-            return None
-        if word.lower() == "/context":
-            self._context_command(argument.strip())
-            return None
-        command = command_of(text)
-        if command is not None:
-            change = apply_mode_command(self.variant, conversation.enable_thinking, command == "think")
-            if change.changed:
-                self.store.set_thinking(conversation_id, change.enable_thinking)
-            self.sink(Notice(change.message, error=not change.changed and self.variant is not Variant.HYBRID))
+        if self._command(conversation, text):
             return None
         with self._claim():
-            thinking = effective_thinking(
-                self.variant, conversation.enable_thinking,
-                [t.content for t in self.turns(conversation) if t.role in ("user", "system")] + [text])
+            thinking = self.thinking_now(conversation, adding=text)
             user = self.store.add_user_message(conversation.id, text, "think" if thinking else "no_think")
             self.sink(UserSaved(user))
             self._answer(conversation, thinking)
             return user
+
+    def _command(self, conversation: Conversation, text: str) -> bool:
+        word, argument = commands.split_command(text)
+        if word == "/budget":
+            reply = commands.budget_reply(argument, self.variant, self.model_name,
+                                          self.thinking_budget(conversation), self.remote_model is not None)
+            if reply.budget is not None:
+                self.store.set_thinking_budget(conversation.id, reply.budget)
+            self.sink(reply.notice)
+            return True
+        if word == "/context":
+            self._context_command(argument)
+            return True
+        command = command_of(text)
+        if command is None:
+            return False
+        change = apply_mode_command(self.variant, conversation.enable_thinking, command == "think")
+        if change.changed:
+            self.store.set_thinking(conversation.id, change.enable_thinking)
+        self.sink(Notice(change.message, error=not change.changed and self.variant is not Variant.HYBRID))
+        return True
+
+    def _context_command(self, key: str) -> None:
+        from qwen_chat.models.planner import DoesNotFit
+        from qwen_chat.qwen3.context_presets import context_presets
+
+        if not key:
+            if self.info is None:
+                self.sink(Notice("The server sets the context of an endpoint.", error=True))
+                return
+            offered = ", ".join(p.key for p in context_presets(self.info, self.variant))
+            self.sink(Notice(f"Context: {self.n_ctx:,} tokens. /context KEY reloads with another: {offered}."))
+            return
+        try:
+            chosen = self.change_context(key)
+        except (StoreError, ValueError, DoesNotFit) as exc:
+            self.sink(Notice(str(exc), error=True))
+            return
+        yarn = f" with YaRN ×{chosen.yarn_factor}" if chosen.yarn_factor else ""
+        self.sink(Notice(f"Reloading with a context of {chosen.n_ctx:,} tokens{yarn}; the conversation stays."))
 
     def regenerate(self, conversation_id: int) -> None:
         """Answer the last question again; the old answer stays as an earlier version."""
@@ -318,10 +344,11 @@ class ChatSession:
     def _claim(self) -> Iterator[None]:
         """One answer at a time; claimed before any slow work, released if starting it fails."""
         if not self.ready or (self.remote_model is None and (self.template is None or self.info is None)):
-            raise StoreError("the model is still loading; your message was not sent") from None
+            raise StoreError(LOADING) from None
         with self._lock:
-            if self._streaming is not None:
-                raise StoreError("an answer is still being written; press Esc to stop it first")
+            busy = self.busy()
+            if busy:
+                raise StoreError(busy)
             self._streaming = _Streaming(0, 0)
         try:
             yield
@@ -330,143 +357,70 @@ class ChatSession:
                 self._streaming = None
             raise
 
-    def _budget_command(self, conversation: Conversation, argument: str) -> None:
-        if self.variant is Variant.NO_THINKING:
-            self.sink(Notice(f"{self.model_name or 'This model'} does not think, so a thinking budget does not "
-                             "apply.", error=True))
-            return
-        word = argument.lower().replace(",", "").replace("_", "")
-        if not word:
-            budget = self.thinking_budget(conversation)
-            self.sink(Notice(f"Thinking budget: {budget:,} tokens." if budget else
-                             "No thinking budget. Set one with /budget N (tokens), e.g. /budget 2048."))
-            return
-        if word in ("off", "none", "0"):
-            budget = 0
-        elif word.isdigit() and int(word) <= MAX_THINKING_BUDGET:
-            budget = int(word)
-        else:
-            self.sink(Notice(f"/budget takes a number of tokens from 1 to {MAX_THINKING_BUDGET:,}, or off (got "
-                             f"{argument!r}).", error=True))
-            return
-        self.store.set_thinking_budget(conversation.id, budget)
-        if self.remote_model is not None and budget:
-            self.sink(Notice(f"Thinking budget set to {budget:,} tokens, but it only applies to local models: "
-                             "a server caps thinking with its own settings (llama-server --reasoning-budget).",
-                             error=True))
-            return
-        self.sink(Notice(f"Thinking budget: {budget:,} tokens; after that the model is told to answer."
-                         if budget else "Thinking budget off: the model thinks as long as it needs."))
-
-    def _context_command(self, key: str) -> None:
-        from qwen_chat.models.planner import DoesNotFit
-        from qwen_chat.qwen3.context_presets import context_presets
-
-        if not key:
-            if self.info is None:
-                self.sink(Notice("The server sets the context of an endpoint.", error=True))
-                return
-            offered = ", ".join(p.key for p in context_presets(self.info, self.variant))
-            self.sink(Notice(f"Context: {self.n_ctx:,} tokens. /context KEY reloads with another: {offered}."))
-            return
-        try:
-            chosen = self.change_context(key)
-        except (StoreError, ValueError, DoesNotFit) as exc:
-            self.sink(Notice(str(exc), error=True))
-            return
-        yarn = f" with YaRN ×{chosen.yarn_factor}" if chosen.yarn_factor else ""
-        self.sink(Notice(f"Reloading with a context of {chosen.n_ctx:,} tokens{yarn}; the conversation stays."))
-
     def _answer(self, conversation: Conversation, thinking: bool, replaces: int | None = None) -> None:
         """Start the answer to the conversation's last user message (called with the answer slot claimed)."""
         conversation = self.store.conversation(conversation.id)  # /think, budget and persona may have changed
-        mode = "think" if thinking else "no_think"
-        rows = _sendable(self.store.messages(conversation.id))
-        if replaces is not None:
-            rows = [m for m in rows if m.id < replaces]
-        start = next((m.context_from_id for m in reversed(rows) if m.role == "assistant"), None)
-        if self._fresh_context:
-            start, self._fresh_context = None, False  # the cache is empty anyway: try the whole conversation
-        if start is not None:
-            rows = [m for m in rows if m.id >= start]  # what did not fit before stays out: the KV prefix holds
-        *history, current = rows
-        turn_groups: list[list[Message]] = []
-        for m in history:
-            if m.role == "user" or not turn_groups:
-                turn_groups.append([])
-            turn_groups[-1].append(m)
-        system = [Turn("system", conversation.system_prompt)] if conversation.system_prompt else []
-
-        def turns_without(dropped: int) -> list[Turn]:
-            kept = [Turn(m.role, m.content) for group in turn_groups[dropped:] for m in group]
-            return [*system, *kept, Turn("user", current.content)]
-
+        rows = sendable(self.store.messages(conversation.id))
+        built = answer_input(conversation, rows, self.template if self.remote_model is None else None, replaces,
+                             self._fresh_context)
+        self._fresh_context = False
         budget = self.thinking_budget(conversation) if thinking and self.remote_model is None else 0
-        messages = template_messages(turns_without(0))
-        trim = None
-        if self.remote_model is not None:
-            prompt = ""
-            if not conversation.enable_thinking and last_soft_switch(current.content) is None:
-                messages[-1] = {**messages[-1], "content": f"{current.content} /no_think"}  # servers w/o kwargs
-        else:
-            template = self.template
-            assert template is not None
-            enable = conversation.enable_thinking
-            prompt = build_prompt(template, turns_without(0), enable_thinking=enable)
-            trim = Trim(lambda dropped: build_prompt(template, turns_without(dropped), enable_thinking=enable),
-                        len(turn_groups) + 1)
         sampling = sampling_for(self.variant, thinking, self.quantized)
-        answer = self.store.start_answer(conversation.id, self.model_name, mode, dataclasses.asdict(sampling),
-                                         replaces=replaces, thinking_budget=budget, context_from_id=start)
+        answer = self.store.start_answer(conversation.id, self.model_name, "think" if thinking else "no_think",
+                                         vars(sampling).copy(), replaces=replaces, thinking_budget=budget,
+                                         context_from_id=built.context_from_id)
         with self._lock:
             self._streaming = _Streaming(answer.id, conversation.id, last_save=time.monotonic(),
-                                         turn_starts=tuple(g[0].id for g in turn_groups) + (current.id,))
+                                         turn_starts=built.turn_starts)
         self.sink(AnswerStarted(answer))
-        self.engine.generate(GenerateRequest(answer.id, prompt, sampling, prompt_opens_thinking(prompt),
-                                             tuple(messages), conversation.enable_thinking, budget, trim))
+        self._engine().generate(GenerateRequest(
+            answer.id, built.prompt, sampling, prompt_opens_thinking(built.prompt), built.messages,
+            conversation.enable_thinking, budget, built.trim))
 
     # -- engine thread --
 
     def _on_engine_event(self, event: EngineEvent) -> None:
-        if isinstance(event, Loaded):
-            if self.remote_model is not None:
-                self.remote_model = str(event.model_path)  # the served model's id
-            self.ready = True
-            self._fresh_context = True  # a new context may hold turns an earlier one had to leave out
-            self.context_used = 0
-            self.n_ctx = event.n_ctx
-            self.gpu_layers = event.n_gpu_layers
-            if self._retried:
-                fit_memory.remember_layers(self._fit_key, event.n_gpu_layers)
-        elif isinstance(event, Failed) and event.request_id is None and self._retry_with_fewer_layers(event):
-            return
-        elif isinstance(event, Token):
+        if isinstance(event, Token):
             self._on_token(event)
-            return
         elif isinstance(event, Trimmed):
             self._on_trimmed(event)
-            return
         elif isinstance(event, Done):
             self.context_used = event.context_used
             self._writer.submit(lambda: self._finish(event.request_id, event))
-            return
         elif isinstance(event, Failed) and event.request_id is not None:
-            self._writer.submit(lambda: self._finish(event.request_id, None, event.message))
-            return
+            failed_id = event.request_id
+            self._writer.submit(lambda: self._finish(failed_id, None, event.message))
         elif isinstance(event, Failed):
-            self.ready = False
-        self.sink(event)
+            if not self._retry_with_fewer_layers(event):
+                self.ready = False
+                self.sink(event)
+        else:
+            if isinstance(event, Loaded):
+                self._loaded(event)
+            self.sink(event)
+
+    def _loaded(self, event: Loaded) -> None:
+        if self.remote_model is not None:
+            self.remote_model = str(event.model_path)  # the served model's id
+        self.ready = True
+        self._fresh_context = True  # a new context may hold turns an earlier one had to leave out
+        self.context_used = 0
+        self.n_ctx = event.n_ctx
+        self.gpu_layers = event.n_gpu_layers
+        if self._retried:
+            fit_memory.remember_layers(self._fit_key, event.n_gpu_layers)
 
     def _retry_with_fewer_layers(self, failed: Failed) -> bool:
         """A GPU load that failed (llama.cpp ran out of memory) is retried with one layer fewer."""
         request, info = self._load_request, self.info
-        if request is None or info is None or request.n_gpu_layers == 0 or "cancelled" in failed.message:
+        if request is None or info is None or "cancelled" in failed.message:
             return False
-        layers = info.block_count + 1 if request.n_gpu_layers < 0 else request.n_gpu_layers
-        self._load_request = dataclasses.replace(request, n_gpu_layers=layers - 1)
-        self._retried = True
-        self.sink(Notice(f"Loading with {layers} GPU layers failed; trying {layers - 1}."))
-        self.engine.load(self._load_request)
+        fewer = with_fewer_layers(request, info)
+        if fewer is None:
+            return False
+        self._load_request, self._retried = fewer, True
+        self.sink(Notice(f"Loading with {fewer.n_gpu_layers + 1} GPU layers failed; trying {fewer.n_gpu_layers}."))
+        self._engine().load(fewer)
         return True
 
     def _on_token(self, event: Token) -> None:
@@ -504,9 +458,8 @@ class ChatSession:
         streaming = self._streaming
         thinking = done.thinking if done else (streaming.text.thinking if streaming else "")
         answer = done.answer if done else (streaming.text.answer if streaming else "")
-        if done is None:
-            status, closed, stats = "failed", False, Stats()
-        else:
+        status, closed, stats = "failed", False, Stats()
+        if done is not None:
             status = {"stop": "complete", "length": "stopped", "stopped": "stopped"}.get(done.finish, "complete")
             if done.finish == "length":
                 error = f"reached the output limit ({done.completion_tokens:,} tokens)"
@@ -534,24 +487,7 @@ class ChatSession:
             self.sink(Notice(error, error=True))
 
 
-def _sendable(messages: list[Message]) -> list[Message]:
-    """What the model sees of the history: questions and answers; empty answers (stopped while thinking) and
-    failed ones without text are left out."""
-    return [m for m in messages if m.role == "user" or (m.role == "assistant" and m.content)]
-
-
 def _looks_quantized(model_id: str) -> bool:
     """A served GGUF (llama-server) is quantized; vLLM/SGLang usually serve BF16/FP8 checkpoints."""
     name = model_id.lower()
     return "gguf" in name or bool(re.search(r"\bq\d|iq\d|-q\d", name))
-
-
-def plan_for_file(info: ModelInfo, variant: Variant, machine: Machine, n_ctx: int | None) -> Plan:
-    """Qwen3 hybrid GGUFs from 4B up say 40,960 positions; YaRN ×2/×4 over the native 32,768 goes beyond."""
-    hybrid_yarn = variant is Variant.HYBRID and info.context_length == 40960 and info.block_count > 28
-    arch = arch_from_info(info, (2, 4) if hybrid_yarn else (), 32768 if hybrid_yarn else None)
-    return plan(arch, [candidate_from_info(info)], machine, n_ctx)
-
-
-__all__ = ["AnswerSaved", "AnswerStarted", "ChatSession", "ContextTrimmed", "LoadProgress", "Notice", "Rewound",
-           "SessionEvent", "UserSaved"]

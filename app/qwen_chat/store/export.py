@@ -6,7 +6,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from qwen_chat.store.database import Conversation, Store, StoreError
+from qwen_chat.store.database import Store
+from qwen_chat.store.records import Conversation, StoreError
 
 FORMAT = "qwen-chat-conversation"
 VERSION = 1

@@ -137,12 +137,12 @@ def nvml_devices(nvml: Any = None, env: dict[str, str] | None = None) -> tuple[D
     env = dict(os.environ) if env is None else env
     try:
         if nvml is None:
-            import pynvml as nvml  # type: ignore[import-not-found,no-redef]
+            import pynvml as nvml  # type: ignore[no-redef]  # the parameter's name, filled in
         nvml.nvmlInit()
     except Exception:  # no package, no driver, no device: all mean "no NVIDIA GPU"
         return ()
     try:
-        devices = []
+        devices: list[Device] = []
         for index in _visible(range(nvml.nvmlDeviceGetCount()), env):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             memory = nvml.nvmlDeviceGetMemoryInfo(handle)
@@ -159,7 +159,7 @@ def nvml_devices(nvml: Any = None, env: dict[str, str] | None = None) -> tuple[D
 
 def amd_sysfs_devices(root: Path = Path("/sys/class/drm")) -> tuple[Device, ...]:
     """AMD GPUs from amdgpu's sysfs files (Linux): dedicated VRAM total and used."""
-    devices = []
+    devices: list[Device] = []
     for card in sorted(root.glob("card[0-9]*")):
         dev = card / "device"
         total_file, used_file = dev / "mem_info_vram_total", dev / "mem_info_vram_used"

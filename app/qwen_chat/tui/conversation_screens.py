@@ -18,7 +18,8 @@ from textual.widgets import Button, Input, Label, Markdown, OptionList, Static, 
 from textual.widgets.option_list import Option
 
 from qwen_chat.qwen3.context_presets import ContextPreset
-from qwen_chat.store.database import Message, Persona, Store, StoreError
+from qwen_chat.store.database import Store
+from qwen_chat.store.records import Message, Persona, StoreError
 from qwen_chat.system.clipboard import code_blocks
 from qwen_chat.tui.dialogs import ConfirmDialog
 from qwen_chat.tui.printable import printable

@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.widgets import Collapsible, Static
 
 from qwen_chat.qwen3.thinking import Part, StreamText
-from qwen_chat.store.database import Message
+from qwen_chat.store.records import Message
 from qwen_chat.tui.printable import printable
 from qwen_chat.tui.streaming_markdown import StreamingMarkdown
 

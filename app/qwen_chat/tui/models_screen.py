@@ -12,7 +12,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
-from qwen_chat.models.catalog import CatalogError, load_models
+from qwen_chat.models.catalog import CatalogError
+from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.verdicts import QuantVerdict, verdicts
 from qwen_chat.system.hardware import detect
 from qwen_chat.system.paths import models_dir

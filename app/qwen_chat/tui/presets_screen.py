@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
@@ -128,7 +129,7 @@ class PresetsScreen(ModalScreen[bool]):
     @on(Input.Submitted)
     @on(Button.Pressed, "#save")
     def _save(self) -> None:
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for field in self.fields:
             value, message = sampling.parse(field, self.query_one(f"#field-{field}", Input).value)
             self._error(field, message)

@@ -10,7 +10,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, ListItem, ListView
 
-from qwen_chat.store.database import MARK_END, MARK_START, SearchHit, Store, StoreError
+from qwen_chat.store.database import MARK_END, MARK_START, SearchHit, Store
+from qwen_chat.store.records import StoreError
 from qwen_chat.tui.printable import printable
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 # A cut is looked for once the live segment has this many lines or characters: they bound the cost of drawing
 # it again (about 1 ms per 150 characters here).
@@ -92,7 +93,7 @@ class Segmenter:
 
     def finish(self) -> list[Op]:
         """The rest of the text: nothing is held back any more."""
-        ops = [Append(self._held)] if self._held else []
+        ops: list[Op] = [Append(self._held)] if self._held else []
         self._held = ""
         return ops
 
@@ -120,7 +121,7 @@ class Segmenter:
         elif "|" in line and "|" in self._previous and _TABLE_DELIMITER.fullmatch(line):
             self._table = _Table(self._previous, line, tuple(len(c) for c in _cells(self._previous)))
 
-    def _decide(self, head: str, final: bool) -> Cut | bool | None:
+    def _decide(self, head: str, final: bool) -> Cut | Literal[False] | None:
         """Cut before the line that begins with `head`? A Cut, False, or None (need more characters)."""
         if self._lines < self.segment_lines and self._chars < self.segment_chars:
             return False

@@ -11,6 +11,7 @@ Model text is sanitized (control characters shown as symbols) before it is parse
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import ClassVar
 
 from pygments.lexer import Lexer
@@ -177,7 +178,7 @@ class FrozenSegments(_DrawnLines):
     """Many frozen segments as one widget, their drawn lines reused (Textual walks every widget on each layout:
     a 40,000-token list of single segments cost 80 ms a batch, eight times what it cost at the start)."""
 
-    def __init__(self, widgets: list[Segment] | list[FrozenSegments]) -> None:
+    def __init__(self, widgets: Sequence[Segment | FrozenSegments]) -> None:
         super().__init__(classes=" ".join(c for c in widgets[0].classes if c.startswith("after-")))
         self.parts: list[tuple[str, tuple[int, ...], bool, bool]] = []  # (source, widths, continued, gap before)
         self._drawn: list[tuple[int, list[Strip]]] = []  # (width drawn at, lines) per part

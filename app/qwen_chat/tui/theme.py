@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from textual.app import App
 from textual.theme import Theme
@@ -25,7 +26,7 @@ def _load(path: Path) -> Theme:
     return Theme(**data)
 
 
-def register_shipped_themes(app: App[object]) -> list[str]:
+def register_shipped_themes(app: App[Any]) -> list[str]:
     from qwen_chat.system.paths import config_dir
 
     names = []

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from typing import Any
 
 from qwen_chat.models.gguf_header import GGUFHeader, HeaderError, read_header
+from qwen_chat.models.hub import http_library
 
 FIRST_RANGE = 4 << 20
 MAX_HEADER = 256 << 20
@@ -18,15 +18,6 @@ MAX_HEADER = 256 << 20
 
 class RemoteHeaderError(Exception):
     pass
-
-
-def http_library() -> Any:
-    """The HTTP library huggingface_hub itself uses (httpx2 in huggingface_hub 2.x, httpx before)."""
-    try:
-        import httpx2 as http
-    except ImportError:
-        import httpx as http
-    return http
 
 
 def fetch_header(url: str, headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> GGUFHeader:

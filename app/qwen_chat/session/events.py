@@ -1,0 +1,64 @@
+"""What the session tells its UI, besides the engine's own events (progress, tokens, load failures).
+
+Every event is a frozen value, sent through the session's sink from the engine or writer thread, in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qwen_chat.engines.protocol import Done, Failed, Loaded, LoadProgress, Token
+from qwen_chat.store.records import Message
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something to tell the user that is not a model message (mode changes, refusals)."""
+
+    text: str
+    error: bool = False
+
+
+@dataclass(frozen=True)
+class UserSaved:
+    """The user's message is on disk; it reaches the UI through the same queue as the answer, in order."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class AnswerStarted:
+    message: Message
+
+
+@dataclass(frozen=True)
+class Rewound:
+    """An edit or a regeneration: from this message on, the transcript is replaced (the old turns are kept
+    in the store as an earlier version)."""
+
+    conversation_id: int
+    from_message_id: int
+
+
+@dataclass(frozen=True)
+class ContextTrimmed:
+    """The oldest turns no longer fit: from `from_message_id` on is what the model sees for this answer."""
+
+    conversation_id: int
+    answer_id: int
+    from_message_id: int
+    dropped_turns: int
+    n_ctx: int
+
+
+@dataclass(frozen=True)
+class AnswerSaved:
+    """The final state of an answer is on disk."""
+
+    message: Message
+    done: Done | None
+
+
+# A Failed with a request id never reaches the UI: the session turns it into AnswerSaved and a Notice.
+SessionEvent = LoadProgress | Loaded | Failed | Token | Notice | UserSaved | AnswerStarted | AnswerSaved | Rewound \
+    | ContextTrimmed

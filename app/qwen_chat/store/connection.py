@@ -1,0 +1,96 @@
+"""The SQLite file under the store: one connection guarded by a lock, opened in WAL mode and migrated to the
+current schema, with the transactions and queries every part of the store goes through.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from qwen_chat.store.records import StoreError
+from qwen_chat.store.schema import MIGRATIONS, SCHEMA_VERSION, statements
+
+
+class Connection:
+    def __init__(self, path: Path, busy_timeout: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False,
+                                   isolation_level=None)
+            self.db = sqlite_utils.Database(conn)
+            conn.execute("PRAGMA foreign_keys = ON")
+            self.db.enable_wal()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(explain(self.path, exc)) from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self.db.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(explain(self.path, exc)) from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            try:
+                return list(self.db.query(sql, params))
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(explain(self.path, exc)) from exc
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self.db.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer qwen-chat (schema {version}, this one knows "
+                    f"{SCHEMA_VERSION}). Upgrade qwen-chat; your conversations are untouched.")
+            for step in range(version, SCHEMA_VERSION):
+                with self._tx() as conn:
+                    # executescript would commit on its own; run the statements inside our transaction
+                    for statement in statements(MIGRATIONS[step]):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {step + 1}")
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self.db.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
+
+def explain(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (f"the conversations database {path} is locked by another program; nothing was lost. "
+                "Try again in a moment, or close the program holding it.")
+    if "not a database" in text or "malformed" in text:
+        return (f"{path} is not a readable qwen-chat database ({text}). Move it aside to start fresh; "
+                "qwen-chat will not overwrite it.")
+    if "readonly" in text or "unable to open" in text:
+        return f"cannot write {path} ({text}): check the folder's permissions and free disk space."
+    if "full" in text:
+        return f"the disk holding {path} is full; free some space. Nothing already saved was lost."
+    return f"database error on {path}: {text}"

@@ -1,0 +1,377 @@
+"""What the keys do: the app's actions on the chat and its conversations, and the command palette's list.
+
+QwenChatApp (app.py) builds on this class; the hooks at the top are the app's own (sending, drawing, loading).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Input
+
+from qwen_chat.models.download_queue import DownloadQueue
+from qwen_chat.qwen3.context_presets import context_presets
+from qwen_chat.session.chat import ChatSession, LocalModel, Server
+from qwen_chat.store.database import SearchHit, Store
+from qwen_chat.store.records import Conversation, StoreError
+from qwen_chat.system.clipboard import system_copy
+from qwen_chat.tui.conversation_list import ConversationList
+from qwen_chat.tui.conversation_screens import ContextScreen, CopyScreen, PersonasScreen, VersionsScreen, copy_choices
+from qwen_chat.tui.dialogs import ConfirmDialog, RenameDialog
+from qwen_chat.tui.downloads_screen import DownloadsScreen
+from qwen_chat.tui.messages import AssistantMessage, UserMessage
+from qwen_chat.tui.models_screen import EndpointModelsScreen, ModelsScreen
+from qwen_chat.tui.search_screen import SearchScreen
+from qwen_chat.tui.status_bar import StatusBar
+
+BINDINGS: list[Binding | tuple[str, str] | tuple[str, str, str]] = [
+    Binding("escape", "stop", "Stop", id="stop"),
+    Binding("ctrl+t", "toggle_thinking", "Think", id="toggle-thinking"),
+    Binding("ctrl+r", "regenerate", "Redo", id="regenerate"),
+    # priority like ctrl+d: with text in the prompt, ctrl+e stays the prompt's "go to end"
+    Binding("ctrl+e", "edit_message", "Edit", id="edit-message", priority=True),
+    Binding("ctrl+y", "copy_message", "Copy", id="copy-message"),
+    Binding("ctrl+n", "new_conversation", "New", id="new-conversation"),
+    Binding("f2", "rename_conversation", "Rename", id="rename-conversation"),
+    # priority so it works from the prompt; check_action hands ctrl+d back to the prompt while it has text
+    Binding("ctrl+d", "delete_conversation", "Del", id="delete-conversation", priority=True),
+    Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar"),
+    Binding("f3", "models", "Models", id="models"),
+    Binding("f4", "downloads", "Downloads", id="downloads"),
+    Binding("ctrl+f", "search", "Search", id="search"),
+    Binding("f5", "presets", "Preset", id="presets"),
+    Binding("f6", "personas", "Persona", id="personas"),
+    Binding("f7", "context", "Context", id="context"),
+    Binding("f8", "versions", "Versions", id="versions"),
+    Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+]
+
+
+class ChatActions(App[None]):
+    session: ChatSession
+    store: Store
+    conversation: Conversation | None = None
+    _live: AssistantMessage | None
+    _editing: int | None
+    downloads: DownloadQueue
+
+    # -- the app's hooks (app.py) --
+
+    _status: StatusBar
+
+    @property
+    def status_bar(self) -> StatusBar:
+        return self._status
+
+    def _send(self, conversation_id: int, text: str) -> None:
+        raise NotImplementedError
+
+    def _start_turn(self, start: Callable[[], object], text: str = "") -> object:
+        raise NotImplementedError
+
+    def _set_editing(self, message_id: int | None) -> None:
+        raise NotImplementedError
+
+    def _render_transcript(self) -> None:
+        raise NotImplementedError
+
+    def _update_status(self, mode_changed: bool = True) -> None:
+        raise NotImplementedError
+
+    def use_source(self, source: LocalModel | Server) -> None:
+        raise NotImplementedError
+
+    # -- conversations --
+
+    def refused_while_busy(self) -> bool:
+        """The one refusal for everything that would change the conversation or the model mid-answer."""
+        busy = self.session.busy()
+        if busy:
+            self.notify(busy, severity="warning")
+        return busy is not None
+
+    def _open(self, conversation: Conversation | None) -> None:
+        if conversation is None:
+            conversation = self.session.new_conversation()
+        self.conversation = conversation
+        self._refresh_list()
+        self._render_transcript()
+        self._update_status()
+
+    def _refresh_list(self) -> None:
+        current = self.conversation.id if self.conversation else None
+        self.query_one("#conversations", ConversationList).show(self.store.conversations(), current)
+
+    # -- actions --
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        typing = isinstance(self.focused, Input) and bool(self.focused.value)
+        return not (action in ("delete_conversation", "edit_message") and typing)
+
+    def action_stop(self) -> None:
+        if self.session.generating:
+            self.session.stop()
+        elif self._editing is not None:
+            self._set_editing(None)
+            self.query_one("#prompt", Input).value = ""
+
+    def _selected_message(self, role: str | None = None) -> Widget | None:
+        """The focused message in the transcript, else the last one (of `role` if given)."""
+        focused = self.focused
+        if isinstance(focused, UserMessage | AssistantMessage) and (
+                role is None or isinstance(focused, UserMessage) == (role == "user")):
+            return focused
+        kinds = {"user": UserMessage, "assistant": AssistantMessage}.get(role or "", UserMessage | AssistantMessage)
+        found = [w for w in self.query_one("#transcript", VerticalScroll).children if isinstance(w, kinds)]
+        return found[-1] if found else None
+
+    def action_regenerate(self) -> None:
+        if self.conversation is None:
+            return
+        if self.refused_while_busy():
+            return
+        conversation_id = self.conversation.id
+        self._start_turn(lambda: self.session.regenerate(conversation_id))
+
+    def action_edit_message(self) -> None:
+        if self.refused_while_busy():
+            return
+        message = self._selected_message("user")
+        if not isinstance(message, UserMessage) or not message.message_id:
+            self.notify("There is no message of yours to edit yet.", severity="warning")
+            return
+        box = self.query_one("#prompt", Input)
+        box.value = message.text
+        box.cursor_position = len(box.value)  # typing goes on at the end, as in any editor
+        self._set_editing(message.message_id)
+        box.focus()
+
+    def action_toggle_thinking(self) -> None:
+        if self.conversation is None:
+            return
+        on = not self.session.thinking_now(self.conversation)
+        self._send(self.conversation.id, "/think" if on else "/no_think")
+
+    def action_presets(self) -> None:
+        from qwen_chat.qwen3.sampling import preset_name
+        from qwen_chat.tui.presets_screen import PresetsScreen
+
+        if self.conversation is None:
+            return
+        slot = preset_name(self.session.variant, self.session.thinking_now(self.conversation))
+
+        def done(changed: bool | None) -> None:
+            if changed:
+                self.notify("Preset saved: it applies from the next answer.", timeout=4)
+
+        self.push_screen(PresetsScreen(slot, self.session.quantized), done)
+
+    def _copy_text(self, text: str) -> None:
+        self.copy_to_clipboard(text)  # OSC 52: reaches the local clipboard over SSH in most terminals
+        tool = system_copy(text)  # and the desktop's own clipboard tool where there is one
+        self.notify(f"Copied {len(text):,} characters" + (f" (also with {tool})" if tool else ""), timeout=3)
+
+    def action_copy_message(self) -> None:
+        widget = self._selected_message("assistant") if not isinstance(self.focused, UserMessage) else self.focused
+        if widget is None:
+            self.notify("There is no message to copy yet.", severity="warning")
+            return
+        text = widget.answer_text if isinstance(widget, AssistantMessage) else getattr(widget, "text", "")
+        if len(copy_choices(text)) == 1:  # no code blocks: nothing to choose
+            self._copy_text(text)
+            return
+        self.push_screen(CopyScreen(text, "Copy"), lambda chosen: self._copy_text(chosen) if chosen else None)
+
+    def action_versions(self) -> None:
+        widget = self._selected_message()
+        message_id: int = getattr(widget, "message_id", 0)
+        if self.conversation is None or not message_id:
+            return
+        if not isinstance(self.focused, UserMessage | AssistantMessage):
+            # nothing selected: the newest message that has earlier versions
+            versioned = self.store.versions_by_message(self.conversation.id)
+            message_id = max(versioned, default=message_id)
+        try:
+            versions = self.store.earlier_versions(message_id)
+            current = [m for m in self.store.messages(self.conversation.id) if m.id >= message_id]
+        except StoreError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if not versions:
+            self.notify("This message has no earlier versions (Ctrl+E edits a message, Ctrl+R regenerates).")
+            return
+        self.push_screen(VersionsScreen(versions, current))
+
+    def action_personas(self) -> None:
+        if self.conversation is None:
+            return
+        conversation_id = self.conversation.id
+
+        def chosen(prompt: str | None) -> None:
+            if prompt is None:
+                return
+            try:
+                self.store.set_system_prompt(conversation_id, prompt)
+                if self.conversation and self.conversation.id == conversation_id:
+                    self.conversation = self.store.conversation(conversation_id)
+            except StoreError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.notify("System prompt set for this conversation; it applies from the next message." if prompt
+                        else "This conversation has no system prompt now.")
+            if not self.session.generating:
+                self._render_transcript()
+
+        self.push_screen(PersonasScreen(self.store, self.conversation.system_prompt), chosen)
+
+    def action_context(self) -> None:
+        session = self.session
+        if session.info is None:
+            self.notify("An endpoint's server sets its context; a local model's can be changed here.")
+            return
+        presets = context_presets(session.info, session.variant)
+        note = "Changing the context re-plans memory and reloads the model; the conversation stays."
+
+        def chosen(key: str | None) -> None:
+            if key is not None:
+                self._change_context(key)
+
+        self.push_screen(ContextScreen(presets, session.n_ctx, note, session.planner_chose_context), chosen)
+
+    @work(thread=True, group="load", exit_on_error=False)
+    def _change_context(self, key: str) -> None:
+        try:
+            chosen = self.session.change_context(key)  # hardware detection and planning: off the UI thread
+        except Exception as exc:  # StoreError, ValueError, DoesNotFit: each says why
+            self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        self.status_bar.state = "loading"
+        yarn = f" with YaRN ×{chosen.yarn_factor}" if chosen.yarn_factor else ""
+        self.call_from_thread(self.notify, f"Reloading with a context of {chosen.n_ctx:,} tokens{yarn}; "
+                              "the conversation stays.", timeout=6)
+
+    def action_new_conversation(self) -> None:
+        if self.refused_while_busy():
+            return
+        self._open(self.session.new_conversation())
+        self.query_one("#prompt", Input).focus()
+
+    def action_rename_conversation(self) -> None:
+        if self.conversation is None:
+            return
+        conversation_id = self.conversation.id
+
+        def done(title: str | None) -> None:
+            if title:
+                try:
+                    self.store.rename(conversation_id, title)
+                    if self.conversation and self.conversation.id == conversation_id:
+                        self.conversation = self.store.conversation(conversation_id)
+                except StoreError as exc:
+                    self.notify(str(exc), severity="error")
+                self._refresh_list()
+
+        self.push_screen(RenameDialog(self.conversation.title), done)
+
+    def action_delete_conversation(self) -> None:
+        if self.conversation is None:
+            return
+        if self.refused_while_busy():
+            return
+        conversation = self.conversation
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.store.delete(conversation.id)
+            except StoreError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self._open(self.store.latest_conversation())
+
+        self.push_screen(ConfirmDialog(f"Delete “{conversation.title}” and all its messages?"), done)
+
+    def action_toggle_sidebar(self) -> None:
+        sidebar = self.query_one("#sidebar")
+        sidebar.display = not sidebar.display
+
+    def action_models(self) -> None:
+        source = self.session.source
+        if isinstance(source, Server):
+            url, key = source.url, source.api_key
+
+            def switch(model: str | None) -> None:
+                if model and not self.session.busy():
+                    self.use_source(Server(url, key, model))
+
+            self.push_screen(EndpointModelsScreen(url, key), switch)
+            return
+
+        def done(path: Path | None) -> None:
+            if path is None:
+                return
+            if self.refused_while_busy():
+                return
+            self.use_source(LocalModel(path))
+
+        self.push_screen(ModelsScreen(), done)
+
+    def action_search(self) -> None:
+        def jump(hit: SearchHit | None) -> None:
+            if hit is None:
+                return
+            if self.refused_while_busy():
+                return
+            try:
+                self._open(self.store.conversation(hit.conversation_id))
+            except StoreError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.call_after_refresh(self._scroll_to_message, hit.message_id)
+
+        self.push_screen(SearchScreen(self.store), jump)
+
+    def _scroll_to_message(self, message_id: int) -> None:
+        transcript = self.query_one("#transcript", VerticalScroll)
+        for widget in transcript.children:
+            if getattr(widget, "message_id", None) == message_id:
+                transcript.scroll_to_widget(widget, animate=False, top=True)
+                widget.add_class("found")
+                return
+
+    def action_downloads(self) -> None:
+        self.push_screen(DownloadsScreen(self.downloads))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Stop generation", "Stop the answer being written (Esc)", self.action_stop)
+        yield SystemCommand("Thinking on/off", "Switch thinking for this conversation (Ctrl+T)",
+                            self.action_toggle_thinking)
+        yield SystemCommand("New conversation", "Start a new chat (Ctrl+N)", self.action_new_conversation)
+        yield SystemCommand("Rename conversation", "Rename this chat (F2)", self.action_rename_conversation)
+        yield SystemCommand("Delete conversation", "Delete this chat (Ctrl+D)", self.action_delete_conversation)
+        yield SystemCommand("Show/hide chats", "Toggle the conversation list (Ctrl+B)", self.action_toggle_sidebar)
+        yield SystemCommand("Models", "The Qwen3 catalog with what fits this machine (F3)", self.action_models)
+        yield SystemCommand("Downloads", "Download progress, pause, resume, cancel (F4)", self.action_downloads)
+        yield SystemCommand("Search", "Search all conversations (Ctrl+F)", self.action_search)
+        yield SystemCommand("Regenerate", "Answer the last message again; the old answer is kept (Ctrl+R)",
+                            self.action_regenerate)
+        yield SystemCommand("Edit message", "Edit your selected or last message and resend it (Ctrl+E)",
+                            self.action_edit_message)
+        yield SystemCommand("Copy", "Copy the selected message or the last answer, or one of its code blocks "
+                            "(Ctrl+Y)", self.action_copy_message)
+        yield SystemCommand("Sampling presets", "View and edit the sampling preset in use (F5)", self.action_presets)
+        yield SystemCommand("Persona", "Choose or save a system prompt for this conversation (F6)",
+                            self.action_personas)
+        yield SystemCommand("Context size", "Native, 64K/128K with YaRN, or 256K; reloads the model (F7)",
+                            self.action_context)
+        yield SystemCommand("Earlier versions", "Versions of an edited or regenerated turn (F8)",
+                            self.action_versions)

@@ -1,0 +1,45 @@
+"""The status line under the chat: model, thinking mode and budget meter, speed, context use, plan, state."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from qwen_chat.qwen3.template import Variant
+from qwen_chat.session.chat import ChatSession
+from qwen_chat.store.records import Conversation
+
+
+def mode_label(session: ChatSession, conversation: Conversation | None) -> str:
+    """Reads the conversation from SQLite: called on events other than tokens, not on every batch."""
+    if conversation is None or (session.template is None and session.remote_model is None):
+        return ""
+    if session.variant.can_switch:
+        return "thinking on" if session.thinking_now(conversation) else "thinking off"
+    return "always thinks" if session.variant is Variant.ALWAYS_THINKS else "no thinking"
+
+
+class StatusBar(Static):
+    def __init__(self) -> None:
+        super().__init__("", id="status", markup=False)
+        self.mode = ""
+        self.state = "starting"
+        self.last_speed = 0.0
+        self.thinking_tokens = 0  # of the answer being written, or the last one (the budget meter)
+        self.budget = 0
+
+    def show(self, session: ChatSession) -> None:
+        parts = [session.model_name] + ([self.mode] if self.mode else [])
+        if self.thinking_tokens:
+            verb = "thinking" if session.generating else "thought"
+            parts.append(f"{verb} {self.thinking_tokens:,}/{self.budget:,}" if self.budget
+                         else f"{verb} {self.thinking_tokens:,} tokens")
+        if self.last_speed and not session.generating:
+            parts.append(f"{self.last_speed:.1f} tok/s")
+        if session.n_ctx:
+            share = session.context_used / session.n_ctx
+            parts.append(f"ctx {session.context_used:,}/{session.n_ctx:,} ({share:.0%})")
+        if session.plan is not None and session.ready:
+            parts.append(session.plan.short(session.gpu_layers))
+        parts.append(self.state)
+        self.update(Text("  │  ".join(parts)))

@@ -1,0 +1,29 @@
+"""The widgets of a stored conversation, as the transcript shows it when it is opened."""
+
+from __future__ import annotations
+
+from textual.widget import Widget
+
+from qwen_chat.store.database import Store
+from qwen_chat.store.records import Conversation
+from qwen_chat.tui.messages import AssistantMessage, NoticeLine, TrimMarker, UserMessage
+
+
+def transcript_widgets(store: Store, conversation: Conversation, n_ctx: int) -> list[Widget]:
+    """Its system prompt (the model reads it first: show what it is), its messages with their version counts,
+    and where the context starts when the last answer could not see the oldest turns."""
+    widgets: list[Widget] = []
+    if conversation.system_prompt:
+        first = conversation.system_prompt.strip().splitlines()[0]
+        widgets.append(NoticeLine(f"System prompt (F6): {first[:100]}{'…' if len(first) > 100 else ''}"))
+    messages = store.messages(conversation.id)
+    versions = store.versions_by_message(conversation.id)
+    trimmed = next((m for m in reversed(messages) if m.role == "assistant" and m.context_from_id), None)
+    for message in messages:
+        if trimmed is not None and message.id == trimmed.context_from_id:
+            widgets.append(TrimMarker(sum(1 for m in messages if m.role == "user" and m.id < message.id), n_ctx))
+        if message.role == "user":
+            widgets.append(UserMessage(message.content, message.id, versions.get(message.id, 1)))
+        elif message.role == "assistant":
+            widgets.append(AssistantMessage(message, versions.get(message.id, 1)))
+    return widgets
