@@ -28,7 +28,7 @@ from qwen_chat.engines.protocol import (
     Token,
 )
 from qwen_chat.engines.worker import RequestWorker
-from qwen_chat.qwen3.thinking import Part, StreamText
+from qwen_chat.qwen3.thinking import STOP_THINKING, Part, StreamText
 
 
 @dataclass(frozen=True)
@@ -74,16 +74,15 @@ class FakeEngine(RequestWorker):
         self._cancel.clear()
         reply = self.replies.popleft() if self.replies else Reply()
         started = time.monotonic()
-        stream, tokens, thinking_tokens = StreamText(), 0, 0
-        pieces = [(Part.THINKING, p) for p in _pieces(reply.thinking, reply.chars)]
-        pieces += [(Part.ANSWER, p) for p in _pieces(reply.answer, reply.chars)]
-        for part, text in pieces:
+        run = _Run(request.request_id, StreamText())
+        for part, text in _script(reply, request.thinking_budget):
             if self._cancel.is_set():
                 break
-            stream.append(part, text)
-            tokens += 1
-            thinking_tokens += part is Part.THINKING
-            self._emit(Token(request.request_id, part, text, thinking_tokens, stream))
+            inserted = text is STOP_THINKING  # the budget is used up: the instruction the real engine inserts
+            if inserted:  # (as there: part of the thinking text, not a thinking token the model generated)
+                run.cut_at = run.stream.length(Part.THINKING)
+                text = STOP_THINKING.split("</think>")[0].rstrip("\n")
+            self._emit(run.token(part, text, counted=not inserted))
             if reply.delay:
                 time.sleep(reply.delay)
         while reply.wait_for_stop and not self._cancel.wait(0.01):
@@ -91,12 +90,8 @@ class FakeEngine(RequestWorker):
         if reply.fail is not None and not self._cancel.is_set():
             self._emit(Failed(request.request_id, reply.fail))
             return
-        seconds = max(time.monotonic() - started, 1e-6)
-        finish = "stopped" if self._cancel.is_set() else reply.finish
-        prompt_tokens = max(1, len(request.prompt) // 4)
-        self._emit(Done(request.request_id, finish, stream.thinking, stream.answer, bool(reply.thinking),
-                        bool(reply.thinking) and finish == "stop", prompt_tokens, prompt_tokens, tokens, 0.001,
-                        seconds, prompt_tokens + tokens, self.n_ctx, tokens / seconds, thinking_tokens))
+        self._emit(run.done(request, "stopped" if self._cancel.is_set() else reply.finish, bool(reply.thinking),
+                            time.monotonic() - started, self.n_ctx))
 
     def _shutting_down(self) -> None:
         pass
@@ -104,3 +99,38 @@ class FakeEngine(RequestWorker):
 
 def _pieces(text: str, size: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def _script(reply: Reply, budget: int) -> list[tuple[Part, str]]:
+    """The reply's tokens; with a thinking budget, thinking stops after `budget` tokens (then STOP_THINKING)."""
+    thinking = _pieces(reply.thinking, reply.chars)
+    cut = 0 < budget < len(thinking)
+    steps = [(Part.THINKING, piece) for piece in (thinking[:budget] if cut else thinking)]
+    if cut:
+        steps.append((Part.THINKING, STOP_THINKING))
+    return steps + [(Part.ANSWER, piece) for piece in _pieces(reply.answer, reply.chars)]
+
+
+@dataclass
+class _Run:
+    """One generation's text and counts, as the real engine keeps them."""
+
+    request_id: int
+    stream: StreamText
+    tokens: int = 0
+    thinking_tokens: int = 0
+    cut_at: int | None = None
+
+    def token(self, part: Part, text: str, counted: bool = True) -> Token:
+        self.stream.append(part, text)
+        self.tokens += counted
+        self.thinking_tokens += counted and part is Part.THINKING
+        return Token(self.request_id, part, text, self.thinking_tokens, self.stream)
+
+    def done(self, request: GenerateRequest, finish: str, saw_thinking: bool, seconds: float, n_ctx: int) -> Done:
+        seconds = max(seconds, 1e-6)
+        prompt_tokens = max(1, len(request.prompt) // 4)
+        closed = saw_thinking and (finish == "stop" or self.cut_at is not None)
+        return Done(self.request_id, finish, self.stream.thinking, self.stream.answer, saw_thinking, closed,
+                    prompt_tokens, prompt_tokens, self.tokens, 0.001, seconds, prompt_tokens + self.tokens, n_ctx,
+                    self.tokens / seconds, self.thinking_tokens, self.cut_at)

@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import keyring.backend
 from textual.widgets import Input
@@ -98,15 +98,16 @@ SIZE = (110, 36)
 
 
 def make_app(db: Path | Store, model: Path | None = None, n_ctx: int = 4096,
-             endpoint: tuple[str, str | None, str | None] | None = None) -> QwenChatApp:
+             endpoint: tuple[str, str | None, str | None] | None = None, engine: Any = None) -> QwenChatApp:
     """The one place tests build the app: on a local `model`, or on an OpenAI-compatible `endpoint`
-    (url, api key, model). `db` is the SQLite file, or a Store the caller closes."""
+    (url, api key, model). `db` is the SQLite file, or a Store the caller closes. `engine` replaces llama.cpp
+    (a FakeEngine: scripted, deterministic replies; the model file is still read and planned for)."""
     from qwen_chat.session.chat import ChatSession, LocalModel, Server
     from qwen_chat.tui.app import QwenChatApp  # here, so that engine-only tests do not import the app
 
     store = db if isinstance(db, Store) else Store(db)
     source = Server(*endpoint) if endpoint is not None else LocalModel(model or Path(), n_ctx)
-    return QwenChatApp(ChatSession(store, source=source))
+    return QwenChatApp(ChatSession(store, engine=engine, source=source))
 
 
 def screen_text(app: QwenChatApp) -> str:

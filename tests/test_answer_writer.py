@@ -100,6 +100,7 @@ def test_a_locked_database_does_not_stall_generation(real_model: Path, tmp_path:
     finally:
         blocker.rollback()
         blocker.close()
+    session.stop()  # the story may go on for minutes: what matters is that it is saved after the lock
     saved = _until(events, AnswerSaved, timeout=60)[-1].message
     session.close()
     assert tokens_while_locked > 10  # generation went on while every write waited

@@ -1,4 +1,5 @@
-"""The real Textual app driven with Pilot, on real llama.cpp models and a real SQLite file."""
+"""The real Textual app driven with Pilot on a real SQLite file: with the scripted FakeEngine where the test is
+about the UI (deterministic answers), with real llama.cpp (tiny models, the real one) where it is about the engine."""
 
 from __future__ import annotations
 
@@ -14,12 +15,18 @@ from qwen_chat.store.database import Store
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.messages import AssistantMessage, UserMessage
 
+from fake_engine import FakeEngine, Reply
 from helpers import SIZE, make_app, screen_text, status, type_and_send, wait_for
 
+CODE_ANSWER = "Here it is:\n\n```python\ndef reverse(text: str) -> str:\n    return text[::-1]\n```\n"
+NUMBERS = "\n".join(f"{n} is number {n}" for n in range(1, 400))
 
-async def test_chat_streams_stops_and_persists(real_model: Path, tmp_path: Path) -> None:
+
+async def test_chat_streams_stops_and_persists(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
-    app = make_app(db, real_model)
+    engine = FakeEngine.scripted([Reply(CODE_ANSWER, delay=0.03),
+                                  Reply(NUMBERS, chars=8, delay=0.001, wait_for_stop=True)])
+    app = make_app(db, tiny_models["none"], engine=engine)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="model load")
         await type_and_send(pilot, "Write a Python function that reverses a string. Markup: [bold]x[/]")
@@ -28,24 +35,20 @@ async def test_chat_streams_stops_and_persists(real_model: Path, tmp_path: Path)
                        len(app.query_one(AssistantMessage).answer_text) > 20, what="streamed tokens")
         growing = app.query_one(AssistantMessage).answer_text
         await wait_for(pilot, lambda: app._live is None, what="answer done")
-        final = app.query_one(AssistantMessage).answer_text
-        assert final.startswith(growing[:20]) and len(final) > len(growing)
+        assert len(growing) < len(CODE_ANSWER) and app.query_one(AssistantMessage).answer_text == CODE_ANSWER
         transcript = app.query_one("#transcript")
         transcript.scroll_home(animate=False)
         await pilot.pause(0.2)
         assert "[bold]x[/]" in screen_text(app)  # the user's markup is shown literally
+        assert "Here it is:" in screen_text(app)
         transcript.scroll_end(animate=False)
         assert "tok/s" in status(app) and "ctx " in status(app) and "no thinking" in status(app)
 
-        # a long answer, stopped with Esc: the partial text stays, marked stopped
-        for asked in range(2, 6):  # sampling may give a short answer: ask again until one is still streaming
-            await type_and_send(pilot, "Write the numbers from 1 to 1000 in words, one per line, nothing else.")
-            await wait_for(pilot, lambda n=asked: len(app.query(AssistantMessage)) == n and (
-                len(app.query(AssistantMessage)[-1].answer_text) > 30 or app._live is None), what="streaming")
-            if app._live is not None:
-                break
-            await wait_for(pilot, lambda: not app.session.generating, what="idle")
-        assert app._live is not None, "every answer ended before Esc could stop it"
+        # a long answer, stopped with Esc while it is still being written: the text stays, marked stopped
+        await type_and_send(pilot, "Count to 400, one number per line.")
+        await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 2
+                       and app.query(AssistantMessage)[-1].answer_text == NUMBERS, what="streaming")
+        assert app._live is not None and app.session.generating
         await pilot.press("escape")
         await wait_for(pilot, lambda: app._live is None, timeout=5, what="stop")
         await pilot.pause(0.3)
@@ -53,18 +56,19 @@ async def test_chat_streams_stops_and_persists(real_model: Path, tmp_path: Path)
     store = Store(db)
     (conv,) = store.conversations()
     messages = store.messages(conv.id)
-    assert [(m.role, m.status) for m in messages[:2]] == [("user", "complete"), ("assistant", "complete")]
-    assert [(m.role, m.status) for m in messages[-2:]] == [("user", "complete"), ("assistant", "stopped")]
-    assert messages[-1].content.strip() and messages[-1].tokens_per_second > 0
+    assert [(m.role, m.status) for m in messages] == [("user", "complete"), ("assistant", "complete"),
+                                                      ("user", "complete"), ("assistant", "stopped")]
+    assert messages[1].content == CODE_ANSWER
+    assert messages[-1].content == NUMBERS and messages[-1].tokens_per_second > 0
     store.close()
 
     # relaunch: the last conversation is there
-    app2 = make_app(db, real_model)
+    app2 = make_app(db, tiny_models["none"], engine=FakeEngine.scripted())
     async with app2.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: len(app2.query(AssistantMessage)) == len(messages) // 2, what="history")
+        await wait_for(pilot, lambda: len(app2.query(AssistantMessage)) == 2, what="history")
         await pilot.pause(0.3)
         shown = screen_text(app2)
-        assert "one" in shown and "stopped" in shown
+        assert "399 is number 399" in shown and "stopped" in shown
 
 
 async def test_model_output_markup_is_literal(tiny_models: dict[str, Path], tmp_path: Path) -> None:

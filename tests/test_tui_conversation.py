@@ -12,6 +12,7 @@ from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.conversation_screens import ContextScreen, PersonasScreen
 from qwen_chat.tui.messages import AssistantMessage, TrimMarker, UserMessage
 
+from fake_engine import FakeEngine, Reply
 from helpers import SIZE, make_app, screen_text, status, type_and_send, wait_for
 
 
@@ -22,34 +23,38 @@ async def ask(pilot, app: QwenChatApp, text: str) -> None:
                    and not app.session.generating and app._live is None, what=f"answer to {text!r}")
 
 
-async def test_regenerate_edit_and_copy(real_model: Path, tmp_path: Path) -> None:
-    app = make_app(tmp_path / "chat.db", real_model, n_ctx=2048)
+HELLO = "Here:\n\n```python\nprint('hello')\n```\n"
+HELLO_AGAIN = "Again:\n\n```python\nprint('hello, world')\n```\n"
+
+
+async def test_regenerate_edit_and_copy(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    engine = FakeEngine.scripted([Reply(HELLO), Reply(HELLO_AGAIN), Reply("banana")])
+    app = make_app(tmp_path / "chat.db", tiny_models["none"], n_ctx=2048, engine=engine)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="model load")
         await ask(pilot, app, "Write a one-line Python hello world in a code block.")
         first = app.store.messages(app.conversation.id)[-1]
+        assert first.content == HELLO
 
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: app.store.messages(app.conversation.id)[-1].id != first.id
                        and not app.session.generating and app._live is None, what="regenerated answer")
         answers = app.query(AssistantMessage)
         assert len(answers) == 1 and answers[0].message_id != first.id  # the old answer left the transcript
+        assert answers[0].answer_text == HELLO_AGAIN
         await pilot.pause(0.3)
         assert "version 2 of 2" in screen_text(app)
         assert [r[0].id for r in app.store.earlier_versions(answers[0].message_id)] == [first.id]
+        # the regeneration was asked the same question, without the old answer
+        assert engine.requests[-1].messages[-1]["content"].startswith("Write a one-line Python hello world")
+        assert HELLO not in engine.requests[-1].prompt
 
         # copy: the answer has a code block, so Ctrl+Y offers a choice; the code block is copied exactly
         await pilot.press("ctrl+y")
         await wait_for(pilot, lambda: isinstance(app.screen.focused, OptionList), what="copy choices")
-        options = app.screen.query_one(OptionList)
-        if options.option_count > 1:
-            await pilot.press("down", "enter")
-            from qwen_chat.system.clipboard import code_blocks
-
-            assert app.clipboard == code_blocks(answers[0].answer_text)[0].code
-        else:
-            await pilot.press("enter")
-            assert app.clipboard == answers[0].answer_text
+        assert app.screen.query_one(OptionList).option_count == 2  # the whole answer, the code block
+        await pilot.press("down", "enter")
+        assert app.clipboard == "print('hello, world')"
 
         # edit the question: Ctrl+E puts it in the prompt; Enter resends; the old turn becomes version 1
         await pilot.press("ctrl+e")
@@ -63,7 +68,7 @@ async def test_regenerate_edit_and_copy(real_model: Path, tmp_path: Path) -> Non
         await pilot.pause(0.3)
         users = app.query(UserMessage)
         assert [u.text for u in users] == ["Say just the word banana."] and users[0].versions == 2
-        assert len(app.query(AssistantMessage)) == 1
+        assert [a.answer_text for a in app.query(AssistantMessage)] == ["banana"]
         versions = app.store.earlier_versions(users[0].message_id)
         assert versions[0][0].content.startswith("Write a one-line Python")
 
@@ -101,20 +106,18 @@ async def test_persona_and_context_reload_keep_the_conversation(real_model: Path
 
 
 async def test_budget_meter_and_cut_marker_on_a_thinking_model(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    app = make_app(tmp_path / "chat.db", tiny_models["thinking"], n_ctx=512)
+    engine = FakeEngine.scripted([Reply("Done.", thinking="Let me think about this for a good while longer.")])
+    app = make_app(tmp_path / "chat.db", tiny_models["thinking"], n_ctx=512, engine=engine)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="model load")
         await type_and_send(pilot, "/budget 4")
         await wait_for(pilot, lambda: app.store.conversation(app.conversation.id).thinking_budget == 4,
                        what="budget set")
-        for _ in range(8):  # random weights may end the turn before 4 thinking tokens: then ask again
-            await type_and_send(pilot, "hi")
-            await wait_for(pilot, lambda: not app.session.generating and app._live is None
-                           and app.store.messages(app.conversation.id)[-1].status != "streaming", what="answer")
-            answer = app.store.messages(app.conversation.id)[-1]
-            if answer.thinking_cut_at is not None:
-                break
-        assert answer.thinking_cut_at is not None
+        await ask(pilot, app, "hi")
+        assert engine.requests[-1].thinking_budget == 4  # the budget reached the engine
+        answer = app.store.messages(app.conversation.id)[-1]
+        assert answer.thinking.startswith("Let me think a") and answer.content == "Done."
+        assert answer.thinking[answer.thinking_cut_at:].lstrip().startswith("Considering the limited time")
         assert "thought 4/4" in status(app)  # the meter's last reading: the budget, used up
         await pilot.pause(0.2)
         box = app.query(AssistantMessage)[-1].query_one(".thinking")
