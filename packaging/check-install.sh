@@ -14,7 +14,8 @@ export PIPX_HOME="$work/pipx" PIPX_BIN_DIR="$work/bin" QWEN_CHAT_DATA_DIR="$work
 "$python" -m pipx install "$work"/dist/qwen_chat-*.whl >/dev/null
 "$work/bin/qwen-chat" --version
 "$work/bin/qwen-chat" doctor
-answer=$("$work/bin/qwen-chat" --model "$model" ask "Reply with just the word: hello")
+# </dev/null: ask adds text piped into stdin to the question, and this script's stdin may be a pipe
+answer=$("$work/bin/qwen-chat" --model "$model" ask "Reply with just the word: hello" </dev/null)
 echo "answer: $answer"
 grep -qi hello <<<"$answer"
 # the wheel carries the catalog and themes (a pipx install has no checkout)

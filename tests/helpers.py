@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import keyring.backend
-from textual.widgets import Input
 
 from qwen_chat.engines.protocol import EngineEvent, Failed
 from qwen_chat.store.database import Store
 from qwen_chat.system.paths import config_dir
+from qwen_chat.tui.composer import Composer
 
 if TYPE_CHECKING:
     from textual.pilot import Pilot
@@ -125,7 +125,7 @@ def status(app: QwenChatApp) -> str:
 
 
 async def type_and_send(pilot: Pilot, text: str) -> None:
-    box = pilot.app.query_one("#prompt", Input)
+    box = pilot.app.query_one("#prompt", Composer)
     box.focus()
     box.value = text
     await pilot.press("enter")

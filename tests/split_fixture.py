@@ -1,7 +1,9 @@
-"""Split a real GGUF into `-0000i-of-0000N` shards the way llama-gguf-split lays them out, for tests."""
+"""Split models for the merge tests: a real GGUF split into `-0000i-of-0000N` shards the way llama-gguf-split
+lays them out, and tiny split models written by the `gguf` package (with the helpers to look at them)."""
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +12,8 @@ from qwen_chat.models.gguf_header import read_header
 from qwen_chat.models.gguf_raw import gguf_string as _gguf_string
 from qwen_chat.models.gguf_raw import kv_records as _kv_records
 from qwen_chat.models.gguf_raw import tensor_info_bytes as _tensor_info_bytes
+
+from tiny_models import write_tiny_qwen3
 
 UINT16, INT32 = 2, 5
 
@@ -50,3 +54,17 @@ def split_gguf(src: Path, out_dir: Path, stem: str, shards: int) -> list[Path]:
                     out.write(b"\0" * (-tensor.n_bytes % align))
             paths.append(path)
     return paths
+
+
+def split_model(folder: Path, per_shard: int = 7, **kwargs) -> Path:
+    """A tiny qwen3 split by the `gguf` package, `per_shard` tensors a shard; returns the first shard."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_tiny_qwen3(folder / "tiny.gguf", split_max_tensors=per_shard, **kwargs)
+
+
+def shards_of(first: Path) -> list[Path]:
+    return sorted(first.parent.glob("tiny-0000*-of-*.gguf"))
+
+
+def digests(paths: list[Path]) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}

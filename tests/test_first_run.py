@@ -59,8 +59,9 @@ def test_model_by_path_id_or_name(tiny_models: dict[str, Path], tmp_path: Path,
 def test_ask_answers_on_stdout_and_works_in_a_pipe(real_model: Path, tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "qwen-chat"
     env = {"QWEN_CHAT_DATA_DIR": str(tmp_path), "PATH": str(exe.parent), "HOME": str(tmp_path)}
+    # stdin is /dev/null: text piped into stdin would be added to the question (and an open pipe waited for)
     result = subprocess.run([str(exe), "--model", str(real_model), "ask", "Reply with just the word: hello"],
-                            capture_output=True, text=True, env=env, timeout=120)
+                            capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert "hello" in result.stdout.lower() and result.stderr == ""
     piped = subprocess.run([str(exe), "--model", str(real_model), "ask"], input="What is 2+2? Only the number.",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import shutil
 import struct
 import threading
@@ -19,28 +18,16 @@ from qwen_chat.models import gguf_split
 from qwen_chat.models.gguf_header import read_header
 from qwen_chat.models.gguf_merge_plan import MergeError, merge_needed_bytes
 from qwen_chat.models.gguf_split import merge_shards
+from split_fixture import digests, shards_of, split_model
 
 from tiny_models import write_tiny_qwen3
 
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
 
 
-def split_model(folder: Path, per_shard: int = 7, **kwargs) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_tiny_qwen3(folder / "tiny.gguf", split_max_tensors=per_shard, **kwargs)
-
-
 def whole_model(folder: Path, **kwargs) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return write_tiny_qwen3(folder / "tiny.gguf", **kwargs)
-
-
-def shards_of(first: Path) -> list[Path]:
-    return sorted(first.parent.glob("tiny-0000*-of-*.gguf"))
-
-
-def digests(paths: list[Path]) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
 
 
 def header_of(path: Path):
@@ -69,7 +56,7 @@ def test_merge_matches_the_unsplit_model(tmp_path: Path, monkeypatch: pytest.Mon
     needed = merge_needed_bytes(first)
     calls: list[tuple[int, int]] = []
 
-    result = merge_shards(first, progress=lambda done, total: calls.append((done, total)))
+    result = merge_shards(first, delete_shards=True, progress=lambda done, total: calls.append((done, total)))
 
     out = tmp_path / "split" / "tiny.gguf"
     assert result.merged and result.shards_deleted and result.path == out
@@ -100,11 +87,45 @@ def test_merge_matches_the_unsplit_model(tmp_path: Path, monkeypatch: pytest.Mon
         assert got.data_offset == want.data_offset - expected.data_offset + merged.data_offset
 
 
-def test_split_keys_keep_their_place_in_shard_one(tmp_path: Path) -> None:
+def llama_gguf_split_key_order(first_shard_keys: list[str]) -> list[str]:
+    """The merged header's key order as `llama-gguf-split --merge` makes it, from shard 1's keys in file order.
+
+    tools/gguf-split/gguf-split.cpp, gguf_merge(), for the first split:
+        gguf_set_val_u16(ctx_gguf, LLM_KV_SPLIT_COUNT, 0);  // "Do not trigger merge if we try to merge again"
+        gguf_set_kv(ctx_out, ctx_gguf);                      // "Set metadata from the first split"
+    and ggml/src/gguf.cpp:
+        void gguf_set_val_u16(ctx, key, val) { ...; gguf_remove_key(ctx, key); ctx->kv.emplace_back(key, val); }
+        gguf_set_kv(ctx, src): for each kv of src in order, gguf_set_val_* / gguf_set_arr_* (ctx_out starts empty,
+        so each is simply appended).
+    So split.count is erased from its place and appended after every other key; the rest keep shard 1's order.
+    (No other key is set on the merge path: split.no and split.tensors.count stay where shard 1 has them.)
+    """
+    return [key for key in first_shard_keys if key != "split.count"] + ["split.count"]
+
+
+def gguf_keys(path: Path) -> list[str]:
+    return [key for key in gguf.GGUFReader(str(path)).fields if not key.startswith("GGUF.")]
+
+
+def test_merged_key_order_is_llama_gguf_splits_for_shards_the_gguf_package_wrote(tmp_path: Path) -> None:
     first = split_model(tmp_path / "split", 7)
-    before = list(gguf.GGUFReader(str(first)).fields)
+    shard_keys = gguf_keys(first)
+    # the gguf package writes split.no, split.count, split.tensors.count: not the order the tool writes
+    assert shard_keys[-3:] == ["split.no", "split.count", "split.tensors.count"]
     merge_shards(first)
-    assert list(gguf.GGUFReader(str(tmp_path / "split" / "tiny.gguf")).fields) == before
+    merged = tmp_path / "split" / "tiny.gguf"
+    assert gguf_keys(merged) == llama_gguf_split_key_order(shard_keys)
+    assert gguf_keys(merged)[-3:] == ["split.no", "split.tensors.count", "split.count"]
+    reader = gguf.GGUFReader(str(merged))
+    assert reader.fields["split.count"].types == [gguf.GGUFValueType.UINT16]
+    assert int(reader.fields["split.count"].parts[-1][0]) == 0
+
+
+def test_key_order_rule_holds_for_the_tools_own_output() -> None:
+    """The rule above, applied to shards llama-gguf-split wrote, gives the order of the file it merged."""
+    golden = Path(__file__).parent / "fixtures" / "gguf_split_golden"
+    shard_keys = gguf_keys(golden / "tiny-00001-of-00003.gguf")
+    assert gguf_keys(golden / "tiny-merged-by-llama-gguf-split.gguf") == llama_gguf_split_key_order(shard_keys)
 
 
 def test_merged_model_loads_in_llama_cpp(tmp_path: Path) -> None:
@@ -126,13 +147,17 @@ def test_merged_model_loads_in_llama_cpp(tmp_path: Path) -> None:
     assert isinstance(seen[-1], Loaded), seen[-1]
 
 
-def test_keep_shards(tmp_path: Path) -> None:
+def test_shards_are_kept_unless_asked_to_delete_them(tmp_path: Path) -> None:
     first = split_model(tmp_path / "split")
     before = digests(shards_of(first))
-    result = merge_shards(first, tmp_path / "elsewhere.gguf", keep_shards=True)
+    result = merge_shards(first, tmp_path / "elsewhere.gguf")
     assert result.merged and not result.shards_deleted and result.path == tmp_path / "elsewhere.gguf"
     assert "kept" in result.message
     assert digests(shards_of(first)) == before
+    deleted = merge_shards(first, tmp_path / "again.gguf", delete_shards=True)
+    assert deleted.merged and deleted.shards_deleted and "deleted" in deleted.message
+    assert shards_of(first) == []
+    assert (tmp_path / "again.gguf").read_bytes() == (tmp_path / "elsewhere.gguf").read_bytes()
 
 
 def test_missing_shard(tmp_path: Path) -> None:

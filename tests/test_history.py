@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,80 @@ def test_cli_search_export_import(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert len(Store(db).conversations()) == 3
     assert main(["--db", str(db), "export"]) == 0
     assert capsys.readouterr().out.startswith("# ")
+
+
+def export_with(**fields) -> str:
+    data = {"format": "qwen-chat-conversation", "version": 1, "title": "t",
+            "messages": [{"role": "user", "content": "hi"}], **fields}
+    return json.dumps(data)
+
+
+def test_import_refuses_absurd_input_with_the_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qwen_chat.store.export import MAX_FILE_BYTES, MAX_TEXT_CHARS
+
+    store = Store(tmp_path / "c.db")
+    deep = export_with()[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    cases = [(deep, "nested more than 16 levels"),  # json alone would raise RecursionError
+             (export_with(x=[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]), "nested more than 16 levels"),
+             (export_with(messages=[{"role": "user", "content": "x" * (MAX_TEXT_CHARS + 1)}]),
+              "message 1 is 1,048,577 characters; at most 1,048,576"),
+             (export_with(messages=[{"role": "assistant", "content": "a", "thinking": "x" * (MAX_TEXT_CHARS + 1)}]),
+              "message 1's thinking is 1,048,577 characters"),
+             (export_with(title="t" * 1001), "the title is 1,001 characters; at most 1,000"),
+             ('{"n": ' + "9" * 5000 + "}", "not JSON")]
+    for text, why in cases:
+        with pytest.raises(StoreError, match=why):
+            from_json(store, text)
+    assert store.conversations() == []  # nothing half-imported
+    big = tmp_path / "big.json"
+    with big.open("wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: refused by its size, never read
+    assert main(["--db", str(tmp_path / "c.db"), "import", str(big)]) == 1
+    assert "an export qwen-chat imports is at most 32 MiB" in capsys.readouterr().err
+    nested = tmp_path / "nested.json"
+    nested.write_text(deep)
+    assert main(["--db", str(tmp_path / "c.db"), "import", str(nested)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "nested more than 16 levels" in err
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_printed_titles_snippets_and_names_are_made_printable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "c.db"
+    store = Store(db)
+    evil = "\x1b]0;pwned\x07\x1b[2J"
+    conv = store.create_conversation(title=f"{evil}title")
+    store.add_user_message(conv.id, f"an {evil} escaping message")
+    assert main(["--db", str(db), "search", "escaping"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "␛]0;pwned␇␛[2Jtitle" in out and "[escaping]" in out
+    export = tmp_path / "e.json"
+    export.write_text(export_with(title=f"{evil}imported"))
+    assert main(["--db", str(db), "import", str(export)]) == 0
+    assert "\x1b" not in capsys.readouterr().err
+    # an export is data: exact into a pipe, made printable only on a terminal
+    assert main(["--db", str(db), "export", str(conv.id)]) == 0
+    assert evil in capsys.readouterr().out
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    assert main(["--db", str(db), "export", str(conv.id)]) == 0
+    assert "\x1b" not in terminal.getvalue() and "␛[2J" in terminal.getvalue()
+
+
+def test_doctor_and_plan_show_names_without_their_escapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from qwen_chat.cli import reports
+    from qwen_chat.system.hardware import Device, Machine
+
+    gpu = Device("CUDA0", "\x1b[31mEvil GPU\x1b[0m", "gpu", 1 << 30, 2 << 30)
+    monkeypatch.setattr(reports, "detect", lambda: Machine(8 << 30, 8 << 30, 2, 2, (gpu,), True))
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "␛[31mEvil GPU␛[0m" in out
+    assert main(["plan", str(tmp_path / "evil\x1b[2J.gguf")]) == 1
+    assert "\x1b" not in capsys.readouterr().err

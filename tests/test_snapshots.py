@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, TextArea
 
 from qwen_chat.config.settings import save_theme
 from qwen_chat.models.download_queue import Job
@@ -100,7 +100,7 @@ def themed_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
 
 async def steady_cursors(pilot: Pilot) -> None:
     """A blinking cursor would make the screenshot depend on timing: show it steadily instead."""
-    for box in pilot.app.screen.query(Input):
+    for box in [*pilot.app.screen.query(Input), *pilot.app.screen.query(TextArea)]:
         box.cursor_blink = False
     await pilot.pause()
 

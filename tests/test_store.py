@@ -123,7 +123,7 @@ def test_locked_database_gives_a_clear_error_and_loses_nothing(tmp_path: Path) -
 def test_not_a_database(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     db.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="not a readable qwen-chat database"):
+    with pytest.raises(StoreError, match="damaged or not a qwen-chat database.*run `qwen-chat salvage --db "):
         Store(db)
     assert db.read_bytes() == b"this is not sqlite" * 100  # never overwritten
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.widgets import Input, OptionList
+from textual.widgets import OptionList
 
 from qwen_chat.store.database import Store
 from qwen_chat.tui.app import QwenChatApp
+from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.conversation_screens import ContextScreen, PersonasScreen
 from qwen_chat.tui.messages import AssistantMessage, TrimMarker, UserMessage
 
@@ -58,7 +59,7 @@ async def test_regenerate_edit_and_copy(tiny_models: dict[str, Path], tmp_path: 
 
         # edit the question: Ctrl+E puts it in the prompt; Enter resends; the old turn becomes version 1
         await pilot.press("ctrl+e")
-        box = app.query_one("#prompt", Input)
+        box = app.query_one("#prompt", Composer)
         assert box.value.startswith("Write a one-line Python") and box.has_class("editing")
         box.value = "Say just the word banana."
         await pilot.press("enter")

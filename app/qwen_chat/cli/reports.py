@@ -1,4 +1,7 @@
-"""`qwen-chat models`, `plan` and `doctor`: what fits this machine, the plan for one model, the set-up."""
+"""`qwen-chat models`, `plan` and `doctor`: what fits this machine, the plan for one model, the set-up.
+
+Every line goes through cli/output.show: model, file, architecture and GPU names come from catalogs, GGUF
+headers and drivers, and are shown, never obeyed, by the terminal."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from qwen_chat.cli import output
+from qwen_chat.cli.output import one_line, show
 from qwen_chat.models.catalog import CatalogError, CatalogModel, Quant, find_model
 from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.gguf_files import ModelFileError, read_model_info
@@ -24,15 +29,16 @@ def _size(quant: Quant) -> str:
 def print_models(machine: Machine | None = None) -> int:
     machine = machine or detect()
     models = load_models()
-    print(_machine_line(machine))
-    print("★ recommended for this machine   ✓ downloaded   ~ estimated size\n")
-    print(f"{'model':32} {'quant':12} {'size':>10}  verdict")
+    show(_machine_line(machine))
+    show("★ recommended for this machine   ✓ downloaded   ~ estimated size\n")
+    show(f"{'model':32} {'quant':12} {'size':>10}  verdict")
     for model in models.values():
         rows, best = verdicts(model, machine)
         for row in rows:
             mark = ("★" if row.quant.name == best else " ") + ("✓" if row.downloaded else " ")
             ctx = f" (context {row.plan.n_ctx:,})" if row.plan else ""
-            print(f"{model.id:32} {row.quant.name:12} {_size(row.quant):>10} {mark} {row.verdict}{ctx}")
+            show(f"{one_line(model.id):32} {one_line(row.quant.name):12} {_size(row.quant):>10} {mark} "
+                 f"{row.verdict}{ctx}")
     return 0
 
 
@@ -44,14 +50,14 @@ def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact:
     try:
         chosen, title = _plan_for_ref(ref, ctx, machine, exact)
     except (CatalogError, ModelFileError, DoesNotFit, HubError, RemoteHeaderError) as exc:
-        print(f"qwen-chat: {exc}", file=sys.stderr)
+        output.error(exc)
         return 1
-    print(title)
-    print(_machine_line(machine))
-    print(f"plan: {chosen.describe()}")
-    print(f"verdict: {chosen.verdict}; sizes {'exact (GGUF header)' if chosen.weights_exact else 'from the catalog'}")
+    show(title)
+    show(_machine_line(machine))
+    show(f"plan: {chosen.describe()}")
+    show(f"verdict: {chosen.verdict}; sizes {'exact (GGUF header)' if chosen.weights_exact else 'from the catalog'}")
     for reason in chosen.reasons:
-        print(f"  - {reason}")
+        show(f"  - {reason}")
     return 0
 
 
@@ -111,20 +117,20 @@ def print_doctor(machine: Machine | None = None) -> int:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    print(f"qwen-chat {__version__} on Python {platform.python_version()} ({sys.platform}, {platform.machine()})")
-    print(f"llama-cpp-python {version('llama-cpp-python')}, textual {version('textual')}, "
+    show(f"qwen-chat {__version__} on Python {platform.python_version()} ({sys.platform}, {platform.machine()})")
+    show(f"llama-cpp-python {version('llama-cpp-python')}, textual {version('textual')}, "
           f"huggingface_hub {version('huggingface_hub')}")
-    print(f"engine backend: {machine.backend}; GPU offload {'available' if machine.gpu_offload else 'not built in'}")
-    print(f"RAM: {machine.ram_available / GiB:.1f} GiB available of {machine.ram_total / GiB:.1f} GiB; "
+    show(f"engine backend: {machine.backend}; GPU offload {'available' if machine.gpu_offload else 'not built in'}")
+    show(f"RAM: {machine.ram_available / GiB:.1f} GiB available of {machine.ram_total / GiB:.1f} GiB; "
           f"CPU: {machine.physical_cores} cores, {machine.logical_cores} threads")
     if machine.gpus:
         for d in machine.gpus:
-            print(f"GPU {d.name}: {d.description}, {d.free_bytes / GiB:.1f} GiB free of {d.total_bytes / GiB:.1f} GiB"
+            show(f"GPU {d.name}: {d.description}, {d.free_bytes / GiB:.1f} GiB free of {d.total_bytes / GiB:.1f} GiB"
                   f" (seen by {machine.source})")
     else:
-        print("GPU: none found (llama.cpp device list, NVML, AMD sysfs, Apple Silicon checked)")
+        show("GPU: none found (llama.cpp device list, NVML, AMD sysfs, Apple Silicon checked)")
     for warning in machine.warnings:
-        print(f"WARNING: {warning}")
-    print(f"data: {data_dir()}\ndatabase: {database_path()}\nmodels: {models_dir()}\nlogs: {log_dir()}\n"
+        show(f"WARNING: {warning}")
+    show(f"data: {data_dir()}\ndatabase: {database_path()}\nmodels: {models_dir()}\nlogs: {log_dir()}\n"
           f"config: {config_dir()}")
     return 0

@@ -8,12 +8,14 @@ import threading
 import time
 from pathlib import Path
 
+from qwen_chat.cli import output
+from qwen_chat.cli.output import one_line
 from qwen_chat.models.catalog import CatalogError, find_model
 from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.downloads import DownloadCancelled, DownloadError, human, pull
 from qwen_chat.models.gguf_files import ModelFileError
 from qwen_chat.models.gguf_merge_plan import MergeError
-from qwen_chat.models.gguf_split import merge_shards
+from qwen_chat.models.gguf_split import MergeInterrupted, merge_shards
 from qwen_chat.models.hub import HubError, store_token
 from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog
 from qwen_chat.models.planner import DoesNotFit, plan
@@ -47,7 +49,7 @@ class ProgressLine:
             file_part = (f"{human(self.file_done)} of {human(self.file_total)} "
                          f"(ETA {int(file_eta // 60)}:{int(file_eta % 60):02d}), all: ")
         stream = sys.stderr  # looked up now: a stream bound at import time may be closed by then
-        stream.write(f"\r{name}: {file_part}{human(done)} of {human(total)}  {human(speed)}/s  "
+        stream.write(f"\r{one_line(name)}: {file_part}{human(done)} of {human(total)}  {human(speed)}/s  "
                           f"ETA {int(eta // 60)}:{int(eta % 60):02d}   ")
         stream.flush()
 
@@ -68,59 +70,66 @@ def run_pull(ref: str, keep_shards: bool = False) -> int:
     cancel = threading.Event()
     try:
         model_id, quant = pick_quant(ref)
-        print(f"pulling {model_id}:{quant}", file=sys.stderr)
+        output.note(f"pulling {model_id}:{quant}")
         line = ProgressLine()
         paths = pull(model_id, quant, progress=line, cancel=cancel, file_progress=line.file)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, DownloadCancelled):
         cancel.set()
-        print("\nstopped; the partial file is kept: run the same command to resume.", file=sys.stderr)
-        return 130
-    except DownloadCancelled:
-        print("\nstopped; the partial file is kept: run the same command to resume.", file=sys.stderr)
+        output.note("\nstopped; the partial file is kept: run the same command to resume.")
         return 130
     except (CatalogError, HubError, DownloadError, ModelFileError) as exc:
-        print(f"\nqwen-chat: {exc}", file=sys.stderr)
+        print(file=sys.stderr)
+        output.error(exc)
         return 1
     print(file=sys.stderr)
     model = paths[0]
     if len(paths) > 1:
         try:
-            result = merge_shards(paths[0], keep_shards=keep_shards, progress=ProgressLine())
-        except (MergeError, KeyboardInterrupt) as exc:
-            print(f"\nqwen-chat: {exc or 'merge stopped'}; the shards are intact and load as they are.",
-                  file=sys.stderr)
+            # pull deletes only the shards it downloaded itself, and only after the merged file is verified
+            result = merge_shards(paths[0], delete_shards=not keep_shards, progress=ProgressLine())
+        except MergeInterrupted as exc:
+            output.note(f"\n{exc}")
+            return 130
+        except MergeError as exc:  # raised before the rename only: no shard was touched
+            print(file=sys.stderr)
+            output.error(f"{exc}; the shards are intact and load as they are.")
             result = None
         if result is not None:
-            print(f"\n{result.message}", file=sys.stderr)
+            output.note(f"\n{result.message}")
             model = result.path
-    print(f"ready: qwen-chat --model {model}")
+    output.data(f"ready: qwen-chat --model {model}\n")
     return 0
 
 
-def run_merge(first: Path, out: Path | None, keep_shards: bool) -> int:
+def run_merge(first: Path, out: Path | None, *, delete_shards: bool = False) -> int:
+    """Exit status 0 merged, 1 not merged (the message says why and what to do), 130 interrupted."""
     try:
-        result = merge_shards(first.expanduser(), out.expanduser() if out else None, keep_shards=keep_shards,
+        result = merge_shards(first.expanduser(), out.expanduser() if out else None, delete_shards=delete_shards,
                               progress=ProgressLine())
-    except KeyboardInterrupt:
-        print("\nmerge stopped; nothing was lost (the shards are untouched).", file=sys.stderr)
+    except MergeInterrupted as exc:  # its message says what is on the disk now
+        output.note(f"\n{exc}")
         return 130
     except (MergeError, ModelFileError) as exc:
-        print(f"\nqwen-chat: {exc}", file=sys.stderr)
+        print(file=sys.stderr)
+        output.error(exc)
         return 1
-    print(f"\n{result.message}", file=sys.stderr)
-    print(result.path)
+    hint = " The merged file does not need them: delete them to free the space (or merge with --delete-shards)."
+    output.note(f"\n{result.message}{hint if result.merged and not delete_shards else ''}")
+    if not result.merged:  # refused for lack of space: the shards are as they were, and the script must know
+        return 1
+    output.data(f"{result.path}\n")
     return 0
 
 
 def run_login() -> int:
     token = getpass.getpass("Hugging Face token (from https://huggingface.co/settings/tokens): ").strip()
     if not token:
-        print("qwen-chat: no token given; nothing stored.", file=sys.stderr)
+        output.error("no token given; nothing stored.")
         return 1
     try:
         store_token(token)
     except HubError as exc:
-        print(f"qwen-chat: {exc}", file=sys.stderr)
+        output.error(exc)
         return 1
     print("token stored in the system keyring (never in a file).", file=sys.stderr)
     return 0

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from qwen_chat.cli.output import is_terminal, note, show
 from qwen_chat.models.catalog import CatalogModel
 from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.hub import offline
@@ -36,7 +37,7 @@ def recommend(machine: Machine, models: dict[str, CatalogModel] | None = None) -
     return None
 
 
-def welcome(machine: Machine, ask: Callable[[str], str] = input, say: Callable[[str], None] = print) -> str | None:
+def welcome(machine: Machine, ask: Callable[[str], str] = input, say: Callable[[str], None] = show) -> str | None:
     """Returns the catalog ref to download, or None."""
     say("Welcome to qwen-chat: no model yet.")
     say(f"This machine: {machine.ram_available / (1 << 30):.1f} GiB of RAM free, "
@@ -54,7 +55,7 @@ def welcome(machine: Machine, ask: Callable[[str], str] = input, say: Callable[[
         say(f"You are offline (HF_HUB_OFFLINE). To use a GGUF already on disk: qwen-chat --model PATH.gguf, "
             f"or put files in {models_dir()}.")
         return None
-    if not sys.stdin.isatty() and ask is input:
+    if not (is_terminal(sys.stdin) and is_terminal(sys.stdout)) and ask is input:  # a script: say how, never wait
         say(f"To download it: qwen-chat pull {model.id}:{chosen.quant}")
         return None
     answer = ask(f"Download it now ({quant.size / 1e9:.1f} GB)? [Y/n] ").strip().lower()
@@ -72,8 +73,7 @@ def first_run() -> Path | None:
     ref = welcome(detect())
     if ref is None or run_pull(ref) != 0:
         if ref is not None:
-            print("Without network, point qwen-chat at a GGUF already on disk: qwen-chat --model PATH.gguf",
-                  file=sys.stderr)
+            note("Without network, point qwen-chat at a GGUF already on disk: qwen-chat --model PATH.gguf")
         return None
     try:
         return resolve_model(ref)

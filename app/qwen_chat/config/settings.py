@@ -250,6 +250,10 @@ def save_endpoint(endpoint: Endpoint) -> None:
 
 
 def save_theme(theme: str) -> None:
+    """Save the theme unless it is the one saved already: the app saves whenever Textual's theme changes, which
+    includes applying the saved theme at every start, and that must leave the file (and its time) untouched."""
+    if read_document().get("theme") == theme:
+        return
     update_document(lambda document: document.__setitem__("theme", theme))
 
 

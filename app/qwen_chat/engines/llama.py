@@ -224,7 +224,7 @@ class Engine(RequestWorker):
             return best
         return (f"This message does not fit the context: with only the system prompt and your message the prompt is "
                 f"{len(tokens):,} tokens, and the context holds {n_ctx:,} (an answer needs room too). Shorten the "
-                f"message, or reload with a larger context (F7).")
+                f"message, or {request.context_hint}.")
 
     def _stream(self, model: _Loaded, tokens: list[int], max_tokens: int, run: _Run) -> tuple[Generation, str]:
         """One pass of the decode loop from `tokens`, streamed into `run`. Returns (how it ended, raw text)."""

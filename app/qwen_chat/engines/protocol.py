@@ -53,6 +53,8 @@ class GenerateRequest:
     enable_thinking: bool = True
     thinking_budget: int = 0  # 0: unlimited; else STOP_THINKING is inserted after this many thinking tokens
     trim: Trim | None = None
+    # the end of the advice when a message does not fit the context even alone (the app has F7, `ask` --ctx)
+    context_hint: str = "reload with a larger context (F7)"
 
 
 # ---- events ---------------------------------------------------------------------------------------------

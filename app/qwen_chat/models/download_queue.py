@@ -187,7 +187,7 @@ class DownloadQueue:
         if len(paths) > 1:
             self._update(job.id, state="merging", speed=0.0)
             try:
-                result = merge_shards(paths[0], cancel=stop)
+                result = merge_shards(paths[0], delete_shards=True, cancel=stop)  # shards it downloaded itself
                 path, note = result.path, result.message
             except MergeError as exc:
                 note = f"{exc} The shards load as they are."

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from qwen_chat.models.gguf_files import ModelFileError, shard_set
 from qwen_chat.models.gguf_header import GGUFHeader, HeaderError, TensorInfo, read_header
-from qwen_chat.models.gguf_raw import INT32, UINT16, kv_bytes, kv_records, tensor_info_bytes
+from qwen_chat.models.gguf_raw import UINT16, kv_bytes, kv_records, tensor_info_bytes
 
 GGUF_VERSION = 3
 SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}(?=\.gguf$)")
@@ -63,9 +63,9 @@ def plan_merge(first_shard: Path) -> MergePlan:
     first_shard = Path(first_shard).expanduser()
     shards = _shards(first_shard)
     headers = [_read_shard(p)[0] for p in shards]
-    total = _check_set(shards, headers)
+    _check_set(shards, headers)  # raises unless the shards are one complete set
     alignment = headers[0].metadata.get("general.alignment", 32)
-    metadata, n_records = _merged_metadata(shards[0], headers[0], total)
+    metadata, n_records = _merged_metadata(shards[0], headers[0])
     tensors, copies, data_size = _layout(headers, alignment)
     head = bytearray(b"GGUF" + struct.pack("<IQQ", GGUF_VERSION, len(tensors), n_records))
     head += metadata
@@ -139,18 +139,26 @@ def _check_set(shards: tuple[Path, ...], headers: list[GGUFHeader]) -> int:
     return total
 
 
-def _merged_metadata(first: Path, header: GGUFHeader, total: int) -> tuple[bytes, int]:
-    """Shard 1's metadata records, raw, with the three split.* values rewritten in place; and their count."""
+def _merged_metadata(first: Path, header: GGUFHeader) -> tuple[bytes, int]:
+    """Shard 1's metadata records, raw and in order, as `llama-gguf-split --merge` writes them; and their count.
+
+    What the tool does (tools/gguf-split/gguf-split.cpp, gguf_merge): `gguf_set_val_u16(ctx, split.count, 0)`
+    on shard 1, then `gguf_set_kv(out, shard 1)`. ggml's gguf_set_val_* remove the key and append it again, so
+    split.count (uint16 0) moves to the end; every other record, split.no and split.tensors.count included,
+    keeps its place, type and value (_check_set made sure those are 0 and the total). Shards the tool wrote
+    already end with split.count; shards the `gguf` Python package wrote have it before split.tensors.count.
+    """
     with first.open("rb") as f:
         raw = f.read(header.data_offset)
     try:
         records = kv_records(raw)
     except (HeaderError, struct.error) as exc:
         raise MergeError(f"{first.name} has a damaged header ({exc}). Download it again.") from None
-    new_values = {SPLIT_NO: (UINT16, 0), SPLIT_COUNT: (UINT16, 0), SPLIT_TENSORS: (INT32, total)}
     kv = bytearray()
     for key, start, end in records:
-        kv += kv_bytes(key, *new_values[key]) if key in new_values else raw[start:end]
+        if key != SPLIT_COUNT:
+            kv += raw[start:end]
+    kv += kv_bytes(SPLIT_COUNT, UINT16, 0)
     return bytes(kv), len(records)
 
 

@@ -1,15 +1,16 @@
 """Merge a split GGUF model (`NAME-00001-of-0000N.gguf` ...) into one file, streaming and safely.
 
-The output has the layout `llama-gguf-split --merge` writes: a GGUF v3 header holding every metadata key of
-shard 1 in its original order and type (the vocabulary is copied as raw bytes, never re-encoded), except
-`split.no` = 0 and `split.count` = 0 (uint16) and `split.tensors.count` (int32) = all tensors; then every
+The output has the layout `llama-gguf-split --merge` writes: a GGUF v3 header holding every metadata record of
+shard 1 in its original order and type, copied as raw bytes (the vocabulary is never re-encoded), except
+`split.count`, which moves to the end as uint16 0 (see gguf_merge_plan._merged_metadata); then every
 shard's tensor infos in shard order with offsets for the merged data section; then the tensor data, each
 tensor aligned to `general.alignment` (32 by default) with zero padding after it.
 
 Safety: the shards are checked before anything is written; the merged file is written under a temporary
 name in the output folder, synced, re-read and checked, and only then renamed into place. The shards are
-deleted only after that (unless asked to keep them). Any failure, cancel or Ctrl-C removes the temporary
-file and leaves the shards as they were.
+kept (as llama-gguf-split keeps them), or deleted only after that when asked to (`pull` deletes the shards it
+downloaded). Any failure or cancel before the rename removes the temporary file and leaves the shards as
+they were; a Ctrl-C at any step raises MergeInterrupted, whose message is read back from the disk.
 
 The checks and the layout are worked out first, in gguf_merge_plan.py; this module carries the plan out.
 """
@@ -52,6 +53,10 @@ class MergeResult:
 
 class _Cancelled(Exception):
     pass
+
+
+class MergeInterrupted(MergeError):
+    """Ctrl-C stopped the merge; the message says what is on the disk (read back from it when it stopped)."""
 
 
 def _gb(n: int) -> str:
@@ -216,20 +221,34 @@ def _remove(path: Path) -> None:
         pass  # reported by the caller's message at worst; never raise over the real error
 
 
-def merge_shards(first_shard: Path, out: Path | None = None, *, keep_shards: bool = False,
+def merge_shards(first_shard: Path, out: Path | None = None, *, delete_shards: bool = False,
                  progress: Callable[[int, int], None] | None = None,
                  cancel: threading.Event | None = None) -> MergeResult:
-    """Merge a split model into one file; see the module docstring for the guarantees."""
+    """Merge a split model into one file; see the module docstring for the guarantees. The shards are kept
+    unless `delete_shards` (then deleted only after the merged file is verified and in place)."""
     first_shard = Path(first_shard).expanduser()
-    plan = plan_merge(first_shard)
+    try:
+        plan = plan_merge(first_shard)
+    except KeyboardInterrupt:
+        raise MergeInterrupted("Merge interrupted. Nothing was lost: nothing was written yet, and the shards are "
+                               "untouched. Run it again to merge.") from None
     out = Path(out).expanduser() if out is not None else default_output(first_shard)
     if out.exists():
         raise MergeError(
             f"{out} already exists; refusing to overwrite it. If it is an earlier merge of this model, use it "
             "(or delete it to merge again); otherwise choose another output path."
         )
+    tmp = out.parent / f".{out.name}.partial"
+    try:
+        return _merge(plan, tmp, out, first_shard, delete_shards, progress, cancel)
+    except KeyboardInterrupt:
+        # the state is read back from the disk, so the message is true whichever step Ctrl-C interrupted
+        raise MergeInterrupted(_after_interrupt(plan, tmp, out)) from None
+
+
+def _merge(plan: MergePlan, tmp: Path, out: Path, first_shard: Path, delete_shards: bool,
+           progress: Callable[[int, int], None] | None, cancel: threading.Event | None) -> MergeResult:
     folder = out.parent
-    tmp = folder / f".{out.name}.partial"
     _remove(tmp)  # left by an interrupted earlier attempt at this same merge
     try:
         free = shutil.disk_usage(folder).free
@@ -245,12 +264,13 @@ def merge_shards(first_shard: Path, out: Path | None = None, *, keep_shards: boo
         )
     _write_merged(plan, tmp, out, progress, cancel, free=free, first_shard=first_shard)
     _fsync_dir(folder)
-    return _merged(plan, out, keep_shards)
+    return _merged(plan, out, delete_shards)
 
 
 def _write_merged(plan: MergePlan, tmp: Path, out: Path, progress: Callable[[int, int], None] | None,
                   cancel: threading.Event | None, *, free: int, first_shard: Path) -> None:
-    """Write, sync, check and rename into place; any failure removes `tmp` and says the shards are untouched."""
+    """Write, sync, check and rename into place; any failure removes `tmp` and says the shards are untouched
+    (a Ctrl-C is passed on: merge_shards says what it left)."""
     fd = -1
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -259,19 +279,17 @@ def _write_merged(plan: MergePlan, tmp: Path, out: Path, progress: Callable[[int
         os.close(fd)
         fd = -1
         _verify(plan, tmp)
-        os.replace(tmp, out)
+        _rename(tmp, out)
     except BaseException as exc:
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
         _remove(tmp)
         safe = f"Nothing was lost: the partial file was removed and the {len(plan.shards)} shards are untouched."
-        if isinstance(exc, MergeError):
+        if isinstance(exc, MergeError | KeyboardInterrupt):
             raise
         if isinstance(exc, _Cancelled):
             raise MergeError(f"Merge cancelled. {safe}") from None
-        if isinstance(exc, KeyboardInterrupt):
-            raise MergeError(f"Merge interrupted. {safe} Run it again to merge.") from exc
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise MergeError(
                 f"The disk is full: the merged file needs {_gb(plan.total_size)} ({plan.total_size:,} bytes) in "
@@ -285,23 +303,49 @@ def _write_merged(plan: MergePlan, tmp: Path, out: Path, progress: Callable[[int
         raise
 
 
-def _merged(plan: MergePlan, out: Path, keep_shards: bool) -> MergeResult:
-    """The merged file is in place: delete the shards unless asked to keep them."""
-    deleted = False
+def _rename(tmp: Path, out: Path) -> None:
+    """The one step that makes the merged file appear: atomic, so `out` is either absent or complete."""
+    os.replace(tmp, out)
+
+
+def _delete(shard: Path) -> None:
+    shard.unlink()
+
+
+def _merged(plan: MergePlan, out: Path, delete_shards: bool) -> MergeResult:
+    """The merged file is in place: delete the shards when asked to."""
     note = f"Merged {len(plan.shards)} shards into {out} ({_gb(plan.total_size)}, {len(plan.tensors)} tensors)."
-    if keep_shards:
-        note += " The shards were kept."
-    else:
-        failed = []
-        for shard in plan.shards:
-            try:
-                shard.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                failed.append(f"{shard.name} ({exc.strerror or exc})")
-        deleted = not failed
-        note += " The shards were deleted." if deleted else f" Could not delete: {', '.join(failed)}."
-        if not failed:
-            _fsync_dir(out.parent)
-    return MergeResult(path=out, merged=True, shards_deleted=deleted, message=note)
+    if not delete_shards:
+        return MergeResult(path=out, merged=True, shards_deleted=False, message=note + " The shards were kept.")
+    failed = []
+    for shard in plan.shards:
+        try:
+            _delete(shard)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            failed.append(f"{shard.name} ({exc.strerror or exc})")
+    if not failed:
+        _fsync_dir(out.parent)
+    note += " The shards were deleted." if not failed else f" Could not delete: {', '.join(failed)}."
+    return MergeResult(path=out, merged=True, shards_deleted=not failed, message=note)
+
+
+def _after_interrupt(plan: MergePlan, tmp: Path, out: Path) -> str:
+    """What a Ctrl-C left, as found on the disk now (not as the code believed a moment ago)."""
+    _remove(tmp)
+    n = len(plan.shards)
+    if not out.exists():  # the rename never happened, so no shard was deleted
+        partial = "the partial file was removed" if not tmp.exists() else f"remove the partial file {tmp}"
+        return f"Merge interrupted. Nothing was lost: nothing was merged, {partial}, and the {n} shards are " \
+               "untouched. Run it again to merge."
+    left = [s for s in plan.shards if s.exists()]
+    gone = [s for s in plan.shards if s not in left]
+    done = f"{out} is complete and verified"  # it only ever appears by the rename after the check
+    if not gone:
+        return f"Merge interrupted after the merge was done: {done}, and the {n} shards are still there " \
+               "(the merged file does not need them)."
+    if not left:
+        return f"Merge interrupted after the merge was done: {done}, and the {n} shards were deleted."
+    return (f"Merge interrupted while deleting the shards: {done}. Deleted: {', '.join(s.name for s in gone)}; "
+            f"still there: {', '.join(s.name for s in left)} (the merged file does not need them: delete them).")

@@ -23,6 +23,7 @@ class Connection:
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.RLock()
+        conn: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False,
@@ -31,8 +32,12 @@ class Connection:
             conn.execute("PRAGMA foreign_keys = ON")
             self.db.enable_wal()
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(explain(self.path, exc)) from exc
+        except BaseException as exc:
+            if conn is not None:  # closed now, not by the garbage collector: no -wal left beside a damaged file
+                conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(explain(self.path, exc)) from exc
+            raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -87,8 +92,9 @@ def explain(path: Path, exc: sqlite3.DatabaseError) -> str:
         return (f"the conversations database {path} is locked by another program; nothing was lost. "
                 "Try again in a moment, or close the program holding it.")
     if "not a database" in text or "malformed" in text:
-        return (f"{path} is not a readable qwen-chat database ({text}). Move it aside to start fresh; "
-                "qwen-chat will not overwrite it.")
+        return (f"{path} is damaged or not a qwen-chat database ({text}). To rescue what it still holds, run "
+                f"`qwen-chat salvage --db {path}`: it copies every readable conversation into a new file beside "
+                "it and leaves this one as it is. qwen-chat will not overwrite it.")
     if "readonly" in text or "unable to open" in text:
         return f"cannot write {path} ({text}): check the folder's permissions and free disk space."
     if "full" in text:

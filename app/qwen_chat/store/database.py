@@ -46,7 +46,11 @@ class Store(Versions):
 
     def __init__(self, path: Path, busy_timeout: float = 5.0, clock: Callable[[], float] = time.time) -> None:
         super().__init__(path, busy_timeout, clock)
-        self.recovered = self.recover_interrupted()
+        try:
+            self.recovered = self.recover_interrupted()  # reads every message: a damaged page shows here
+        except BaseException:
+            self.close()
+            raise
 
     # -- conversations --
 

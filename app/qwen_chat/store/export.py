@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from qwen_chat.store.database import Store
@@ -59,12 +60,65 @@ def to_markdown(store: Store, conversation: Conversation, thinking: bool = False
     return "\n".join(lines)
 
 
-def from_json(store: Store, text: str) -> Conversation:
-    """Import an exported conversation as a new one; refuses anything that is not one, saying why."""
+# What an import accepts. A conversation qwen-chat exported stays far below these; a file beyond them is a
+# mistake or an attack, and a message of tens of MB would make the app take most of a minute to show it.
+MAX_FILE_BYTES = 32 << 20  # 32 MiB per file
+MAX_TEXT_CHARS = 1 << 20  # 1,048,576 characters per message, thinking or system prompt: more than 262,144 tokens,
+# the longest Qwen3 context, can hold
+MAX_TITLE_CHARS = 1000
+MAX_DEPTH = 16  # an export nests 4 or 5 levels (the file, its messages, a message, its sampling, a list in it)
+_TOO_DEEP = f"the JSON is nested more than {MAX_DEPTH} levels deep (an export nests 5 at most); nothing was imported"
+
+
+def read_export(path: Path) -> str:
+    """The text of an export file, refused before it is read when it is larger than any export can be."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise StoreError(f"the file is {size / 1e6:,.1f} MB; an export qwen-chat imports is at most "
+                         f"{MAX_FILE_BYTES >> 20} MiB (messages of at most {MAX_TEXT_CHARS:,} characters each)")
+    return path.read_text(encoding="utf-8")
+
+
+def _parse(text: str) -> Any:
+    if len(text) > MAX_FILE_BYTES:
+        raise StoreError(f"the export is {len(text):,} characters; at most {MAX_FILE_BYTES:,} are imported")
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except RecursionError:  # json's C parser stops at Python's recursion limit rather than crash
+        raise StoreError(_TOO_DEEP) from None
+    except ValueError as exc:  # JSONDecodeError, and numbers longer than Python converts
         raise StoreError(f"not JSON: {exc}") from None
+    _check_depth(data)
+    return data
+
+
+def _check_depth(data: Any) -> None:
+    """Without recursion: the point is to refuse what would exhaust it."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise StoreError(_TOO_DEEP)
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def _check_sizes(data: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    title = data.get("title")
+    if isinstance(title, str) and len(title) > MAX_TITLE_CHARS:
+        raise StoreError(f"the title is {len(title):,} characters; at most {MAX_TITLE_CHARS:,} are imported")
+    fields = [("the system prompt", data.get("system_prompt"))]
+    for number, m in enumerate(messages, 1):
+        fields += [(f"message {number}", m.get("content")), (f"message {number}'s thinking", m.get("thinking"))]
+    for what, text in fields:
+        if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+            raise StoreError(f"{what} is {len(text):,} characters; at most {MAX_TEXT_CHARS:,} are imported "
+                             "(more than the longest Qwen3 context holds). Nothing was imported.")
+
+
+def from_json(store: Store, text: str) -> Conversation:
+    """Import an exported conversation as a new one; refuses anything that is not one, saying why."""
+    data = _parse(text)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise StoreError(f"not a qwen-chat conversation export (its format is not {FORMAT!r})")
     if data.get("version") != VERSION:
@@ -74,16 +128,22 @@ def from_json(store: Store, text: str) -> Conversation:
             isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
             for m in messages):
         raise StoreError("the export's messages must each have a role (user or assistant) and a text content")
+    _check_sizes(data, messages)
+    return _store(store, data, messages)
+
+
+def _store(store: Store, data: dict[str, Any], messages: list[dict[str, Any]]) -> Conversation:
     conversation = store.create_conversation(model=str(data.get("model", "")), title=str(data.get("title") or
                                              "Imported chat"), system_prompt=str(data.get("system_prompt", "")))
     for m in messages:
         if m["role"] == "user":
             store.add_user_message(conversation.id, m["content"])
         else:
+            sampling, status = m.get("sampling"), m.get("status")
             answer = store.start_answer(conversation.id, str(m.get("model", "")), str(m.get("mode", "")),
-                                        m.get("sampling") if isinstance(m.get("sampling"), dict) else {})
-            status = m.get("status") if m.get("status") in ("complete", "stopped", "failed", "interrupted") else \
+                                        sampling if isinstance(sampling, dict) else {})
+            final = status if isinstance(status, str) and status in ("stopped", "failed", "interrupted") else \
                 "complete"
-            store.finish_answer(answer.id, status, str(m.get("thinking", "")), m["content"], True)
+            store.finish_answer(answer.id, final, str(m.get("thinking", "")), m["content"], True)
     store.rename(conversation.id, str(data.get("title") or "Imported chat"))
     return store.conversation(conversation.id)

@@ -20,8 +20,10 @@ from qwen_chat.models.download_queue import DownloadQueue
 from qwen_chat.qwen3.context_presets import context_presets
 from qwen_chat.session.chat import ChatSession, LocalModel, Server
 from qwen_chat.store.database import SearchHit, Store
+from qwen_chat.store.presence import Presence
 from qwen_chat.store.records import Conversation, StoreError
 from qwen_chat.system.clipboard import system_copy
+from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.conversation_list import ConversationList
 from qwen_chat.tui.conversation_screens import ContextScreen, CopyScreen, PersonasScreen, VersionsScreen, copy_choices
 from qwen_chat.tui.dialogs import ConfirmDialog, RenameDialog
@@ -37,7 +39,8 @@ BINDINGS: list[Binding | tuple[str, str] | tuple[str, str, str]] = [
     Binding("ctrl+r", "regenerate", "Redo", id="regenerate"),
     # priority like ctrl+d: with text in the prompt, ctrl+e stays the prompt's "go to end"
     Binding("ctrl+e", "edit_message", "Edit", id="edit-message", priority=True),
-    Binding("ctrl+y", "copy_message", "Copy", id="copy-message"),
+    # priority: in the composer ctrl+y would be TextArea's redo; copying the answer is what the key is for here
+    Binding("ctrl+y", "copy_message", "Copy", id="copy-message", priority=True),
     Binding("ctrl+n", "new_conversation", "New", id="new-conversation"),
     Binding("f2", "rename_conversation", "Rename", id="rename-conversation"),
     # priority so it works from the prompt; check_action hands ctrl+d back to the prompt while it has text
@@ -47,11 +50,15 @@ BINDINGS: list[Binding | tuple[str, str] | tuple[str, str, str]] = [
     Binding("f4", "downloads", "Downloads", id="downloads"),
     Binding("ctrl+f", "search", "Search", id="search"),
     Binding("f5", "presets", "Preset", id="presets"),
-    Binding("f6", "personas", "Persona", id="personas"),
-    Binding("f7", "context", "Context", id="context"),
+    # priority: in the composer F6 and F7 are TextArea's select line and select all
+    Binding("f6", "personas", "Persona", id="personas", priority=True),
+    Binding("f7", "context", "Context", id="context", priority=True),
     Binding("f8", "versions", "Versions", id="versions"),
     Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
 ]
+
+ELSEWHERE = ("This conversation is open in another qwen-chat window: you can read it here, and its answers show up, "
+             "but send from that window (or Ctrl+N for a new chat here).")
 
 
 class ChatActions(App[None]):
@@ -60,6 +67,8 @@ class ChatActions(App[None]):
     conversation: Conversation | None = None
     _live: AssistantMessage | None
     _editing: int | None
+    _drafts: dict[int, str]  # conversation id -> what was typed there and not sent
+    presence: Presence
     downloads: DownloadQueue
 
     # -- the app's hooks (app.py) --
@@ -90,6 +99,13 @@ class ChatActions(App[None]):
 
     # -- conversations --
 
+    def refused_elsewhere(self) -> bool:
+        """Another window has this conversation open: it answers there (two would interleave their turns)."""
+        if self.conversation is None or self.presence.claim(self.conversation.id):
+            return False
+        self.notify(ELSEWHERE, severity="warning", timeout=8)
+        return True
+
     def refused_while_busy(self) -> bool:
         """The one refusal for everything that would change the conversation or the model mid-answer."""
         busy = self.session.busy()
@@ -98,21 +114,38 @@ class ChatActions(App[None]):
         return busy is not None
 
     def _open(self, conversation: Conversation | None) -> None:
+        """Show a conversation; the draft being typed stays with the one it was typed in."""
         if conversation is None:
             conversation = self.session.new_conversation()
+        composer = self.query_one("#prompt", Composer)
+        if self.conversation is not None and self.conversation.id != conversation.id:
+            self._drafts[self.conversation.id] = composer.value
+            composer.value = self._drafts.pop(conversation.id, "")
+            self.presence.release(self.conversation.id)
+        if not self.presence.claim(conversation.id):
+            self.notify(ELSEWHERE, severity="warning", timeout=8)
         self.conversation = conversation
+        self._refresh_history()
         self._refresh_list()
         self._render_transcript()
         self._update_status()
 
+    def _refresh_history(self) -> None:
+        """Up and Down in the composer walk this conversation's prompts."""
+        if self.conversation is not None:
+            prompts = [m.content for m in self.store.messages(self.conversation.id) if m.role == "user"]
+            self.query_one("#prompt", Composer).set_history(prompts)
+
     def _refresh_list(self) -> None:
         current = self.conversation.id if self.conversation else None
-        self.query_one("#conversations", ConversationList).show(self.store.conversations(), current)
+        conversations = self.store.conversations()
+        elsewhere = {c.id for c in conversations if self.presence.open_elsewhere(c.id)}
+        self.query_one("#conversations", ConversationList).show(conversations, current, elsewhere)
 
     # -- actions --
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        typing = isinstance(self.focused, Input) and bool(self.focused.value)
+        typing = isinstance(self.focused, Input | Composer) and bool(self.focused.value)
         return not (action in ("delete_conversation", "edit_message") and typing)
 
     def action_stop(self) -> None:
@@ -120,7 +153,7 @@ class ChatActions(App[None]):
             self.session.stop()
         elif self._editing is not None:
             self._set_editing(None)
-            self.query_one("#prompt", Input).value = ""
+            self.query_one("#prompt", Composer).value = ""
 
     def _selected_message(self, role: str | None = None) -> Widget | None:
         """The focused message in the transcript, else the last one (of `role` if given)."""
@@ -135,21 +168,20 @@ class ChatActions(App[None]):
     def action_regenerate(self) -> None:
         if self.conversation is None:
             return
-        if self.refused_while_busy():
+        if self.refused_while_busy() or self.refused_elsewhere():
             return
         conversation_id = self.conversation.id
         self._start_turn(lambda: self.session.regenerate(conversation_id))
 
     def action_edit_message(self) -> None:
-        if self.refused_while_busy():
+        if self.refused_while_busy() or self.refused_elsewhere():
             return
         message = self._selected_message("user")
         if not isinstance(message, UserMessage) or not message.message_id:
             self.notify("There is no message of yours to edit yet.", severity="warning")
             return
-        box = self.query_one("#prompt", Input)
+        box = self.query_one("#prompt", Composer)
         box.value = message.text
-        box.cursor_position = len(box.value)  # typing goes on at the end, as in any editor
         self._set_editing(message.message_id)
         box.focus()
 
@@ -261,7 +293,7 @@ class ChatActions(App[None]):
         if self.refused_while_busy():
             return
         self._open(self.session.new_conversation())
-        self.query_one("#prompt", Input).focus()
+        self.query_one("#prompt", Composer).focus()
 
     def action_rename_conversation(self) -> None:
         if self.conversation is None:

@@ -12,23 +12,26 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from textual import on, work
-from textual.app import ComposeResult, ScreenStackError
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.timer import Timer
-from textual.widgets import Footer, Input, ListView, Static
+from textual.widgets import Footer, ListView, Static
 
-from qwen_chat.engines.protocol import Failed, Token
+from qwen_chat.engines.protocol import Failed
 from qwen_chat.models.download_queue import DownloadQueue
 from qwen_chat.qwen3.template import Variant
-from qwen_chat.qwen3.thinking import Part
 from qwen_chat.session.chat import ChatSession, LocalModel, Server
-from qwen_chat.store.records import StoreError
+from qwen_chat.store.presence import Presence, data_version
+from qwen_chat.store.records import Conversation, StoreError
 from qwen_chat.tui import gc_pause
-from qwen_chat.tui.actions import BINDINGS, ChatActions
+from qwen_chat.tui.actions import BINDINGS
+from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.conversation_list import ConversationItem, ConversationList
 from qwen_chat.tui.downloads_screen import DownloadsScreen
+from qwen_chat.tui.external_editor import EditorError, edit_in_editor
 from qwen_chat.tui.messages import AssistantMessage, NoticeLine, TrimMarker, UserMessage
+from qwen_chat.tui.paced_tokens import PacedTokens
 from qwen_chat.tui.session_events import (
     AnswerBegan,
     AnswerFinished,
@@ -40,7 +43,6 @@ from qwen_chat.tui.session_events import (
     ModelProgress,
     NoticeArrived,
     SessionMessage,
-    TokensWaiting,
     TranscriptRewound,
     UserMessageSaved,
 )
@@ -48,18 +50,12 @@ from qwen_chat.tui.status_bar import StatusBar, mode_label
 from qwen_chat.tui.theme import register_shipped_themes
 from qwen_chat.tui.transcript import transcript_widgets
 
-# Rendering paces itself: after each render the next waits until the UI thread's share of a core would stay at
-# about UI_SHARE (the CPU a render cycle took, over UI_SHARE), within MIN_GAP..MAX_GAP. On a machine whose cores
-# all decode, every millisecond the UI takes is one the model does not get; when rendering gets slower, batches
-# grow instead of queueing up.
 IDLE_COLLECT_AFTER = 1.0  # seconds after an answer: the garbage collections held while it streamed (gc_pause.py)
-UI_SHARE = 0.04
-MIN_GAP = 1 / 15
-MAX_GAP = 0.5
-PROMPT_HINT = "Message Qwen…  (/think, /no_think, /budget N; Esc stops)"
+OTHER_WINDOWS_EVERY = 1.5  # seconds between looks at what other windows on this database changed
+PROMPT_HINT = "Message Qwen…  (Alt+Enter or Ctrl+J: new line; Ctrl+G: editor; /think, /no_think; Esc stops)"
 
 
-class QwenChatApp(ChatActions):
+class QwenChatApp(PacedTokens):
     TITLE = "qwen-chat"
     CSS_PATH = "app.tcss"
     BINDINGS = BINDINGS
@@ -77,6 +73,9 @@ class QwenChatApp(ChatActions):
         self._cpu_mark = time.thread_time()
         self._live: AssistantMessage | None = None
         self._editing: int | None = None  # the user message being edited (Ctrl+E), if any
+        self._drafts: dict[int, str] = {}
+        self.presence = Presence(self.store.path)  # which conversations other windows have open
+        self._data_version = -1
         self._status = StatusBar()  # held, not queried: workers and closing screens update it too
 
     # -- layout --
@@ -88,7 +87,7 @@ class QwenChatApp(ChatActions):
                 yield ConversationList(id="conversations")
             with Vertical(id="chat"):
                 yield VerticalScroll(id="transcript")
-                yield Input(placeholder=PROMPT_HINT, id="prompt")
+                yield Composer(placeholder=PROMPT_HINT, id="prompt")
         yield self._status
         yield Footer(compact=True)  # 18 actions: all of them fit a 180-column terminal
 
@@ -101,26 +100,56 @@ class QwenChatApp(ChatActions):
         for problem in check_settings(ids):  # each problem once, with its key; the value is ignored
             self.notify(problem, severity="warning", timeout=10)
         self.set_keymap(load_keymap(ids))
+        self._theme_at_start: str | None = self.theme  # announced a tick later: not the user's choice
         self.theme_changed_signal.subscribe(self, self._save_theme)
         self.query_one("#transcript", VerticalScroll).anchor()
         if self.store.recovered:
             self.notify(f"{self.store.recovered} answer(s) were cut off when qwen-chat last ended; "
                         "they are kept and marked interrupted.", severity="warning", timeout=8)
         self._load_model()
-        self._open(self.store.latest_conversation())
-        self.query_one("#prompt", Input).focus()
+        self._open(self._first_conversation())
+        self.set_interval(OTHER_WINDOWS_EVERY, self._watch_other_windows)
+        self.query_one("#prompt", Composer).focus()
 
     def _save_theme(self, theme: object) -> None:
         from qwen_chat.config.settings import save_theme
 
+        name = getattr(theme, "name", str(theme))
+        if name == self._theme_at_start:  # the saved theme, or the fallback for a broken one: keep the setting
+            self._theme_at_start = None
+            return
+        self._theme_at_start = None
         try:
-            save_theme(getattr(theme, "name", str(theme)))
+            save_theme(name)
         except OSError as exc:
             self.notify(f"The theme could not be saved: {exc}", severity="warning")
 
     def on_unmount(self) -> None:
         self.downloads.close()  # pauses in effect: partial files stay for the next start
         self.session.close()
+        self.presence.close()
+
+    def _first_conversation(self) -> Conversation | None:
+        """The latest conversation, unless another window has it open: then a new one (None)."""
+        latest = self.store.latest_conversation()
+        return latest if latest is not None and not self.presence.open_elsewhere(latest.id) else None
+
+    def _watch_other_windows(self) -> None:
+        """Other windows' new conversations, titles and answers show up here without a restart."""
+        try:
+            version = data_version(self.store)
+        except StoreError:
+            return
+        if version == self._data_version:
+            return
+        first = self._data_version < 0
+        self._data_version = version
+        if first or not self._chat_visible():
+            return
+        self._refresh_list()
+        if self.conversation is not None and not self.presence.claim(self.conversation.id) \
+                and not self.session.generating:
+            self._render_transcript()  # the other window is answering it: follow along
 
     def _update_status(self, mode_changed: bool = True) -> None:
         bar = self.status_bar
@@ -169,16 +198,18 @@ class QwenChatApp(ChatActions):
             self._open(self.store.conversation(item.conversation_id))
         except StoreError as exc:
             self.notify(str(exc), severity="error")
-        self.query_one("#prompt", Input).focus()
+        self.query_one("#prompt", Composer).focus()
 
     # -- sending --
 
-    @on(Input.Submitted, "#prompt")
-    def _submitted(self, event: Input.Submitted) -> None:
+    @on(Composer.Submitted, "#prompt")
+    def _submitted(self, event: Composer.Submitted) -> None:
         text = event.value
         if not text.strip() or self.conversation is None:
             return
-        event.input.value = ""
+        if self.refused_elsewhere():
+            return  # the text stays in the composer
+        event.composer.value = ""
         if self._editing is not None:
             message_id, self._editing = self._editing, None
             self._set_editing(None)
@@ -188,7 +219,7 @@ class QwenChatApp(ChatActions):
 
     def _set_editing(self, message_id: int | None) -> None:
         self._editing = message_id
-        box = self.query_one("#prompt", Input)
+        box = self.query_one("#prompt", Composer)
         box.placeholder = ("Editing: Enter resends it (later turns are kept as an earlier version); Esc cancels"
                            if message_id is not None else PROMPT_HINT)
         box.set_class(message_id is not None, "editing")
@@ -208,7 +239,7 @@ class QwenChatApp(ChatActions):
         self.call_from_thread(self._after_send)
 
     def _send_failed(self, text: str, error: str) -> None:
-        box = self.query_one("#prompt", Input)
+        box = self.query_one("#prompt", Composer)
         if not box.value:
             box.value = text  # nothing typed is ever lost
         self.notify(error, severity="error", timeout=8)
@@ -217,67 +248,19 @@ class QwenChatApp(ChatActions):
         if self.conversation is not None:
             self.conversation = self.store.conversation(self.conversation.id)
             self._refresh_list()
+            self._refresh_history()
         self._update_status()
 
-    # -- tokens, in paced batches --
-
-    @on(TokensWaiting)
-    async def _tokens_waiting(self) -> None:
-        wait = self._next_render - time.monotonic()
-        if wait > 0:  # drawn a moment ago: this batch waits and grows
-            if self._render_timer is None:
-                self._render_timer = self.set_timer(wait, self._draw_tokens)
-            return
-        await self._draw_tokens()
-
-    async def _draw_tokens(self) -> None:
-        if self._render_timer is not None:
-            self._render_timer.stop()
-        self._render_timer = None
-        cpu, now = time.thread_time(), time.monotonic()
-        cycle = cpu - self._cpu_mark  # what the UI thread did since the last drawing began (that one included)
-        if now - self._next_render > MAX_GAP:
-            cycle = 0.0  # the first drawing after a pause: idle time says nothing about the cost of one
-        self._cpu_mark = cpu
-        thinking_before = self.status_bar.thinking_tokens
-        await self._draw(self.inbox.take_tokens())
-        self._next_render = time.monotonic() + min(MAX_GAP, max(MIN_GAP, cycle / UI_SHARE))
-        if self._live is not None:  # an answer is being drawn
-            gc_pause.hold()
-        if self.status_bar.thinking_tokens != thinking_before:  # answer tokens alone change nothing there
-            self._update_status(mode_changed=False)
-        if self.inbox.drawn():
-            self._schedule_tokens()
-
-    def _schedule_tokens(self) -> None:
-        if self._render_timer is None:
-            # at least a millisecond: Textual's timer divides by its delay
-            self._render_timer = self.set_timer(max(0.001, self._next_render - time.monotonic()), self._draw_tokens)
-
-    async def _draw(self, tokens: list[Token]) -> None:
-        live = self._live
-        if not tokens or live is None or not self._chat_visible():
-            return  # nothing new, or the app is closing while the engine still reports
-        batch: list[tuple[Part, str]] = []
-        for token in tokens:
-            if token.stream is not None:
-                live.follow(token.stream)
-            if batch and batch[-1][0] is token.part:
-                batch[-1] = (token.part, batch[-1][1] + token.text)
-            else:
-                batch.append((token.part, token.text))
-        self.status_bar.thinking_tokens = live.thinking_tokens = tokens[-1].thinking_tokens
-        for part, text in batch:
-            if part is Part.THINKING:
-                live.add_thinking(text)
-            else:
-                await live.add_answer(text)
-
-    def _chat_visible(self) -> bool:
+    def action_external_editor(self) -> None:
+        """Ctrl+G: the draft in $VISUAL or $EDITOR (the app steps aside while it runs); what is saved comes back."""
+        composer = self.query_one("#prompt", Composer)
         try:
-            return bool(self.query("#transcript"))
-        except ScreenStackError:
-            return False
+            edited = edit_in_editor(composer.value, self.suspend)
+        except EditorError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        composer.value = edited
+        composer.focus()
 
     # -- the other events, one handler each --
 

@@ -22,7 +22,7 @@ from qwen_chat.store.database import Store
 from qwen_chat.store.records import Message, Persona, StoreError
 from qwen_chat.system.clipboard import code_blocks
 from qwen_chat.tui.dialogs import ConfirmDialog
-from qwen_chat.tui.printable import printable
+from qwen_chat.tui.printable import printable, printable_line
 
 MARK = "● "  # the entry in use
 NO_MARK = "  "
@@ -170,7 +170,9 @@ class PersonaForm(ModalScreen[Persona | None]):
     def __init__(self, store: Store, name: str = "", prompt: str = "") -> None:
         super().__init__()
         self.store = store
-        self.initial_name, self.initial_prompt = name, prompt
+        # the boxes draw what they hold: a name or prompt from an imported file shows (and, if saved, keeps)
+        # its control characters as visible symbols, never as escape sequences sent to the terminal
+        self.initial_name, self.initial_prompt = printable_line(name), printable(prompt)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="persona-form"):  # wider than .dialog
@@ -206,7 +208,7 @@ class PersonaForm(ModalScreen[Persona | None]):
             persona = self.store.save_persona(name, prompt)
         except StoreError as exc:
             error = self.query_one("#persona-error", Label)
-            error.update(Text(str(exc)))
+            error.update(Text(printable(str(exc))))
             error.display = True
             return
         self.dismiss(persona)
@@ -346,7 +348,7 @@ class ContextScreen(ModalScreen[str | None]):
             yield OptionList(*(Option(_entry(p.label, current=p.key in self.current), id=p.key) for p in self.presets),
                              id="context-presets", markup=False)
             if self.note:
-                yield Label(self.note, classes="conversation-hint", markup=False)
+                yield Label(printable(self.note), classes="conversation-hint", markup=False)
             yield Label("Enter switches · Esc cancels", classes="conversation-hint", markup=False)
 
     def on_mount(self) -> None:

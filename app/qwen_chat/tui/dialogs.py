@@ -9,17 +9,20 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from qwen_chat.tui.printable import printable, printable_line
+
 
 class RenameDialog(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, title: str) -> None:
         super().__init__()
-        self._title = title
+        # an imported title may hold escape sequences: the box shows (and, if kept, saves) visible symbols
+        self._title = printable_line(title)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Rename conversation")
+            yield Label("Rename conversation", markup=False)
             yield Input(self._title, id="new-title")
 
     @on(Input.Submitted)
@@ -37,7 +40,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self._question, markup=False)
+            yield Label(printable(self._question), markup=False)  # it quotes a title or a name
             with Horizontal(classes="buttons"):
                 yield Button("Delete (y)", variant="error", id="yes")
                 yield Button("Cancel (n)", id="no")

@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Footer, Label
 
 from qwen_chat.models.download_queue import DownloadQueue, Job
 from qwen_chat.models.downloads import human
+from qwen_chat.tui.printable import printable_line
 
 _STYLE = {"done": "green", "failed": "red", "paused": "yellow", "cancelled": "dim", "downloading": "cyan"}
 
@@ -55,9 +56,12 @@ class DownloadsScreen(ModalScreen[None]):
         table = self.query_one(DataTable)
         percent = f"{job.done / job.total:.0%}" if job.total else ""
         file_part = f"file {human(job.file_done)} / {human(job.file_total)} · " if job.file_total else ""
-        cells = [Text(job.ref), Text(job.state, style=_STYLE.get(job.state, "")), Text(job.file),
+        # file names and messages come from the hub or the disk (an error quoting a path): drawn, never sent
+        cells = [Text(printable_line(job.ref)), Text(job.state, style=_STYLE.get(job.state, "")),
+                 Text(printable_line(job.file)),
                  Text(f"{file_part}all {human(job.done)} / {human(job.total)} {percent}" if job.total else ""),
-                 Text(f"{human(job.speed)}/s" if job.speed else ""), Text(_eta(job)), Text(job.message[:80])]
+                 Text(f"{human(job.speed)}/s" if job.speed else ""), Text(_eta(job)),
+                 Text(printable_line(job.message[:80]))]
         key = str(job.id)
         if key in table.rows:
             for column, cell in zip(table.columns, cells, strict=True):

@@ -77,6 +77,11 @@ class AssistantMessage(Vertical):
         self._show_again = False
         self._answer_started = bool(message and message.content)
         self.thinking_tokens = 0
+        # held, not queried: the cut marker sits inside the Collapsible, whose contents may mount after this
+        # widget's on_mount (seen as NoMatches when a stored conversation opened on a busy machine)
+        self._cut = Static("", classes="thinking-cut", markup=False)
+        self._cut.display = False
+        self._meta = Static("", classes="meta", markup=False)
 
     @property
     def thinking_text(self) -> str:
@@ -96,12 +101,11 @@ class AssistantMessage(Vertical):
         with Collapsible(title="Thinking", collapsed=True, classes="thinking") as box:
             box.display = bool(self._text.length(Part.THINKING))
             yield StreamingMarkdown(classes="thinking-text")  # filled when it is opened
-            yield Static("", classes="thinking-cut", markup=False)
+            yield self._cut
         yield StreamingMarkdown(self._text.answer, classes="answer")
-        yield Static("", classes="meta", markup=False)
+        yield self._meta
 
     def on_mount(self) -> None:
-        self.query_one(".thinking-cut", Static).display = False
         if self._stored is not None:
             self.show_final(self._stored)
 
@@ -161,14 +165,14 @@ class AssistantMessage(Vertical):
         self._text.append(Part.ANSWER, message.content)
         if streamed != len(message.content):  # not what was streamed (a server's cleanup): draw it anew
             await answer.remove()
-            await self.mount(StreamingMarkdown(message.content, classes="answer"), before=self.query_one(".meta"))
+            await self.mount(StreamingMarkdown(message.content, classes="answer"), before=self._meta)
         else:
             await answer.finish()
         if message.thinking_cut_at is not None and self._shown_thinking > message.thinking_cut_at:
             old = self.query_one(".thinking-text", StreamingMarkdown)
             await old.remove()  # drawn past the cut while streaming: redraw up to it, the marker shows the rest
             await self._thinking_box.query_one(Collapsible.Contents).mount(StreamingMarkdown(classes="thinking-text"),
-                                                                 before=self.query_one(".thinking-cut"))
+                                                                 before=self._cut)
             self._shown_thinking = 0
         if not self._thinking_box.collapsed:
             await self._show_thinking()
@@ -178,7 +182,7 @@ class AssistantMessage(Vertical):
         box = self._thinking_box
         box.display = bool(message.thinking)
         cut = message.thinking and not message.thinking_closed and message.status != "streaming"
-        marker = self.query_one(".thinking-cut", Static)
+        marker = self._cut
         if message.thinking_cut_at is not None:
             box.title = f"Thinking (cut by the {message.thinking_budget:,}-token budget)"
             marker.update(_cut_marker(message))
@@ -192,11 +196,15 @@ class AssistantMessage(Vertical):
             parts.append(_STATUS_LABEL[message.status])
         if message.error:
             parts.append(message.error)
+        empty = message.status == "complete" and not message.content.strip()
+        if empty:  # say so: a blank space under the question reads as a hang
+            parts.append("the model ended its answer without any text" +
+                         (" (it only thought: open the thinking above)" if message.thinking.strip() else ""))
         if message.tokens_per_second:
             parts.append(f"{message.completion_tokens:,} tokens · {message.tokens_per_second:.1f} tok/s")
-        meta = self.query_one(".meta", Static)
+        meta = self._meta
         meta.update(Text(" · ".join(parts)))
-        meta.set_class(message.status in ("stopped", "interrupted", "failed"), "warn")
+        meta.set_class(empty or message.status in ("stopped", "interrupted", "failed"), "warn")
 
 
 def _cut_marker(message: Message) -> Text:

@@ -17,6 +17,7 @@ from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.verdicts import QuantVerdict, verdicts
 from qwen_chat.system.hardware import detect
 from qwen_chat.system.paths import models_dir
+from qwen_chat.tui.printable import printable, printable_line
 
 _STYLE = {"runs fully on GPU": "green", "runs partly on GPU": "yellow", "CPU only": "cyan", "too big": "red"}
 
@@ -50,16 +51,24 @@ class ModelsScreen(ModalScreen[Path | None]):
         try:
             machine = detect()
             rows = [(model, *verdicts(model, machine)) for model in load_models().values()]
-        except CatalogError as exc:
-            self.app.call_from_thread(self.app.notify, str(exc), severity="error", timeout=10)
+        except CatalogError as exc:  # the message `qwen-chat models` prints: file, line and key
+            self.app.call_from_thread(self._failed, str(exc))
             return
+        except Exception as exc:  # anything else would die silently in this worker, leaving "Checking…" up
+            self.app.call_from_thread(self._failed, f"The models could not be listed: {exc}")
+            raise
         gpus = ", ".join(d.description for d in machine.gpus) or "no GPU"
         line = (f"{machine.ram_available / (1 << 30):.1f} GiB RAM free · {gpus}"
                 + (" (CPU-only llama.cpp build)" if machine.gpus and not machine.gpu_offload else ""))
         self.app.call_from_thread(self._show, line, rows)
 
+    def _failed(self, message: str) -> None:
+        """Said on the screen, where the user is looking, and as a notification; the table stays empty."""
+        self.query_one("#machine", Label).update(Text(printable(message), style="bold red"))
+        self.app.notify(printable(message), severity="error", timeout=10, markup=False)
+
     def _show(self, machine_line: str, rows: list) -> None:
-        self.query_one("#machine", Label).update(Text(machine_line))
+        self.query_one("#machine", Label).update(Text(printable_line(machine_line)))
         table = self.query_one(DataTable)
         cells: list[tuple[str, tuple[Text, ...]]] = []
         for model, quant_rows, best in rows:
@@ -71,7 +80,8 @@ class ModelsScreen(ModalScreen[Path | None]):
                 ctx = f"{row.plan.n_ctx:,}" if row.plan else ""
                 key = f"{model.id}:{row.quant.name}"
                 self._rows[key] = (model.id, row)
-                cells.append((key, (Text(mark), Text(model.id, style=style), Text(row.quant.name, style=style),
+                cells.append((key, (Text(mark), Text(printable_line(model.id), style=style),
+                                    Text(printable_line(row.quant.name), style=style),
                                     Text(size), Text(row.verdict, style=_STYLE.get(row.verdict, "")), Text(ctx))))
         # Fixed widths, known before any row is drawn: DataTable widens auto columns on a later idle pass and
         # keeps row renders cached from before it, so the first row could stay drawn with the header widths.
@@ -92,7 +102,7 @@ class ModelsScreen(ModalScreen[Path | None]):
             try:
                 queue.add(f"{model_id}:{row.quant.name}")
             except CatalogError as exc:
-                self.app.notify(str(exc), severity="error")
+                self.app.notify(printable(str(exc)), severity="error", markup=False)
                 return
             self.app.notify(f"Downloading {model_id}:{row.quant.name} ({row.quant.size / 1e9:.1f} GB): F4 shows "
                             "progress; Enter on it here once it is done loads it.", timeout=8)
@@ -111,7 +121,7 @@ class EndpointModelsScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="models-dialog"):
-            yield Label(f"Models served by {self.url} (Enter switches, Esc closes)", markup=False)
+            yield Label(printable_line(f"Models served by {self.url} (Enter switches, Esc closes)"), markup=False)
             yield DataTable(id="endpoint-models", cursor_type="row")
 
     def on_mount(self) -> None:
@@ -125,7 +135,8 @@ class EndpointModelsScreen(ModalScreen[str | None]):
         try:
             models = list_models(self.url, self.api_key)
         except EndpointError as exc:
-            self.app.call_from_thread(self.app.notify, str(exc), severity="error", timeout=10)
+            self.app.call_from_thread(self.app.notify, printable(str(exc)), severity="error", timeout=10,
+                                      markup=False)
             return
         self.app.call_from_thread(self._show, models)
 
@@ -133,8 +144,10 @@ class EndpointModelsScreen(ModalScreen[str | None]):
         table = self.query_one(DataTable)
         for m in models:
             ctx = m.get("max_model_len") or m.get("meta", {}).get("n_ctx_train") or ""
-            table.add_row(Text(str(m.get("id"))), Text(f"{ctx:,}" if isinstance(ctx, int) else str(ctx)),
-                          Text(str(m.get("owned_by", ""))), key=str(m.get("id")))
+            # a server's answer is as untrusted as a file: nothing in it reaches the terminal raw
+            table.add_row(Text(printable_line(str(m.get("id")))),
+                          Text(f"{ctx:,}" if isinstance(ctx, int) else printable_line(str(ctx))),
+                          Text(printable_line(str(m.get("owned_by", "")))), key=str(m.get("id")))
 
     @on(DataTable.RowSelected)
     def _chosen(self, event: DataTable.RowSelected) -> None:

@@ -12,7 +12,7 @@ from textual.widgets import Input, Label, ListItem, ListView
 
 from qwen_chat.store.database import MARK_END, MARK_START, SearchHit, Store
 from qwen_chat.store.records import StoreError
-from qwen_chat.tui.printable import printable
+from qwen_chat.tui.printable import printable, printable_line
 
 
 def highlighted(snippet: str) -> Text:
@@ -28,7 +28,7 @@ def highlighted(snippet: str) -> Text:
 
 class HitItem(ListItem):
     def __init__(self, hit: SearchHit) -> None:
-        line = Text(f"{hit.title[:30]:30} ", style="bold") + Text(f"{hit.role:9} ", style="dim")
+        line = Text(f"{printable_line(hit.title)[:30]:30} ", style="bold") + Text(f"{hit.role:9} ", style="dim")
         super().__init__(Label(line + highlighted(hit.snippet), markup=False))
         self.hit = hit
 
@@ -55,7 +55,7 @@ class SearchScreen(ModalScreen[SearchHit | None]):
         try:
             hits = self.store.search(text)
         except StoreError as exc:
-            self.app.call_from_thread(self.app.notify, str(exc), severity="error")
+            self.app.call_from_thread(self.app.notify, printable(str(exc)), severity="error", markup=False)
             return
         self.app.call_from_thread(self._show, text, hits)
 

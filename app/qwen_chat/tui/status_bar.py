@@ -8,6 +8,7 @@ from textual.widgets import Static
 from qwen_chat.qwen3.template import Variant
 from qwen_chat.session.chat import ChatSession
 from qwen_chat.store.records import Conversation
+from qwen_chat.tui.printable import printable_line
 
 
 def mode_label(session: ChatSession, conversation: Conversation | None) -> str:
@@ -42,4 +43,6 @@ class StatusBar(Static):
         if session.plan is not None and session.ready:
             parts.append(session.plan.short(session.gpu_layers))
         parts.append(self.state)
-        self.update(Text("  │  ".join(parts)))
+        # the model's name is a file name or what a server calls it, and the state may quote an error:
+        # either may hold control characters, drawn as symbols instead of reaching the terminal
+        self.update(Text(printable_line("  │  ".join(parts))))
