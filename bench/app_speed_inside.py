@@ -21,7 +21,8 @@ LAG_PROBE = 0.01  # seconds between the monitor's wake-ups
 
 
 def run_app(model: Path, stats: Path, replay: bool, prefill: int) -> None:
-    from qwen_chat.session.chat import ChatSession, LocalModel
+    from qwen_chat.session.chat import ChatSession
+    from qwen_chat.session.sources import LocalModel
     from qwen_chat.store.database import Store
 
     engine = _scripted_engine(prefill)(lambda event: None) if replay else None

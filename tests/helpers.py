@@ -102,7 +102,8 @@ def make_app(db: Path | Store, model: Path | None = None, n_ctx: int = 4096,
     """The one place tests build the app: on a local `model`, or on an OpenAI-compatible `endpoint`
     (url, api key, model). `db` is the SQLite file, or a Store the caller closes. `engine` replaces llama.cpp
     (a FakeEngine: scripted, deterministic replies; the model file is still read and planned for)."""
-    from qwen_chat.session.chat import ChatSession, LocalModel, Server
+    from qwen_chat.session.chat import ChatSession
+    from qwen_chat.session.sources import LocalModel, Server
     from qwen_chat.tui.app import QwenChatApp  # here, so that engine-only tests do not import the app
 
     store = db if isinstance(db, Store) else Store(db)

@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import pytest
 
 ERROR_CODES = {404: "EntryNotFound", 401: "GatedRepo", 403: "GatedRepo"}
+LISTING = ":listing"  # the path Hub.fault_listing files a repo's API faults under
+INVALID_TOKEN = "Invalid credentials in Authorization header"  # huggingface.co's words for a token it does not know
 
 
 @dataclass
@@ -77,6 +79,10 @@ class Hub:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
+        # The tokens that exist: a request bearing any other is answered 401 on every route, as huggingface.co
+        # answers a mistyped or expired token. None: every token exists (a gated repo then answers 403).
+        self.tokens: set[str] | None = None
+        self.fail_all: int | None = None  # answer every request with this status (a hub that is down)
 
     # --- setup ---------------------------------------------------------------------------------------------------
 
@@ -93,6 +99,10 @@ class Hub:
         fault = Fault(**kw)  # type: ignore[arg-type]
         self.faults[(repo_id, path)] = fault
         return fault
+
+    def fault_listing(self, repo_id: str, **kw: object) -> Fault:
+        """A fault on the repo's API routes (the file listing); `status` and `times` apply."""
+        return self.fault(repo_id, LISTING, **kw)
 
     def clear_faults(self) -> None:
         self.faults.clear()
@@ -203,6 +213,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._route()
 
     def _route(self) -> None:
+        if self.owner.fail_all is not None:
+            self._error(self.owner.fail_all, None, f"injected {self.owner.fail_all}")
+            return
+        auth = self.headers.get("Authorization", "")
+        if auth and self.owner.tokens is not None and auth.removeprefix("Bearer ") not in self.owner.tokens:
+            self._error(401, None, INVALID_TOKEN)
+            return
         parts = urlsplit(self.path)
         path = parts.path
         query = parse_qs(parts.query)
@@ -225,6 +242,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         repo_id = f"{unquote(segments[0])}/{unquote(segments[1])}"
         tail = segments[2:]
+        fault = self.owner.faults.get((repo_id, LISTING))
+        if fault is not None and fault.status is not None and (fault.times is None or fault.used < fault.times):
+            fault.used += 1
+            self._error(fault.status, None, f"injected {fault.status}")
+            return
         repo = self._repo(repo_id)
         if repo is None:
             return

@@ -7,8 +7,9 @@ import queue
 from pathlib import Path
 
 from qwen_chat.engines.protocol import Loaded, Token
-from qwen_chat.session.chat import ChatSession, LocalModel
+from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.events import AnswerSaved, AnswerStarted, Notice, UserSaved
+from qwen_chat.session.sources import LocalModel
 from qwen_chat.store.database import Store
 
 from fake_engine import FakeEngine, Reply

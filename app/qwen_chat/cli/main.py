@@ -16,7 +16,7 @@ from qwen_chat.cli import output
 from qwen_chat.cli.parser import parser
 
 if TYPE_CHECKING:  # --help and --version must not import the store (sqlite-utils) or anything heavy
-    from qwen_chat.session.chat import LocalModel, Server
+    from qwen_chat.session.sources import LocalModel, Server
     from qwen_chat.store.database import Store
 
 INTERRUPTED = 130  # what shells report for a program stopped by SIGINT (128 + 2)
@@ -132,7 +132,7 @@ def _chat_local(model: Path, n_ctx: int | None) -> int:
     last.parent.mkdir(parents=True, exist_ok=True)
     last.write_text(str(info.path.resolve()), encoding="utf-8")
 
-    from qwen_chat.session.chat import LocalModel
+    from qwen_chat.session.sources import LocalModel
 
     return _run_app(store, LocalModel(info.path, n_ctx))
 
@@ -240,6 +240,6 @@ def _chat_endpoint(args: argparse.Namespace) -> int:
         output.error(exc)
         return 1
     remember(target, args.api_key, args.save_endpoint)
-    from qwen_chat.session.chat import Server
+    from qwen_chat.session.sources import Server
 
     return _run_app(store, Server(target.url, target.api_key, target.model))

@@ -12,7 +12,7 @@ from qwen_chat.cli import output
 from qwen_chat.cli.output import one_line
 from qwen_chat.models.catalog import CatalogError, find_model
 from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.downloads import DownloadCancelled, DownloadError, human, pull
+from qwen_chat.models.downloads import DownloadCancelled, DownloadError, already_downloaded, human, pull
 from qwen_chat.models.gguf_files import ModelFileError
 from qwen_chat.models.gguf_merge_plan import MergeError
 from qwen_chat.models.gguf_split import MergeInterrupted, merge_shards
@@ -70,9 +70,13 @@ def run_pull(ref: str, keep_shards: bool = False) -> int:
     cancel = threading.Event()
     try:
         model_id, quant = pick_quant(ref)
-        output.note(f"pulling {model_id}:{quant}")
-        line = ProgressLine()
-        paths = pull(model_id, quant, progress=line, cancel=cancel, file_progress=line.file)
+        paths = already_downloaded(model_id, quant)  # found without the network: nothing is listed or fetched
+        if paths:
+            output.note(f"{model_id}:{quant} is already downloaded and verified; nothing to fetch.")
+        else:
+            output.note(f"pulling {model_id}:{quant}")
+            line = ProgressLine()
+            paths = pull(model_id, quant, progress=line, cancel=cancel, file_progress=line.file)
     except (KeyboardInterrupt, DownloadCancelled):
         cancel.set()
         output.note("\nstopped; the partial file is kept: run the same command to resume.")

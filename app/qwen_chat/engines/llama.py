@@ -20,6 +20,7 @@ from qwen_chat.engines.llama_setup import (
     LogWriter,
     cache_and_rope,
     expert_overrides,
+    forget_llama_errors,
     load_failure_message,
     model_params_hook,
     route_llama_logs,
@@ -87,6 +88,7 @@ class Engine(RequestWorker):
         route_llama_logs()
         self._unload()
         self._cancel.clear()
+        forget_llama_errors()  # a failure message quotes this load's errors, never an earlier one's
         started = time.perf_counter()
         try:
             llm = self._open(request)

@@ -5,10 +5,12 @@ message for a load that failed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import io
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +23,12 @@ llama_log = logging.getLogger("qwen_chat.llama_cpp")
 
 # enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line)
 _LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_CONT = 5
 _log_callback_ref: Any = None
 _last_level = logging.INFO
+# The last error lines llama.cpp logged since the current load began: a refused file's real cause (a duplicated
+# tensor, a shard out of place, an unknown architecture) is only ever in the log, the exception says "failed".
+_recent_errors: collections.deque[str] = collections.deque(maxlen=8)
 
 
 def route_llama_logs() -> None:
@@ -39,9 +45,38 @@ def route_llama_logs() -> None:
         message = text.decode("utf-8", "replace").rstrip("\n")
         if message:
             llama_log.log(_last_level, message)
+            if _last_level >= logging.ERROR:
+                _keep_error(message, continued=level == _CONT)
 
     _log_callback_ref = _callback  # ctypes callbacks must outlive every call from C
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+def _keep_error(message: str, continued: bool) -> None:
+    if continued and _recent_errors:
+        _recent_errors[-1] += message  # llama.cpp's CONT level goes on with the previous line
+    else:
+        _recent_errors.append(message.strip())
+
+
+def forget_llama_errors() -> None:
+    """Called as a load starts: only that load's errors are reported for it."""
+    _recent_errors.clear()
+
+
+# lines that only say that the load failed, not why
+_GENERIC = re.compile(r"failed to load model|error loading model$", re.IGNORECASE)
+_PREFIX = re.compile(r"^\w+: (?:error loading model: )?")  # the C function's name, and the wrapper's words
+
+
+def llama_error_detail() -> str | None:
+    """llama.cpp's own reason for the last failure: the first line since the load began that says more than
+    "failed" (the root cause comes first; the lines after it report the failure up the call chain)."""
+    lines = [_PREFIX.sub("", line).strip() for line in list(_recent_errors)]
+    telling = [line for line in lines if line and not _GENERIC.search(line)]
+    if telling:
+        return telling[0]
+    return lines[-1] if lines else None
 
 
 class LogWriter(io.TextIOBase):
@@ -119,8 +154,14 @@ def load_failure_message(request: LoadRequest, exc: Exception) -> str:
     from qwen_chat.system.paths import log_dir
 
     text = str(exc)
+    detail = llama_error_detail()
+    details = f"Details: {log_dir() / 'llama.log'}"
     if "context" in text.lower():
-        return (f"llama.cpp could not create a {request.n_ctx:,}-token context for {request.model_path.name}: "
-                f"most likely not enough memory. Try a smaller --ctx. Details: {log_dir() / 'llama.log'}")
+        said = f" (llama.cpp: {detail})" if detail else ""
+        return (f"llama.cpp could not create a {request.n_ctx:,}-token context for {request.model_path.name}"
+                f"{said}: most likely not enough memory. Try a smaller --ctx. {details}")
+    if detail:
+        return (f"llama.cpp could not load {request.model_path.name}: {detail}. The file may be damaged or made "
+                f"for a newer llama.cpp. {details}")
     return (f"llama.cpp could not load {request.model_path.name} ({text}). The file may be damaged or made for "
-            f"a newer llama.cpp. Details: {log_dir() / 'llama.log'}")
+            f"a newer llama.cpp. {details}")

@@ -17,7 +17,7 @@ from typing import Any
 
 from qwen_chat.models.catalog import CatalogError, find_model
 from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.downloads import DownloadCancelled, DownloadError, pull
+from qwen_chat.models.downloads import DownloadCancelled, DownloadError, already_downloaded, pull
 from qwen_chat.models.gguf_files import ModelFileError
 from qwen_chat.models.gguf_merge_plan import MergeError
 from qwen_chat.models.gguf_split import merge_shards
@@ -172,8 +172,10 @@ class DownloadQueue:
             progress(done, total, name)
 
         try:
-            paths = pull(job.ref, None, self.dest_dir, progress=progress_with_file, cancel=stop,
-                         file_progress=file_progress)
+            # a model finished before needs no listing: the hub may be unreachable or failing right now
+            already = already_downloaded(job.ref, None, self.dest_dir)
+            paths = already or pull(job.ref, None, self.dest_dir, progress=progress_with_file, cancel=stop,
+                                    file_progress=file_progress)
         except DownloadCancelled:
             self._after_stop(job.id)
             return
@@ -183,6 +185,10 @@ class DownloadQueue:
             else:
                 self._update(job.id, state="failed", speed=0.0, message=str(exc))
             return
+        self._finish(job, paths, stop, already=already is not None)
+
+    def _finish(self, job: Job, paths: list[Path], stop: threading.Event, already: bool) -> None:
+        """The files are on disk and verified: merge a split set, and say so."""
         path = paths[0]
         if len(paths) > 1:
             self._update(job.id, state="merging", speed=0.0)
@@ -192,6 +198,11 @@ class DownloadQueue:
             except MergeError as exc:
                 note = f"{exc} The shards load as they are."
             self._update(job.id, state="done", path=path, message=note, done=job.total or self._jobs[job.id].total)
+            return
+        if already:  # nothing came in, so no progress was reported: show it complete
+            size = path.stat().st_size
+            self._update(job.id, state="done", path=path, speed=0.0, done=size, total=size, file=path.name,
+                         message="already downloaded and verified; nothing fetched")
             return
         self._update(job.id, state="done", path=path, speed=0.0, message="downloaded and verified")
 

@@ -37,6 +37,7 @@ from qwen_chat.models.download_state import (
     remaining_bytes,
     resumable_bytes,
     sidecar,
+    verified_copy,
 )
 from qwen_chat.models.gguf_files import ModelFileError, check_magic
 from qwen_chat.models.hub import HubError, RemoteFile
@@ -260,7 +261,8 @@ class _Fetch:
             if status == 416 and self.done:
                 return True  # the server has no bytes past ours
             if status >= 400:
-                raise hub.error_for_status(status, dict(response.headers), self.repo, self.remote.path)
+                raise hub.error_for_status(status, dict(response.headers), self.repo, self.remote.path,
+                                           token=self.token)
             if self.done and (status != 206 or not _range_starts_at(response, self.done)):
                 self.done, self.digest, self.before = 0, hashlib.sha256(), 0  # the range was ignored: start over
             self._save_body(response)
@@ -347,6 +349,43 @@ def choose_quant(model: CatalogModel, quant: str | None) -> Quant:
     return found
 
 
+def _target(ref: str, quant: str | None, dest_dir: Path | None) -> tuple[CatalogModel, Quant, Path]:
+    model, named = find_model(ref, load_models())
+    chosen = choose_quant(model, quant) if quant is not None or named is None else named
+    return model, chosen, Path(dest_dir) if dest_dir is not None else models_dir()
+
+
+def _on_disk(chosen: Quant, dest_dir: Path) -> list[Path] | None:
+    merged = merged_copy(chosen, dest_dir)
+    if merged is not None:
+        return [merged]  # merged earlier and its shards removed: nothing to fetch again
+    return verified_copy(chosen, dest_dir)  # every file hashed against the hub's sha256 before
+
+
+def already_downloaded(ref: str, quant: str | None = None, dest_dir: Path | None = None) -> list[Path] | None:
+    """The quant's files when a pull finished them before (verified, or merged), found without the network; else
+    None. `pull` returns these too, so callers ask only to say "already downloaded"."""
+    _, chosen, dest_dir = _target(ref, quant, dest_dir)
+    return _on_disk(chosen, dest_dir)
+
+
+def list_remote_files(repo: str, token: str | None) -> tuple[str, list[RemoteFile]]:
+    """The hub's listing (hub.list_files), tried again after a server error like a file download is.
+
+    A dropped connection is tried again once only: without a network every try fails, and the user waits.
+    """
+    attempts = 0
+    while True:
+        try:
+            return hub.list_files(repo, token=token)
+        except HubError as exc:
+            limit = SERVER_ERROR_RETRIES if exc.status is not None else 1
+            if not exc.retryable or attempts >= limit:
+                raise
+            attempts += 1
+            time.sleep(RETRY_DELAYS[min(attempts, len(RETRY_DELAYS)) - 1])
+
+
 def pull(ref: str, quant: str | None = None, dest_dir: Path | None = None, progress: Progress | None = None,
          cancel: Cancel = None, file_progress: Progress | None = None) -> list[Path]:
     """Download a catalog model's quant (all parts of a split one) into the models folder; returns the paths.
@@ -354,15 +393,13 @@ def pull(ref: str, quant: str | None = None, dest_dir: Path | None = None, progr
     `progress(done, total, file_name)` counts bytes over all files of the quant; `file_progress` the same for
     the file being downloaded.
     """
-    model, named = find_model(ref, load_models())
-    chosen = choose_quant(model, quant) if quant is not None or named is None else named
-    dest_dir = Path(dest_dir) if dest_dir is not None else models_dir()
-    merged = merged_copy(chosen, dest_dir)
-    if merged is not None:
-        return [merged]  # merged earlier and its shards removed: nothing to fetch again
+    model, chosen, dest_dir = _target(ref, quant, dest_dir)
+    on_disk = _on_disk(chosen, dest_dir)
+    if on_disk is not None:
+        return on_disk
     token = hub.token()
     try:
-        commit, listing = hub.list_files(model.repo, token=token)
+        commit, listing = list_remote_files(model.repo, token)
     except HubError as exc:
         if str(exc) == hub.OFFLINE_MESSAGE:
             local = local_copy(chosen, dest_dir)

@@ -10,6 +10,7 @@ from typing import Any
 from qwen_chat.models.gguf_header import GGUFHeader, HeaderError, read_header
 
 GGUF_MAGIC = b"GGUF"
+SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 # general.file_type values that mean "not quantized" (llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_BF16).
 _UNQUANTIZED_FILE_TYPES = {0, 1, 32}
@@ -112,6 +113,11 @@ def read_model_info(path: Path) -> ModelInfo:
     path = Path(path).expanduser()
     shards = shard_set(path)
     headers = [_read_shard(s) for s in shards]
+    # llama.cpp would refuse a foreign or swapped shard too, but say why only in its log
+    if len(shards) > 1:
+        check_split_set(shards, headers)
+    else:
+        _check_not_a_renamed_shard(path, headers[0])
     meta = headers[0].metadata
     ids = (meta.get(k) for k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"))
     special = {i for i in ids if isinstance(i, int)}
@@ -148,6 +154,71 @@ def read_model_info(path: Path) -> ModelInfo:
         n_vocab=headers[0].array_lengths.get("tokenizer.ggml.tokens", 0),
         headers=tuple(headers),
     )
+
+
+def check_split_set(shards: tuple[Path, ...], headers: list[GGUFHeader]) -> int:
+    """That the shards are one model's complete set, each in its place; returns its tensor count.
+
+    The checks llama.cpp makes while loading (split.no per file, no tensor twice, the tensor count) and a few
+    more (each shard's split.count and tensor count, the model name), each failure naming the shard: llama.cpp
+    says why only in its log.
+    """
+    n, first = len(shards), shards[0].name
+    meta0 = headers[0].metadata
+    if SPLIT_COUNT not in meta0:
+        raise ModelFileError(f"{first} is named like the first of {n} shards but has no split metadata: it is not "
+                             "part of a split model. Give it its own name back (without -00001-of-...).")
+    if meta0[SPLIT_COUNT] != n:
+        raise ModelFileError(f"{first} says split.count = {meta0[SPLIT_COUNT]!r} but its name says {n} shards: "
+                             "the file was renamed or belongs to another model.")
+    total = meta0.get(SPLIT_TENSORS)
+    seen: dict[str, str] = {}  # tensor name -> the shard that holds it
+    for index, (path, header) in enumerate(zip(shards, headers, strict=True)):
+        _check_shard_place(index, path, header, n, total, headers[0])
+        for t in header.tensors:
+            if t.name in seen:
+                raise ModelFileError(f"{path.name} does not belong to this split model ({first}): tensor {t.name} "
+                                     f"is in {seen[t.name]} too; put the right shard in its place (download it "
+                                     "again).")
+            seen[t.name] = path.name
+    if len(seen) != total:
+        raise ModelFileError(f"the shards of {first} hold {len(seen)} tensors but split.tensors.count says "
+                             f"{total!r}: a shard is from another model or damaged. Download the set again.")
+    return int(total)
+
+
+def _check_shard_place(index: int, path: Path, header: GGUFHeader, n: int, total: Any, first: GGUFHeader) -> None:
+    """Shard `index` (0-based) says it is that part of an `n`-shard set of `total` tensors, of the same model."""
+    meta = header.metadata
+    foreign = f"{path.name} does not belong to this split model"
+    fix = "; put the right shard in its place (download it again)."
+    no, count = meta.get(SPLIT_NO), meta.get(SPLIT_COUNT)
+    if count != n:
+        raise ModelFileError(f"{foreign}: it is part of a {count!r}-shard set, not {n}{fix}")
+    if no != index:
+        part = f"part {no + 1} of {count}" if isinstance(no, int) else "no part at all"
+        raise ModelFileError(
+            f"{path.name} does not belong in this place: shard {index + 1} says it is {part} (its split.no is "
+            f"{no!r}, expected {index}). The shards were renamed or swapped: give each its own name back, or "
+            "download the set again.")
+    if meta.get(SPLIT_TENSORS) != total:
+        raise ModelFileError(f"{foreign}: it belongs to another split set ({meta.get(SPLIT_TENSORS)!r} tensors, "
+                             f"not {total!r}){fix}")
+    for key in ("general.architecture", "general.name"):
+        if index and key in meta and meta[key] != first.metadata.get(key):
+            raise ModelFileError(f"{foreign}: its {key} is {meta[key]!r}, shard 1 has "
+                                 f"{first.metadata.get(key)!r}{fix}")
+
+
+def _check_not_a_renamed_shard(path: Path, header: GGUFHeader) -> None:
+    """A shard under a plain name: llama.cpp finds the other shards by their -0000i-of-0000N names only."""
+    count, no = header.metadata.get(SPLIT_COUNT), header.metadata.get(SPLIT_NO)
+    if not isinstance(count, int) or count <= 1:
+        return  # a single file (a merged one says split.count = 0)
+    part = f"part {no + 1}" if isinstance(no, int) else "a part"
+    raise ModelFileError(f"{path.name} is {part} of a {count}-shard split model under another name: llama.cpp "
+                         f"finds the other shards only by their -0000i-of-{count:05d} names. Give the shards their "
+                         f"names back (the first ends in -00001-of-{count:05d}.gguf) and open the first.")
 
 
 def _token_text(meta: dict[str, Any], tokens: Any, key: str) -> str:

@@ -10,13 +10,12 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_chat.models.gguf_files import ModelFileError, shard_set
+from qwen_chat.models.gguf_files import SPLIT_COUNT, ModelFileError, check_split_set, shard_set
 from qwen_chat.models.gguf_header import GGUFHeader, HeaderError, TensorInfo, read_header
 from qwen_chat.models.gguf_raw import UINT16, kv_bytes, kv_records, tensor_info_bytes
 
 GGUF_VERSION = 3
 SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}(?=\.gguf$)")
-SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
 
 
 class MergeError(Exception):
@@ -107,36 +106,11 @@ def _read_shard(path: Path) -> tuple[GGUFHeader, int]:
 
 
 def _check_set(shards: tuple[Path, ...], headers: list[GGUFHeader]) -> int:
-    """That the shards are one model's complete set, in order; returns its tensor count."""
-    n = len(shards)
-    meta0 = headers[0].metadata
-    if meta0.get(SPLIT_COUNT) != n:
-        raise MergeError(f"{shards[0].name} says split.count = {meta0.get(SPLIT_COUNT)!r} but its name says "
-                         f"{n} shards: the file was renamed or belongs to another model.")
-    total = meta0.get(SPLIT_TENSORS)
-    seen: set[str] = set()
-    for index, (path, header) in enumerate(zip(shards, headers, strict=True)):
-        meta = header.metadata
-        foreign = f"{path.name} does not belong to this split model ({shards[0].name})"
-        fix = "; put the right shard in its place (download it again)."
-        if meta.get(SPLIT_NO) != index:
-            raise MergeError(f"{foreign}: its split.no is {meta.get(SPLIT_NO)!r}, expected {index}{fix}")
-        if meta.get(SPLIT_COUNT) != n:
-            raise MergeError(f"{foreign}: it is part of a {meta.get(SPLIT_COUNT)!r}-shard set{fix}")
-        if meta.get(SPLIT_TENSORS) != total:
-            raise MergeError(f"{foreign}: it says the model has {meta.get(SPLIT_TENSORS)!r} tensors, "
-                             f"shard 1 says {total!r}{fix}")
-        for key in ("general.architecture", "general.name"):
-            if index and key in meta and meta[key] != meta0.get(key):
-                raise MergeError(f"{foreign}: its {key} is {meta[key]!r}, shard 1 has {meta0.get(key)!r}{fix}")
-        for t in header.tensors:
-            if t.name in seen:
-                raise MergeError(f"{foreign}: tensor {t.name} appears in an earlier shard too{fix}")
-            seen.add(t.name)
-    if len(seen) != total:
-        raise MergeError(f"the shards of {shards[0].name} hold {len(seen)} tensors but split.tensors.count says "
-                         f"{total!r}: a shard is from another model or damaged. Download the set again.")
-    return total
+    """That the shards are one model's complete set, in order (the same check a load makes); their tensor count."""
+    try:
+        return check_split_set(shards, headers)
+    except ModelFileError as exc:
+        raise MergeError(str(exc)) from None
 
 
 def _merged_metadata(first: Path, header: GGUFHeader) -> tuple[bytes, int]:

@@ -80,7 +80,7 @@ def list_files(repo: str, revision: str = "main", token: str | None = None) -> t
     try:
         info = api.model_info(repo, revision=revision, files_metadata=True, timeout=60)
     except Exception as exc:  # every failure is translated below
-        raise map_error(exc, repo, revision=revision) from exc
+        raise map_error(exc, repo, revision=revision, token=token) from exc
     if not info.sha:
         raise HubError(f"the hub did not say which commit {repo}@{revision} is; try again")
     files = []
@@ -135,28 +135,73 @@ def gated_message(repo: str) -> str:
             "`qwen-chat login` or set HF_TOKEN")
 
 
-def map_error(exc: BaseException, repo: str, path: str | None = None, revision: str | None = None) -> HubError:
-    """A huggingface_hub / httpx exception as a HubError with an actionable message."""
+def needs_token_message(repo: str) -> str:
+    """A 401 when no token was sent: the repository wants one."""
+    return (f"this repository ({repo}) needs a Hugging Face token and none is set: it is gated or private; accept "
+            f"its license at {WEBSITE}/{repo} and log in with `qwen-chat login` or set HF_TOKEN")
+
+
+def token_refused_message(repo: str, token: str | None) -> str:
+    """A 401 when a token was sent: the hub did not accept the token itself (a gated repo it cannot open is 403)."""
+    return (f"your Hugging Face token was refused (401): it may be mistyped, expired or lack access to {repo}; "
+            f"{_replace_token_hint(token)}")
+
+
+def no_access_message(repo: str) -> str:
+    """A 403 with a token: the hub knows the token, but its account has not been given access."""
+    return (f"{repo} is gated or private and your Hugging Face token has no access to it (403): accept its license "
+            f"at {WEBSITE}/{repo} with the account the token belongs to, or log in with a token that has access "
+            "(`qwen-chat login`)")
+
+
+def _replace_token_hint(token: str | None) -> str:
+    """How to replace the token in use: a new `qwen-chat login` does not help while one found earlier is set."""
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):  # huggingface_hub reads the second one too
+        if token is not None and os.environ.get(variable, "").strip() == token:
+            return f"it comes from {variable}, which is used before any stored login: fix or unset {variable}"
+    try:
+        from_hf_login = token is not None and _hf_stored_token() == token
+    except Exception:  # a broken token file: the token in use came from elsewhere
+        from_hf_login = False
+    if from_hf_login:
+        return ("it comes from huggingface_hub's own login, which is used before the one `qwen-chat login` stores: "
+                "replace it with `hf auth login`, or remove it with `hf auth logout`")
+    return "run `qwen-chat login` to replace it"
+
+
+def _auth_error(status: int | None, repo: str, token: str | None, gated: bool) -> HubError | None:
+    """401 and 403 say different things with and without a token."""
+    if status == 401:
+        return HubError(token_refused_message(repo, token) if token else needs_token_message(repo), status=status)
+    if status == 403 or gated:
+        return HubError(no_access_message(repo) if token else gated_message(repo), status=status)
+    return None
+
+
+def map_error(exc: BaseException, repo: str, path: str | None = None, revision: str | None = None,
+              token: str | None = None) -> HubError:
+    """A huggingface_hub / httpx exception as a HubError with an actionable message; `token` is the one sent."""
     what = f"{repo}/{path}" if path else repo
     if isinstance(exc, HubError):
         return exc
     if isinstance(exc, OfflineModeIsEnabled) or (isinstance(exc, LocalEntryNotFoundError) and offline()):
         return HubError(OFFLINE_MESSAGE)
     status = _status(exc)
-    if isinstance(exc, GatedRepoError) or status == 403:
-        return HubError(gated_message(repo), status=status)
+    gated = isinstance(exc, GatedRepoError)  # a RepositoryNotFoundError too
+    if isinstance(exc, RepositoryNotFoundError) and not gated and status == 401 and not token:
+        # without a token the hub answers 401 for a private repo and for one that does not exist alike
+        return HubError(f"repo not found: {repo}: check the name. If it is private or gated, "
+                        + gated_message(repo).split(": ", 1)[1], status=status)
+    auth = _auth_error(status, repo, token, gated)
+    if auth is not None:
+        return auth
     if isinstance(exc, RevisionNotFoundError):
         return HubError(f"revision {revision!r} not found in {repo}: check the name of the branch, tag or commit",
                         status=status)
     if isinstance(exc, EntryNotFoundError):
         return HubError(f"file not found on the hub: {what}; the catalog may be out of date", status=status)
     if isinstance(exc, RepositoryNotFoundError):
-        if status == 401:
-            return HubError(f"repo not found: {repo}: check the name. If it is private or gated, "
-                            + gated_message(repo).split(": ", 1)[1], status=status)
         return HubError(f"repo not found: {repo}: check the name", status=status)
-    if status == 401:
-        return HubError(gated_message(repo), status=status)
     if status == 404:
         return HubError(f"not found on the hub: {what}: check the name", status=status)
     if status == 429:
@@ -173,11 +218,13 @@ def map_error(exc: BaseException, repo: str, path: str | None = None, revision: 
     return HubError(f"hub request for {what} failed: {_first_line(exc)}")
 
 
-def error_for_status(status: int, headers: dict[str, str], repo: str, path: str) -> HubError:
-    """For a raw response (our own downloads): the same messages as `map_error`."""
+def error_for_status(status: int, headers: dict[str, str], repo: str, path: str,
+                     token: str | None = None) -> HubError:
+    """For a raw response (our own downloads): the same messages as `map_error`; `token` is the one sent."""
     code = headers.get("x-error-code") or headers.get("X-Error-Code") or ""
-    if code == "GatedRepo" or status in (401, 403):
-        return HubError(gated_message(repo), status=status)
+    auth = _auth_error(status, repo, token, code == "GatedRepo")
+    if auth is not None:
+        return auth
     if code == "RepoNotFound":
         return HubError(f"repo not found: {repo}: check the name", status=status)
     if code == "RevisionNotFound":

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
+from qwen_chat.engines.protocol import Done
 from qwen_chat.qwen3.thinking import StreamText
+from qwen_chat.session.events import Notice
 from qwen_chat.store.database import Store
-from qwen_chat.store.records import StoreError
+from qwen_chat.store.records import Message, Stats, StoreError
 
 log = logging.getLogger("qwen_chat.session.answer_writer")
 
@@ -75,3 +78,33 @@ class AnswerWriter:
             self._store.save_partial(message_id, text.thinking, text.answer)
         except StoreError as exc:  # a busy database only delays this save; the final one retries
             log.info("partial save of message %s skipped: %s", message_id, exc)
+
+
+def save_final(store: Store, message_id: int, done: Done | None, streamed: StreamText, error: str,
+               tell: Callable[[Notice], object]) -> Message | None:
+    """Store an answer's final state (retried while the database is busy) and return it as stored; None when
+    it cannot be read back (the user is told why). `done` is None when generation failed with `error`."""
+    thinking = done.thinking if done else streamed.thinking
+    answer = done.answer if done else streamed.answer
+    status, closed, stats = "failed", False, Stats()
+    if done is not None:
+        status = {"stop": "complete", "length": "stopped", "stopped": "stopped"}.get(done.finish, "complete")
+        if done.finish == "length":
+            error = f"reached the output limit ({done.completion_tokens:,} tokens)"
+        closed = done.thinking_closed
+        stats = Stats(done.prompt_tokens, done.completion_tokens, done.prompt_seconds, done.generation_seconds,
+                      done.tokens_per_second)
+    for attempt in range(5):
+        try:
+            store.finish_answer(message_id, status, thinking, answer, closed, stats, error,
+                                thinking_cut_at=done.thinking_cut_at if done else None)
+            break
+        except StoreError as exc:
+            if attempt == 4:
+                tell(Notice(f"The answer could not be saved: {exc}", error=True))
+            time.sleep(0.2 * (attempt + 1))
+    try:
+        return store.message(message_id)
+    except StoreError as exc:
+        tell(Notice(str(exc), error=True))
+        return None

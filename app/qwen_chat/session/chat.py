@@ -8,12 +8,10 @@ hand them over. The engine's thread starts on the first load, not in the constru
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from qwen_chat.config.presets import sampling_for, thinking_budget_for
 from qwen_chat.engines.protocol import (
@@ -23,15 +21,10 @@ from qwen_chat.engines.protocol import (
     Failed,
     GenerateRequest,
     Loaded,
-    LoadRequest,
     Token,
     Trimmed,
 )
-from qwen_chat.models import fit_memory
-from qwen_chat.models.gguf_files import ModelInfo
-from qwen_chat.models.planner import Plan
 from qwen_chat.qwen3.template import (
-    ChatTemplate,
     Variant,
     apply_mode_command,
     command_of,
@@ -40,7 +33,7 @@ from qwen_chat.qwen3.template import (
 )
 from qwen_chat.qwen3.thinking import StreamText
 from qwen_chat.session import commands
-from qwen_chat.session.answer_writer import AnswerWriter
+from qwen_chat.session.answer_writer import AnswerWriter, save_final
 from qwen_chat.session.events import (
     AnswerSaved,
     AnswerStarted,
@@ -50,31 +43,15 @@ from qwen_chat.session.events import (
     SessionEvent,
     UserSaved,
 )
-from qwen_chat.session.model_loading import prepare_load, with_fewer_layers
+from qwen_chat.session.model_side import ModelSide
 from qwen_chat.session.prompt import answer_input, sendable
+from qwen_chat.session.sources import Server, Source, looks_quantized, remote_engine
 from qwen_chat.store.database import Store
-from qwen_chat.store.records import Conversation, Message, Stats, StoreError
-from qwen_chat.system.hardware import Machine
+from qwen_chat.store.records import Attachment, Conversation, Message, StoreError
 
 SAVE_EVERY = 0.5  # seconds between partial-answer saves while streaming
 BUSY = "An answer is still being written: press Esc to stop it first."
 LOADING = "The model is still loading; your message was not sent."
-
-
-@dataclass(frozen=True)
-class LocalModel:
-    path: Path
-    n_ctx: int | None = None  # None: the [chat] context setting, else what the planner picks
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    api_key: str | None = None
-    model: str | None = None
-
-
-Source = LocalModel | Server
 
 
 @dataclass
@@ -86,127 +63,17 @@ class _Streaming:
     turn_starts: tuple[int, ...] = ()  # the first message id of each turn sent, oldest first (for trimming)
 
 
-def _local_engine(on_event: Callable[[EngineEvent], None]) -> ChatEngine:
-    from qwen_chat.engines.llama import Engine  # llama_cpp loads only when a local model does
-
-    return Engine(on_event)
-
-
-def _remote_engine(on_event: Callable[[EngineEvent], None], endpoint: Server) -> ChatEngine:
-    from qwen_chat.engines.http import RemoteEngine
-
-    return RemoteEngine(on_event, endpoint.url, endpoint.api_key, endpoint.model)
-
-
-class ChatSession:
+class ChatSession(ModelSide):
     def __init__(self, store: Store, sink: Callable[[SessionEvent], None] | None = None,
                  engine: ChatEngine | None = None, source: Source | None = None,
-                 remote: Callable[[Callable[[EngineEvent], None], Server], ChatEngine] = _remote_engine) -> None:
+                 remote: Callable[[Callable[[EngineEvent], None], Server], ChatEngine] = remote_engine) -> None:
         """`engine` replaces llama.cpp (the tests' FakeEngine); `remote` builds the engine for an endpoint."""
+        super().__init__(sink or (lambda event: None), engine, source, remote)
         self.store = store
-        self.sink: Callable[[SessionEvent], None] = sink or (lambda event: None)
-        self.source = source
         self._writer = AnswerWriter(store)  # every store write of a streaming answer: never the engine thread
-        self._local = engine
-        self._make_remote = remote
-        self.engine: ChatEngine | None = None
-        self._started = False
-        self.info: ModelInfo | None = None
-        self.remote_model: str | None = None  # set when talking to an HTTP endpoint
-        self.template: ChatTemplate | None = None
-        self.plan: Plan | None = None
-        self._load_request: LoadRequest | None = None
-        self._fit_key = ""
-        self._retried = False
-        self.n_ctx = 0
-        self.gpu_layers: int | None = None  # as actually loaded (after any retry with fewer layers)
-        self.ready = False
         self.context_used = 0
         self._lock = threading.Lock()
         self._streaming: _Streaming | None = None
-        self._fresh_context = True
-        self.planner_chose_context = True
-
-    # -- model --
-
-    @property
-    def model_name(self) -> str:
-        if self.remote_model:
-            return self.remote_model
-        if self.info:
-            return self.info.path.name
-        if isinstance(self.source, LocalModel):
-            return self.source.path.name
-        return self.source.url if isinstance(self.source, Server) else ""
-
-    @property
-    def variant(self) -> Variant:
-        if self.remote_model is not None:
-            return Variant.HYBRID  # a served Qwen3: thinking switches through chat_template_kwargs
-        return self.template.variant if self.template else Variant.NO_THINKING
-
-    def open(self, context: str = "auto") -> Plan | None:
-        """Load the source (a local file: planned first, may raise ModelFileError or DoesNotFit)."""
-        if isinstance(self.source, Server):
-            self.connect(self.source.url, self.source.api_key, self.source.model)
-            return None
-        if isinstance(self.source, LocalModel):
-            return self.load_model(self.source.path, self.source.n_ctx, context=context)
-        raise ValueError("no model chosen: pass --model FILE or --endpoint URL")
-
-    def connect(self, base_url: str, api_key: str | None = None, model: str | None = None) -> None:
-        """Use an OpenAI-compatible server (llama-server, vLLM, SGLang) instead of a local file."""
-        endpoint = Server(base_url, api_key, model)
-        self.source = endpoint
-        self._swap_engine(self._make_remote(self._on_engine_event, endpoint))
-        self.remote_model = model or ""
-        self.info, self.template, self.plan, self.ready = None, None, None, False
-        self._engine().load(LoadRequest(Path(base_url), 0))
-
-    def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None,
-                   context: str = "auto") -> Plan:
-        """Check the file, plan memory, then queue the load. Raises ModelFileError or DoesNotFit."""
-        prepared = prepare_load(path, n_ctx, machine, context)
-        if prepared.notice is not None:
-            self.sink(prepared.notice)
-        if self.remote_model is not None or self.engine is None:
-            self._swap_engine(self._local or _local_engine(self._on_engine_event))
-        self.source = LocalModel(path, n_ctx)
-        self.remote_model = None
-        self.planner_chose_context = prepared.planner_chose_context
-        self._fit_key, self._retried = prepared.fit_key, False
-        self.info, self.template, self.plan, self.ready = prepared.info, prepared.template, prepared.plan, False
-        self._load_request = prepared.request
-        self._engine().load(prepared.request)
-        return prepared.plan
-
-    def _swap_engine(self, engine: ChatEngine) -> None:
-        if self.engine is not None and self.engine is not engine:
-            self.engine.shutdown()
-        engine.on_event = self._on_engine_event
-        self.engine = engine.start()
-
-    def _engine(self) -> ChatEngine:
-        if self.engine is None:
-            raise StoreError("no model is loaded yet")
-        return self.engine
-
-    def change_context(self, key: str, machine: Machine | None = None) -> Plan:
-        """Re-plan for a context preset ("auto", "native", "64k", "128k", "256k") and reload the model in the
-        background; the conversation stays. Raises StoreError (cannot now), ValueError (not offered) or
-        DoesNotFit (memory), each with the reason."""
-        from qwen_chat.qwen3.context_presets import context_presets, preset_for
-
-        if self.info is None or self.template is None:
-            raise StoreError("the context is set by the server for an endpoint; load a local model to change it")
-        busy = self.busy()
-        if busy:
-            raise StoreError(busy)
-        preset = preset_for(key, self.info, self.variant)
-        if preset is None:
-            offered = ", ".join(p.key for p in context_presets(self.info, self.variant))
-            raise ValueError(f"{self.info.path.name} does not offer the context {key!r}; it offers: {offered}")
-        return self.load_model(self.info.path, preset.n_ctx, machine)
 
     @property
     def generating(self) -> bool:
@@ -262,22 +129,32 @@ class ChatSession:
     @property
     def quantized(self) -> bool:
         if self.remote_model is not None:
-            return _looks_quantized(self.model_name)
+            return looks_quantized(self.model_name)
         return self.info.quantized if self.info else True
 
-    def send(self, conversation_id: int, text: str) -> Message | None:
+    def send(self, conversation_id: int, text: str, files: tuple[Attachment, ...] = ()) -> Message | None:
         """Handle one line from the user: a command (/think, /no_think, /budget, /context), or a message to
         answer. Returns the stored user message, or None for a command. Raises StoreError if the message could
         not be saved (the caller keeps the text so nothing is lost)."""
         conversation = self.store.conversation(conversation_id)
-        if self._command(conversation, text):
+        if not files and self._command(conversation, text):
             return None
         with self._claim():
+            self._check_fits(files)
             thinking = self.thinking_now(conversation, adding=text)
-            user = self.store.add_user_message(conversation.id, text, "think" if thinking else "no_think")
+            user = self.store.add_user_message(conversation.id, text, "think" if thinking else "no_think", files)
             self.sink(UserSaved(user))
             self._answer(conversation, thinking)
             return user
+
+    def _check_fits(self, files: tuple[Attachment, ...]) -> None:
+        """Files that cannot fit the context are refused before anything is saved, with both sizes."""
+        size = sum(f.tokens for f in files)
+        room = self.n_ctx - self.context_used if self.n_ctx else 0
+        if files and self.n_ctx and size > room:
+            names = ", ".join(f.name for f in files)
+            raise StoreError(f"{names}: about {size:,} tokens, but the context has room for {max(room, 0):,} of its "
+                             f"{self.n_ctx:,} (F7 or /context for a larger one); nothing was sent")
 
     def _command(self, conversation: Conversation, text: str) -> bool:
         word, argument = commands.split_command(text)
@@ -399,30 +276,6 @@ class ChatSession:
                 self._loaded(event)
             self.sink(event)
 
-    def _loaded(self, event: Loaded) -> None:
-        if self.remote_model is not None:
-            self.remote_model = str(event.model_path)  # the served model's id
-        self.ready = True
-        self._fresh_context = True  # a new context may hold turns an earlier one had to leave out
-        self.context_used = 0
-        self.n_ctx = event.n_ctx
-        self.gpu_layers = event.n_gpu_layers
-        if self._retried:
-            fit_memory.remember_layers(self._fit_key, event.n_gpu_layers)
-
-    def _retry_with_fewer_layers(self, failed: Failed) -> bool:
-        """A GPU load that failed (llama.cpp ran out of memory) is retried with one layer fewer."""
-        request, info = self._load_request, self.info
-        if request is None or info is None or "cancelled" in failed.message:
-            return False
-        fewer = with_fewer_layers(request, info)
-        if fewer is None:
-            return False
-        self._load_request, self._retried = fewer, True
-        self.sink(Notice(f"Loading with {fewer.n_gpu_layers + 1} GPU layers failed; trying {fewer.n_gpu_layers}."))
-        self._engine().load(fewer)
-        return True
-
     def _on_token(self, event: Token) -> None:
         streaming = self._streaming
         if streaming is None or streaming.message_id != event.request_id:
@@ -456,38 +309,11 @@ class ChatSession:
     def _finish(self, message_id: int, done: Done | None, error: str = "") -> None:
         """The final save of an answer, with retries (on the writer thread), then AnswerSaved."""
         streaming = self._streaming
-        thinking = done.thinking if done else (streaming.text.thinking if streaming else "")
-        answer = done.answer if done else (streaming.text.answer if streaming else "")
-        status, closed, stats = "failed", False, Stats()
-        if done is not None:
-            status = {"stop": "complete", "length": "stopped", "stopped": "stopped"}.get(done.finish, "complete")
-            if done.finish == "length":
-                error = f"reached the output limit ({done.completion_tokens:,} tokens)"
-            closed = done.thinking_closed
-            stats = Stats(done.prompt_tokens, done.completion_tokens, done.prompt_seconds,
-                          done.generation_seconds, done.tokens_per_second)
-        for attempt in range(5):
-            try:
-                self.store.finish_answer(message_id, status, thinking, answer, closed, stats, error,
-                                         thinking_cut_at=done.thinking_cut_at if done else None)
-                break
-            except StoreError as exc:
-                if attempt == 4:
-                    self.sink(Notice(f"The answer could not be saved: {exc}", error=True))
-                time.sleep(0.2 * (attempt + 1))
+        streamed = streaming.text if streaming else StreamText()
+        saved = save_final(self.store, message_id, done, streamed, error, self.sink)
         with self._lock:
             self._streaming = None
-        try:
-            message = self.store.message(message_id)
-        except StoreError as exc:
-            self.sink(Notice(str(exc), error=True))
-            return
-        self.sink(AnswerSaved(message, done))
-        if done is None:
-            self.sink(Notice(error, error=True))
-
-
-def _looks_quantized(model_id: str) -> bool:
-    """A served GGUF (llama-server) is quantized; vLLM/SGLang usually serve BF16/FP8 checkpoints."""
-    name = model_id.lower()
-    return "gguf" in name or bool(re.search(r"\bq\d|iq\d|-q\d", name))
+        if saved is not None:
+            self.sink(AnswerSaved(saved, done))
+            if done is None:
+                self.sink(Notice(error, error=True))

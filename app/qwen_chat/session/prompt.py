@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from qwen_chat.engines.protocol import Trim
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt, last_soft_switch, template_messages
+from qwen_chat.session.attachments import with_files
 from qwen_chat.store.records import Conversation, Message
 
 
@@ -48,14 +49,14 @@ def answer_input(conversation: Conversation, rows: list[Message], template: Chat
     system = [Turn("system", conversation.system_prompt)] if conversation.system_prompt else []
 
     def turns_without(dropped: int) -> list[Turn]:
-        kept = [Turn(m.role, m.content) for group in groups[dropped:] for m in group]
-        return [*system, *kept, Turn("user", current.content)]
+        kept = [Turn(m.role, with_files(m.content, m.attachments)) for group in groups[dropped:] for m in group]
+        return [*system, *kept, Turn("user", with_files(current.content, current.attachments))]
 
     messages = template_messages(turns_without(0))
     starts = tuple(g[0].id for g in groups) + (current.id,)
     if template is None:
         if not conversation.enable_thinking and last_soft_switch(current.content) is None:
-            messages[-1] = {**messages[-1], "content": f"{current.content} /no_think"}  # servers w/o kwargs
+            messages[-1] = {**messages[-1], "content": f"{messages[-1]['content']} /no_think"}  # servers w/o kwargs
         return AnswerInput("", tuple(messages), None, start, starts)
     enable = conversation.enable_thinking
     prompt = build_prompt(template, turns_without(0), enable_thinking=enable)

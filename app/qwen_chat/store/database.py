@@ -20,8 +20,10 @@ from typing import Any
 
 import psutil
 
+from qwen_chat.store import attachments
 from qwen_chat.store.records import (
     STATUSES,
+    Attachment,
     Conversation,
     Message,
     Persona,
@@ -119,23 +121,26 @@ class Store(Versions):
 
     def messages(self, conversation_id: int) -> list[Message]:
         """The active messages (what the model sees and the transcript shows); earlier versions left out."""
-        return [message_from_row(r) for r in self._rows(
+        return attachments.with_attachments([message_from_row(r) for r in self._rows(
             "SELECT * FROM messages WHERE conversation_id = ? AND superseded_by IS NULL ORDER BY id",
-            (conversation_id,))]
+            (conversation_id,))], self._rows)
 
     def message(self, message_id: int) -> Message:
         rows = self._rows("SELECT * FROM messages WHERE id = ?", (message_id,))
         if not rows:
             raise StoreError(f"message {message_id} no longer exists")
-        return message_from_row(rows[0])
+        return attachments.with_attachments([message_from_row(rows[0])], self._rows)[0]
 
-    def add_user_message(self, conversation_id: int, text: str, mode: str = "") -> Message:
+    def add_user_message(self, conversation_id: int, text: str, mode: str = "",
+                         files: tuple[Attachment, ...] = ()) -> Message:
         now = self._clock()
         with self._tx() as conn:
             cur = conn.execute(
                 "INSERT INTO messages (conversation_id, role, content, mode, created_at, updated_at)"
                 " VALUES (?, 'user', ?, ?, ?, ?)", (conversation_id, text, mode, now, now))
             new_id = cur.lastrowid
+            assert new_id is not None  # sqlite3 sets it after every INSERT
+            attachments.insert(conn, new_id, files)  # in the same transaction: the message never lacks them
             first = conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND role = 'user'",
                                  (conversation_id,)).fetchone()[0] == 1
             if first:
@@ -155,6 +160,7 @@ class Store(Versions):
                 "INSERT INTO messages (conversation_id, role, content, mode, created_at, updated_at)"
                 " VALUES (?, 'user', ?, ?, ?, ?)", (old["conversation_id"], text, old["mode"], now, now))
             new_id = int(cur.lastrowid or 0)
+            attachments.copy(conn, message_id, new_id)
             supersede_from(conn, old["conversation_id"], message_id, new_id)
             conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, old["conversation_id"]))
         return self.message(new_id)
@@ -219,7 +225,14 @@ class Store(Versions):
             # newest first: ranking every match by bm25 costs ~200 ms on 100,000 messages, this ~ms
             "WHERE messages_fts MATCH ? AND m.superseded_by IS NULL ORDER BY messages_fts.rowid DESC LIMIT ?",
             (query, limit))
-        return [SearchHit(r["cid"], r["mid"], r["title"], r["role"], r["snip"]) for r in rows]
+        files = self._rows(  # a question found by the files sent with it
+            "SELECT m.conversation_id AS cid, m.id AS mid, c.title AS title, m.role AS role, "
+            f"a.name || ': ' || snippet(attachments_fts, 1, '{MARK_START}', '{MARK_END}', '…', 12) AS snip "
+            "FROM attachments_fts JOIN attachments a ON a.id = attachments_fts.rowid "
+            "JOIN messages m ON m.id = a.message_id JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE attachments_fts MATCH ? AND m.superseded_by IS NULL ORDER BY a.id DESC LIMIT ?", (query, limit))
+        hits = sorted(rows + files, key=lambda r: r["mid"], reverse=True)[:limit]
+        return [SearchHit(r["cid"], r["mid"], r["title"], r["role"], r["snip"]) for r in hits]
 
     def recover_interrupted(self) -> int:
         """Mark answers whose writing process is gone as interrupted; returns how many."""

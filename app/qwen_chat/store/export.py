@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen_chat.store.database import Store
-from qwen_chat.store.records import Conversation, StoreError
+from qwen_chat.store.records import Attachment, Conversation, StoreError
 
 FORMAT = "qwen-chat-conversation"
 VERSION = 1
@@ -23,6 +23,8 @@ def to_json(store: Store, conversation: Conversation, thinking: bool = True) -> 
     for m in store.messages(conversation.id):
         item: dict[str, Any] = {"role": m.role, "content": m.content, "status": m.status,
                                 "created_at": _when(m.created_at)}
+        if m.attachments:
+            item["attachments"] = [{"name": a.name, "content": a.content, "tokens": a.tokens} for a in m.attachments]
         if m.role == "assistant":
             item.update(model=m.model, mode=m.mode, sampling=m.sampling, completion_tokens=m.completion_tokens,
                         tokens_per_second=round(m.tokens_per_second, 2))
@@ -57,6 +59,9 @@ def to_markdown(store: Store, conversation: Conversation, thinking: bool = False
             lines += ["<details><summary>Thinking</summary>", "", f"{fence}text", m.thinking, fence, "", "</details>",
                       ""]
         lines += [m.content, ""]
+        for file in m.attachments:
+            fence = _fence(file.content)
+            lines += [f"**{file.name}** (attached):", "", fence, file.content.rstrip("\n"), fence, ""]
     return "\n".join(lines)
 
 
@@ -110,6 +115,7 @@ def _check_sizes(data: dict[str, Any], messages: list[dict[str, Any]]) -> None:
     fields = [("the system prompt", data.get("system_prompt"))]
     for number, m in enumerate(messages, 1):
         fields += [(f"message {number}", m.get("content")), (f"message {number}'s thinking", m.get("thinking"))]
+        fields += [(f"message {number}'s file {f.name!r}", f.content) for f in _attachments(m)]
     for what, text in fields:
         if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
             raise StoreError(f"{what} is {len(text):,} characters; at most {MAX_TEXT_CHARS:,} are imported "
@@ -137,7 +143,7 @@ def _store(store: Store, data: dict[str, Any], messages: list[dict[str, Any]]) -
                                              "Imported chat"), system_prompt=str(data.get("system_prompt", "")))
     for m in messages:
         if m["role"] == "user":
-            store.add_user_message(conversation.id, m["content"])
+            store.add_user_message(conversation.id, m["content"], files=_attachments(m))
         else:
             sampling, status = m.get("sampling"), m.get("status")
             answer = store.start_answer(conversation.id, str(m.get("model", "")), str(m.get("mode", "")),
@@ -147,3 +153,12 @@ def _store(store: Store, data: dict[str, Any], messages: list[dict[str, Any]]) -
             store.finish_answer(answer.id, final, str(m.get("thinking", "")), m["content"], True)
     store.rename(conversation.id, str(data.get("title") or "Imported chat"))
     return store.conversation(conversation.id)
+
+
+def _attachments(message: dict[str, Any]) -> tuple[Attachment, ...]:
+    """A message's attached files as exported; entries that are not a name and a text are refused."""
+    raw = message.get("attachments") or []
+    if not isinstance(raw, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("name"), str) and isinstance(a.get("content"), str) for a in raw):
+        raise StoreError("a message's attachments must each have a name and a text content; nothing was imported")
+    return tuple(Attachment(a["name"], a["content"], int(a.get("tokens") or 0)) for a in raw)

@@ -28,6 +28,15 @@ class Conversation:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file's text as it was attached (the file itself is never read again)."""
+
+    name: str
+    content: str
+    tokens: int = 0  # an estimate, shown on the chip and checked against the context
+
+
+@dataclass(frozen=True)
 class Message:
     id: int
     conversation_id: int
@@ -50,6 +59,7 @@ class Message:
     thinking_budget: int = 0  # 0: no budget
     thinking_cut_at: int | None = None  # offset in `thinking` where the budget's stop instruction begins
     context_from_id: int | None = None  # None: whole conversation sent; else the oldest message still sent
+    attachments: tuple[Attachment, ...] = ()  # user messages: files sent with it, in order
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from qwen_chat.store.database import Store
 from qwen_chat.store.records import StoreError
 
-TABLES = ("conversations", "messages", "personas")  # parents first: the ids messages point at exist first
+TABLES = ("conversations", "messages", "personas", "attachments")  # parents first: the ids rows point at exist first
 RANGE = 256  # row ids read at once while nothing fails
 
 

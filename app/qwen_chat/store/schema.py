@@ -80,6 +80,28 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE conversations ADD COLUMN thinking_budget INTEGER;
     """,
+    # 5: files attached to a user message (/file): their text as it was when sent, never read from disk again;
+    # searchable like the messages
+    """
+    CREATE TABLE attachments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        content TEXT NOT NULL,
+        tokens INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX attachments_by_message ON attachments(message_id, position);
+    CREATE VIRTUAL TABLE attachments_fts USING fts5(name, content, content='attachments', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2');
+    CREATE TRIGGER attachments_fts_insert AFTER INSERT ON attachments BEGIN
+        INSERT INTO attachments_fts(rowid, name, content) VALUES (new.id, new.name, new.content);
+    END;
+    CREATE TRIGGER attachments_fts_delete AFTER DELETE ON attachments BEGIN
+        INSERT INTO attachments_fts(attachments_fts, rowid, name, content)
+            VALUES ('delete', old.id, old.name, old.content);
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -18,11 +18,13 @@ from textual.widgets import Input
 
 from qwen_chat.models.download_queue import DownloadQueue
 from qwen_chat.qwen3.context_presets import context_presets
-from qwen_chat.session.chat import ChatSession, LocalModel, Server
+from qwen_chat.session.chat import ChatSession
+from qwen_chat.session.sources import LocalModel, Server
 from qwen_chat.store.database import SearchHit, Store
 from qwen_chat.store.presence import Presence
-from qwen_chat.store.records import Conversation, StoreError
+from qwen_chat.store.records import Attachment, Conversation, StoreError
 from qwen_chat.system.clipboard import system_copy
+from qwen_chat.tui.attachment_bar import AttachmentBar
 from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.conversation_list import ConversationList
 from qwen_chat.tui.conversation_screens import ContextScreen, CopyScreen, PersonasScreen, VersionsScreen, copy_choices
@@ -69,6 +71,7 @@ class ChatActions(App[None]):
     _editing: int | None
     _drafts: dict[int, str]  # conversation id -> what was typed there and not sent
     presence: Presence
+    _draft_files: dict[int, list[Attachment]]  # and the files attached there
     downloads: DownloadQueue
 
     # -- the app's hooks (app.py) --
@@ -82,7 +85,8 @@ class ChatActions(App[None]):
     def _send(self, conversation_id: int, text: str) -> None:
         raise NotImplementedError
 
-    def _start_turn(self, start: Callable[[], object], text: str = "") -> object:
+    def _start_turn(self, start: Callable[[], object], text: str = "",
+                    files: tuple[Attachment, ...] = ()) -> object:
         raise NotImplementedError
 
     def _set_editing(self, message_id: int | None) -> None:
@@ -121,6 +125,9 @@ class ChatActions(App[None]):
         if self.conversation is not None and self.conversation.id != conversation.id:
             self._drafts[self.conversation.id] = composer.value
             composer.value = self._drafts.pop(conversation.id, "")
+            bar = self.query_one(AttachmentBar)
+            self._draft_files[self.conversation.id] = bar.files
+            bar.set_files(self._draft_files.pop(conversation.id, []))
             self.presence.release(self.conversation.id)
         if not self.presence.claim(conversation.id):
             self.notify(ELSEWHERE, severity="warning", timeout=8)

@@ -21,11 +21,13 @@ from textual.widgets import Footer, ListView, Static
 from qwen_chat.engines.protocol import Failed
 from qwen_chat.models.download_queue import DownloadQueue
 from qwen_chat.qwen3.template import Variant
-from qwen_chat.session.chat import ChatSession, LocalModel, Server
+from qwen_chat.session.chat import ChatSession
+from qwen_chat.session.sources import LocalModel, Server
 from qwen_chat.store.presence import Presence, data_version
-from qwen_chat.store.records import Conversation, StoreError
+from qwen_chat.store.records import Attachment, Conversation, StoreError
 from qwen_chat.tui import gc_pause
 from qwen_chat.tui.actions import BINDINGS
+from qwen_chat.tui.attachment_bar import AttachmentBar
 from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.conversation_list import ConversationItem, ConversationList
 from qwen_chat.tui.downloads_screen import DownloadsScreen
@@ -74,6 +76,7 @@ class QwenChatApp(PacedTokens):
         self._live: AssistantMessage | None = None
         self._editing: int | None = None  # the user message being edited (Ctrl+E), if any
         self._drafts: dict[int, str] = {}
+        self._draft_files: dict[int, list[Attachment]] = {}
         self.presence = Presence(self.store.path)  # which conversations other windows have open
         self._data_version = -1
         self._status = StatusBar()  # held, not queried: workers and closing screens update it too
@@ -87,6 +90,7 @@ class QwenChatApp(PacedTokens):
                 yield ConversationList(id="conversations")
             with Vertical(id="chat"):
                 yield VerticalScroll(id="transcript")
+                yield AttachmentBar()
                 yield Composer(placeholder=PROMPT_HINT, id="prompt")
         yield self._status
         yield Footer(compact=True)  # 18 actions: all of them fit a 180-column terminal
@@ -205,7 +209,11 @@ class QwenChatApp(PacedTokens):
     @on(Composer.Submitted, "#prompt")
     def _submitted(self, event: Composer.Submitted) -> None:
         text = event.value
-        if not text.strip() or self.conversation is None:
+        bar = self.query_one(AttachmentBar)
+        if text.strip().startswith("/file") and text.strip()[5:6] in ("", " "):
+            self._file_command(event.composer, bar, text.strip()[5:].strip())
+            return
+        if (not text.strip() and not bar.files) or self.conversation is None:
             return
         if self.refused_elsewhere():
             return  # the text stays in the composer
@@ -225,23 +233,37 @@ class QwenChatApp(PacedTokens):
         box.set_class(message_id is not None, "editing")
 
     def _send(self, conversation_id: int, text: str) -> None:
-        self._start_turn(lambda: self.session.send(conversation_id, text), text)
+        bar = self.query_one(AttachmentBar)
+        files = tuple(bar.files)
+        bar.set_files([])  # they go with this message; if it cannot be sent they come back (_send_failed)
+        self._start_turn(lambda: self.session.send(conversation_id, text, files), text, files)
+
+    def _file_command(self, composer: Composer, bar: AttachmentBar, argument: str) -> None:
+        session = self.session
+        room = session.n_ctx - session.context_used if session.n_ctx else None
+        message, error = bar.command(argument, room)
+        self.notify(message, severity="error" if error else "information", timeout=8 if error else 4)
+        if not error:
+            composer.value = ""  # a refused path stays, to be corrected
 
     @work(thread=True, group="send", exit_on_error=False)
-    def _start_turn(self, start: Callable[[], object], text: str = "") -> None:
+    def _start_turn(self, start: Callable[[], object], text: str = "", files: tuple[Attachment, ...] = ()) -> None:
         """Send, resend or regenerate off the UI thread (it writes to SQLite first); `text` goes back to the
         prompt if it fails, so nothing typed is lost."""
         try:
             start()
         except StoreError as exc:
-            self.call_from_thread(self._send_failed, text, str(exc))
+            self.call_from_thread(self._send_failed, text, str(exc), files)
             return
         self.call_from_thread(self._after_send)
 
-    def _send_failed(self, text: str, error: str) -> None:
+    def _send_failed(self, text: str, error: str, files: tuple[Attachment, ...] = ()) -> None:
         box = self.query_one("#prompt", Composer)
         if not box.value:
             box.value = text  # nothing typed is ever lost
+        bar = self.query_one(AttachmentBar)
+        if files and not bar.files:
+            bar.set_files(list(files))
         self.notify(error, severity="error", timeout=8)
 
     def _after_send(self) -> None:
@@ -309,7 +331,7 @@ class QwenChatApp(PacedTokens):
             saved = message.event.message
             if transcript and self._here(saved.conversation_id):
                 versions = self.store.version_count(saved.id)  # 2 or more after an edit
-                await transcript.mount(UserMessage(saved.content, saved.id, versions))
+                await transcript.mount(UserMessage(saved.content, saved.id, versions, saved.attachments))
                 transcript.scroll_end(animate=False)  # sending means the user wants to follow the answer
 
     @on(TranscriptRewound)

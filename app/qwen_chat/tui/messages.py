@@ -9,8 +9,8 @@ from textual.containers import Vertical
 from textual.widgets import Collapsible, Static
 
 from qwen_chat.qwen3.thinking import Part, StreamText
-from qwen_chat.store.records import Message
-from qwen_chat.tui.printable import printable
+from qwen_chat.store.records import Attachment, Message
+from qwen_chat.tui.printable import printable, printable_line
 from qwen_chat.tui.streaming_markdown import StreamingMarkdown
 
 _STATUS_LABEL = {
@@ -21,17 +21,26 @@ _STATUS_LABEL = {
 }
 
 
+def file_chips(files: tuple[Attachment, ...] | list[Attachment]) -> str:
+    """The attached files as the composer and the transcript show them: name and size."""
+    return "   ".join(f"📎 {printable_line(f.name)} · about {f.tokens:,} tokens" for f in files)
+
+
 class UserMessage(Static):
     can_focus = True  # Tab or a click selects a message for Ctrl+E (edit), Ctrl+Y (copy), F8 (versions)
 
-    def __init__(self, text: str, message_id: int = 0, versions: int = 1) -> None:
+    def __init__(self, text: str, message_id: int = 0, versions: int = 1,
+                 files: tuple[Attachment, ...] = ()) -> None:
         super().__init__(classes="user-message", markup=False)
         self.message_id = message_id
         self.text = text
         self.versions = versions
+        self.files = files
 
     def render(self) -> Text:
         text = Text(printable(self.text))
+        if self.files:
+            text.append(("\n" if self.text else "") + file_chips(self.files), style="dim")
         if self.versions > 1:
             text.append(f"\nedited · version {self.versions} of {self.versions} (F8 shows the earlier ones)",
                         style="dim italic")

@@ -23,7 +23,7 @@ def transcript_widgets(store: Store, conversation: Conversation, n_ctx: int) -> 
         if trimmed is not None and message.id == trimmed.context_from_id:
             widgets.append(TrimMarker(sum(1 for m in messages if m.role == "user" and m.id < message.id), n_ctx))
         if message.role == "user":
-            widgets.append(UserMessage(message.content, message.id, versions.get(message.id, 1)))
+            widgets.append(UserMessage(message.content, message.id, versions.get(message.id, 1), message.attachments))
         elif message.role == "assistant":
             widgets.append(AssistantMessage(message, versions.get(message.id, 1)))
     return widgets
