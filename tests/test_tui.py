@@ -393,3 +393,27 @@ async def test_themes_shipped_user_broken_and_saved(tiny_models: dict[str, Path]
     async with again.run_test(size=SIZE) as pilot:
         await pilot.pause(0.2)
         assert again.theme == "qwen-light"
+
+
+async def test_a_stored_answer_removed_while_it_mounts_does_not_crash_the_app(tiny_models: dict[str, Path],
+                                                                              tmp_path: Path) -> None:
+    """Ctrl+N right after the start redraws the transcript while the stored answers are still mounting (seen
+    in tmux as a NoMatches traceback that ended the app)."""
+    from textual.containers import VerticalScroll
+
+    from fake_engine import FakeEngine
+
+    db = tmp_path / "chat.db"
+    store = Store(db)
+    conversation = store.create_conversation()
+    store.add_user_message(conversation.id, "q")
+    answer = store.start_answer(conversation.id, "m", "think", {})
+    store.finish_answer(answer.id, "complete", "some thought", "the answer", True)
+    app = make_app(store, tiny_models["none"], engine=FakeEngine.scripted())
+    async with app.run_test(size=SIZE) as pilot:
+        transcript = app.query_one("#transcript", VerticalScroll)
+        for _ in range(5):
+            app._render_transcript()  # removes and mounts again without waiting, as a quick Ctrl+N does
+        await pilot.pause(0.3)
+        assert app.is_running and len(transcript.query(AssistantMessage)) == 1
+    store.close()

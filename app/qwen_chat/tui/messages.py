@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Collapsible, Static
 
 from qwen_chat.qwen3.thinking import Part, StreamText
@@ -24,6 +27,9 @@ _STATUS_LABEL = {
 def file_chips(files: tuple[Attachment, ...] | list[Attachment]) -> str:
     """The attached files as the composer and the transcript show them: name and size."""
     return "   ".join(f"📎 {printable_line(f.name)} · about {f.tokens:,} tokens" for f in files)
+
+
+log = logging.getLogger(__name__)
 
 
 class UserMessage(Static):
@@ -115,8 +121,14 @@ class AssistantMessage(Vertical):
         yield self._meta
 
     def on_mount(self) -> None:
-        if self._stored is not None:
+        if self._stored is None:
+            return
+        try:
             self.show_final(self._stored)
+        except NoMatches:
+            # removed before its children mounted (the transcript was redrawn at once: Ctrl+N right after the
+            # start); there is nothing left to show, and a crash here would take the whole app down
+            log.debug("message %s removed while mounting", self.message_id)
 
     @property
     def _thinking_box(self) -> Collapsible:
