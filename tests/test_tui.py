@@ -417,3 +417,42 @@ async def test_a_stored_answer_removed_while_it_mounts_does_not_crash_the_app(ti
         await pilot.pause(0.3)
         assert app.is_running and len(transcript.query(AssistantMessage)) == 1
     store.close()
+
+
+async def test_a_long_history_opens_with_its_last_messages_and_shows_the_rest_on_request(
+        tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """A conversation of 200 turns and one 2-million-character answer opens fast: the last 60 messages drawn,
+    the huge one cut for drawing (kept whole for copy and export), the earlier ones one Enter away."""
+    import time as clock
+
+    from textual.containers import VerticalScroll
+
+    from qwen_chat.tui.messages import MAX_DRAWN_CHARS, EarlierMessages
+
+    from fake_engine import FakeEngine
+
+    db = tmp_path / "chat.db"
+    store = Store(db)
+    conversation = store.create_conversation()
+    huge = "word " * 400_000
+    for turn in range(100):
+        store.add_user_message(conversation.id, f"question {turn}")
+        answer = store.start_answer(conversation.id, "m", "no_think", {})
+        store.finish_answer(answer.id, "complete", "", huge if turn == 99 else f"answer {turn}", True)
+    app = make_app(store, tiny_models["none"], engine=FakeEngine.scripted())
+    async with app.run_test(size=SIZE) as pilot:
+        started = clock.monotonic()
+        await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 30, what="the last messages")
+        assert clock.monotonic() - started < 20  # generous: it took about 40 s before this change
+        transcript = app.query_one("#transcript", VerticalScroll)
+        last = app.query(AssistantMessage)[-1]
+        assert last.answer_text == huge  # the whole answer is kept (Ctrl+Y copies it)
+        note = f"{len(huge) - MAX_DRAWN_CHARS:,} more characters are not drawn"  # only its start is drawn
+        await wait_for(pilot, lambda: note in " ".join(screen_text(app).split()), timeout=30, what="the note")
+        earlier = transcript.query_one(EarlierMessages)
+        assert "140 earlier messages" in str(earlier.render())
+        earlier.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 100, what="all messages")
+        assert not transcript.query(EarlierMessages)
+    store.close()

@@ -92,7 +92,7 @@ class ChatActions(App[None]):
     def _set_editing(self, message_id: int | None) -> None:
         raise NotImplementedError
 
-    def _render_transcript(self) -> None:
+    def _render_transcript(self, everything: bool = False) -> None:
         raise NotImplementedError
 
     def _update_status(self, mode_changed: bool = True) -> None:

@@ -32,7 +32,7 @@ from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.conversation_list import ConversationItem, ConversationList
 from qwen_chat.tui.downloads_screen import DownloadsScreen
 from qwen_chat.tui.external_editor import EditorError, edit_in_editor
-from qwen_chat.tui.messages import AssistantMessage, NoticeLine, TrimMarker, UserMessage
+from qwen_chat.tui.messages import AssistantMessage, EarlierMessages, NoticeLine, TrimMarker, UserMessage
 from qwen_chat.tui.paced_tokens import PacedTokens
 from qwen_chat.tui.session_events import (
     AnswerBegan,
@@ -181,13 +181,19 @@ class QwenChatApp(PacedTokens):
 
     # -- the transcript --
 
-    def _render_transcript(self) -> None:
+    def _render_transcript(self, everything: bool = False) -> None:
         transcript = self.query_one("#transcript", VerticalScroll)
         transcript.remove_children()
         self._live = None
         if self.conversation is not None:
-            transcript.mount_all(transcript_widgets(self.store, self.conversation, self.session.n_ctx))
-            transcript.scroll_end(animate=False)
+            transcript.mount_all(transcript_widgets(self.store, self.conversation, self.session.n_ctx, everything))
+            if not everything:
+                transcript.scroll_end(animate=False)
+
+    @on(EarlierMessages.Show)
+    def _show_earlier(self) -> None:
+        if not self.refused_while_busy():
+            self._render_transcript(everything=True)
 
     @on(ListView.Selected, "#conversations")
     def _selected(self, event: ListView.Selected) -> None:

@@ -9,6 +9,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.css.query import NoMatches
+from textual.message import Message as TextualMessage
 from textual.widgets import Collapsible, Static
 
 from qwen_chat.qwen3.thinking import Part, StreamText
@@ -44,7 +45,7 @@ class UserMessage(Static):
         self.files = files
 
     def render(self) -> Text:
-        text = Text(printable(self.text))
+        text = Text(printable(drawn_part(self.text)))
         if self.files:
             text.append(("\n" if self.text else "") + file_chips(self.files), style="dim")
         if self.versions > 1:
@@ -62,6 +63,36 @@ class TrimMarker(Static):
             f"⋯ context full ({n_ctx:,} tokens): the model no longer sees the messages above this line "
             f"({dropped_turns} more {turns} left out for this answer). They stay saved and searchable here."),
             classes="notice trim-marker", markup=False)
+
+
+MAX_DRAWN_CHARS = 100_000  # of one stored message: beyond, opening the chat would take seconds (the rest is kept)
+
+
+def drawn_part(text: str) -> str:
+    """What the transcript draws of a stored message: all of it, or its start with a note saying what is not."""
+    if len(text) <= MAX_DRAWN_CHARS:
+        return text
+    return (text[:MAX_DRAWN_CHARS] + f"\n\n… {len(text) - MAX_DRAWN_CHARS:,} more characters are not drawn "
+            "(Ctrl+Y copies the whole message; `qwen-chat export` writes it)")
+
+
+class EarlierMessages(Static):
+    """Stands for the older messages of a long conversation, which are not drawn when it opens."""
+
+    can_focus = True
+
+    class Show(TextualMessage):
+        pass
+
+    def __init__(self, count: int) -> None:
+        super().__init__(Text(f"▲ {count:,} earlier messages: press Enter here or click to show them"),
+                         classes="notice earlier", markup=False)
+
+    def on_click(self) -> None:
+        self.post_message(self.Show())
+
+    def key_enter(self) -> None:
+        self.post_message(self.Show())
 
 
 class NoticeLine(Static):
@@ -117,7 +148,7 @@ class AssistantMessage(Vertical):
             box.display = bool(self._text.length(Part.THINKING))
             yield StreamingMarkdown(classes="thinking-text")  # filled when it is opened
             yield self._cut
-        yield StreamingMarkdown(self._text.answer, classes="answer")
+        yield StreamingMarkdown(drawn_part(self._text.answer), classes="answer")
         yield self._meta
 
     def on_mount(self) -> None:
