@@ -77,6 +77,11 @@ class Store(Versions):
         rows = self._rows("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")
         return [conversation_from_row(r) for r in rows]
 
+    def data_version(self) -> int:
+        """SQLite's count of commits by other connections (PRAGMA data_version): when it moved, another window
+        (another process on this file) changed something."""
+        return int(self._rows("PRAGMA data_version")[0]["data_version"])
+
     def latest_conversation(self) -> Conversation | None:
         rows = self._rows("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC LIMIT 1")
         return conversation_from_row(rows[0]) if rows else None

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qwen_chat.store.database import Store
-
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -74,9 +72,3 @@ class Presence:
             os.close(descriptor)
             return None
         return descriptor
-
-
-def data_version(store: Store) -> int:
-    """SQLite's count of commits by other connections (PRAGMA data_version): another window changed something
-    when it moved. (The store's own query path: the pragma is a read like any other.)"""
-    return int(store._rows("PRAGMA data_version")[0]["data_version"])

@@ -23,7 +23,7 @@ from qwen_chat.models.download_queue import DownloadQueue
 from qwen_chat.qwen3.template import Variant
 from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.sources import LocalModel, Server
-from qwen_chat.store.presence import Presence, data_version
+from qwen_chat.store.presence import Presence
 from qwen_chat.store.records import Attachment, Conversation, StoreError
 from qwen_chat.tui import gc_pause
 from qwen_chat.tui.actions import BINDINGS
@@ -141,7 +141,7 @@ class QwenChatApp(PacedTokens):
     def _watch_other_windows(self) -> None:
         """Other windows' new conversations, titles and answers show up here without a restart."""
         try:
-            version = data_version(self.store)
+            version = self.store.data_version()
         except StoreError:
             return
         if version == self._data_version:
