@@ -104,3 +104,30 @@ def llama_server(real_model: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def memory_keyring(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """The hub client as the download tests want it: tokens in a keyring held in memory, retries without waiting."""
+    import keyring
+
+    from qwen_chat.models import downloads
+
+    from helpers import MemoryKeyring
+
+    backend = MemoryKeyring()
+    monkeypatch.setattr(keyring.core, "_keyring_backend", backend)
+    monkeypatch.setattr(downloads, "RETRY_DELAYS", (0.01, 0.01, 0.01, 0.01, 0.01))
+    return backend
+
+
+@pytest.fixture(scope="session")
+def tiny_hub_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """What the loopback hub serves for the tiny catalog model: one Q4_K_M file and a Q8_0 split into shards."""
+    folder = tmp_path_factory.mktemp("hub-models")
+    single = write_tiny_qwen3(folder / "Tiny-Q4_K_M.gguf")
+    write_tiny_qwen3(folder / "Tiny-Q8_0.gguf", split_max_tensors=10)
+    files = {single.name: single.read_bytes()}
+    for part in sorted(folder.glob("Tiny-Q8_0-*-of-*.gguf")):
+        files[part.name] = part.read_bytes()
+    return files

@@ -16,8 +16,6 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
-import keyring
-import keyring.backend
 import pytest
 
 from hub_server import Hub
@@ -28,30 +26,17 @@ from qwen_chat.models.hub import HubError, RemoteFile
 from qwen_chat.system.paths import config_dir
 
 from helpers import MemoryKeyring, wait_until, write_catalog
-from tiny_models import write_tiny_qwen3
 
 REPO = "test/Tiny-GGUF"
 MiB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True)
-def memory_keyring(monkeypatch: pytest.MonkeyPatch) -> MemoryKeyring:
-    backend = MemoryKeyring()
-    monkeypatch.setattr(keyring.core, "_keyring_backend", backend)
-    monkeypatch.setattr(downloads, "RETRY_DELAYS", (0.01, 0.01, 0.01, 0.01, 0.01))
-    return backend
+pytestmark = pytest.mark.usefixtures("memory_keyring")  # conftest.py: keyring in memory, fast retries
 
 
 @pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    folder = tmp_path_factory.mktemp("hub-models")
-    single = write_tiny_qwen3(folder / "Tiny-Q4_K_M.gguf")
-    write_tiny_qwen3(folder / "Tiny-Q8_0.gguf", split_max_tensors=10)
-    files = {single.name: single.read_bytes()}
-    for part in sorted(folder.glob("Tiny-Q8_0-*-of-*.gguf")):
-        files[part.name] = part.read_bytes()
-    files["big.gguf"] = b"GGUF" + os.urandom(3 * MiB)  # enough bytes to drop and resume inside
-    return files
+def model_files(tiny_hub_files: dict[str, bytes]) -> dict[str, bytes]:
+    return {**tiny_hub_files, "big.gguf": b"GGUF" + os.urandom(3 * MiB)}  # enough bytes to drop and resume inside
 
 
 def catalog_for(files: dict[str, bytes], repo: str = REPO) -> None:

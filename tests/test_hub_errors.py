@@ -8,7 +8,6 @@ import os
 import threading
 from pathlib import Path
 
-import keyring
 import pytest
 
 from hub_server import Hub
@@ -18,8 +17,7 @@ from qwen_chat.models import hub as hubmod
 from qwen_chat.models.download_queue import DownloadQueue, Job
 from qwen_chat.models.hub import HubError, RemoteFile
 
-from helpers import MemoryKeyring, wait_until, write_catalog
-from tiny_models import write_tiny_qwen3
+from helpers import wait_until, write_catalog
 
 REPO = "test/Tiny-GGUF"
 FILE = "Tiny-Q4_K_M.gguf"
@@ -27,23 +25,12 @@ REFUSED = (r"your Hugging Face token was refused \(401\): it may be mistyped, ex
            f"{REPO}; ")
 
 
-@pytest.fixture(autouse=True)
-def memory_keyring(monkeypatch: pytest.MonkeyPatch) -> MemoryKeyring:
-    backend = MemoryKeyring()
-    monkeypatch.setattr(keyring.core, "_keyring_backend", backend)
-    monkeypatch.setattr(downloads, "RETRY_DELAYS", (0.01, 0.01, 0.01, 0.01, 0.01))
-    return backend
+pytestmark = pytest.mark.usefixtures("memory_keyring")  # conftest.py: keyring in memory, fast retries
 
 
 @pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    folder = tmp_path_factory.mktemp("hub-errors")
-    single = write_tiny_qwen3(folder / FILE)
-    write_tiny_qwen3(folder / "Tiny-Q8_0.gguf", split_max_tensors=10)
-    files = {single.name: single.read_bytes()}
-    for part in sorted(folder.glob("Tiny-Q8_0-*-of-*.gguf")):
-        files[part.name] = part.read_bytes()
-    return files
+def model_files(tiny_hub_files: dict[str, bytes]) -> dict[str, bytes]:
+    return dict(tiny_hub_files)
 
 
 @pytest.fixture
