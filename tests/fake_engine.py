@@ -29,6 +29,7 @@ from qwen_chat.engines.protocol import (
 )
 from qwen_chat.engines.worker import RequestWorker
 from qwen_chat.qwen3.thinking import STOP_THINKING, Part, StreamText
+from qwen_chat.qwen3.tool_calls import ToolCallSplitter
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class FakeEngine(RequestWorker):
         self._cancel.clear()
         reply = self.replies.popleft() if self.replies else Reply()
         started = time.monotonic()
-        run = _Run(request.request_id, StreamText())
+        run = _Run(request.request_id, StreamText(), calls=ToolCallSplitter() if request.tools else None)
         for part, text in _script(reply, request.thinking_budget):
             if self._cancel.is_set():
                 break
@@ -82,9 +83,12 @@ class FakeEngine(RequestWorker):
             if inserted:  # (as there: part of the thinking text, not a thinking token the model generated)
                 run.cut_at = run.stream.length(Part.THINKING)
                 text = STOP_THINKING.split("</think>")[0].rstrip("\n")
-            self._emit(run.token(part, text, counted=not inserted))
+            for token in run.tokens_of(part, text, counted=not inserted):
+                self._emit(token)
             if reply.delay:
                 time.sleep(reply.delay)
+        for token in run.flush():
+            self._emit(token)
         while reply.wait_for_stop and not self._cancel.wait(0.01):
             pass
         if reply.fail is not None and not self._cancel.is_set():
@@ -120,6 +124,20 @@ class _Run:
     tokens: int = 0
     thinking_tokens: int = 0
     cut_at: int | None = None
+    calls: ToolCallSplitter | None = None  # when tools were offered: calls are split out of the answer, as the
+    # real engines' ThinkingSplitter does
+
+    def tokens_of(self, part: Part, text: str, counted: bool = True) -> list[Token]:
+        if part is not Part.ANSWER or self.calls is None:
+            return [self.token(part, text, counted)]
+        pieces = self.calls.feed(text)
+        self.tokens += counted and not pieces  # a token held back (a cut tag) was still generated
+        return [self.token(Part.TOOL_CALL if kind == "call" else Part.ANSWER, piece, counted and i == 0)
+                for i, (kind, piece) in enumerate(pieces)]
+
+    def flush(self) -> list[Token]:
+        pieces = self.calls.finish() if self.calls is not None else []
+        return [self.token(Part.TOOL_CALL if kind == "call" else Part.ANSWER, piece, False) for kind, piece in pieces]
 
     def token(self, part: Part, text: str, counted: bool = True) -> Token:
         self.stream.append(part, text)
@@ -133,4 +151,5 @@ class _Run:
         closed = saw_thinking and (finish == "stop" or self.cut_at is not None)
         return Done(self.request_id, finish, self.stream.thinking, self.stream.answer, saw_thinking, closed,
                     prompt_tokens, prompt_tokens, self.tokens, 0.001, seconds, prompt_tokens + self.tokens, n_ctx,
-                    self.tokens / seconds, self.thinking_tokens, self.cut_at)
+                    self.tokens / seconds, self.thinking_tokens, self.cut_at,
+                    tool_calls=tuple(self.stream.tool_calls()))

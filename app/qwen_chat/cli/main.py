@@ -16,8 +16,10 @@ from qwen_chat.cli import output
 from qwen_chat.cli.parser import parser
 
 if TYPE_CHECKING:  # --help and --version must not import the store (sqlite-utils) or anything heavy
+    from qwen_chat.cli.ask_tools import AskTools
     from qwen_chat.session.sources import LocalModel, Server
     from qwen_chat.store.database import Store
+    from qwen_chat.tools.mcp_hub import McpHub
 
 INTERRUPTED = 130  # what shells report for a program stopped by SIGINT (128 + 2)
 
@@ -142,14 +144,36 @@ def _run_app(store: Store, source: LocalModel | Server) -> int:
     from qwen_chat.session.chat import ChatSession
     from qwen_chat.tui.app import QwenChatApp
 
+    hub = _tool_hub()
     try:
-        QwenChatApp(ChatSession(store, source=source)).run()  # the app closes the session when it exits
+        QwenChatApp(ChatSession(store, source=source, tools=hub)).run()  # the app closes the session when it exits
     finally:
+        if hub is not None:
+            hub.close()
         store.close()
     return 0
 
 
+def _tool_hub() -> McpHub | None:
+    """The MCP servers of mcp.json, connecting in the background (the app shows their state, F9); None when
+    there are none. Problems in the file are reported in the app at start (config.check)."""
+    from qwen_chat.config.mcp_config import load_servers
+    from qwen_chat.config.tool_settings import load_tool_settings
+    from qwen_chat.tools.mcp_hub import McpHub
+
+    entries, _ = load_servers()
+    if not entries:
+        return None
+    hub = McpHub(entries, call_timeout=load_tool_settings().call_timeout)
+    hub.start()
+    return hub
+
+
 def _report(args: argparse.Namespace) -> int:
+    if args.command == "mcp":
+        from qwen_chat.cli.mcp_command import run_mcp
+
+        return run_mcp(args)
     if args.command in ("search", "export", "import", "salvage"):
         from qwen_chat.cli import history
 
@@ -201,6 +225,18 @@ def _ask(args: argparse.Namespace) -> int:
         output.error(exc)
         return exc.code if isinstance(exc, Refused) else 1 if isinstance(exc, ModelNotFound) else 2
     setup_logging()
+    with_tools = _ask_tools(args)
+    if with_tools is not None:
+        from qwen_chat.cli.ask_tools import ask_with_tools
+        from qwen_chat.session.sources import LocalModel, Server
+
+        source = Server(target.url, target.api_key, target.model) if target is not None else \
+            LocalModel(model, args.ctx)  # type: ignore[arg-type]  # one of the two is set (checked above)
+        try:
+            return ask_with_tools(source, question, with_tools, think=think, show_thinking=args.show_thinking)
+        except (ModelFileError, DoesNotFit) as exc:
+            output.error(exc)
+            return 1
     if target is not None:
         code = ask_endpoint(target.url, target.api_key, target.model, question, think=think,
                             show_thinking=args.show_thinking)
@@ -215,6 +251,21 @@ def _ask(args: argparse.Namespace) -> int:
     except (ModelFileError, DoesNotFit) as exc:
         output.error(exc)
         return 1
+
+
+def _ask_tools(args: argparse.Namespace) -> AskTools | None:
+    """The MCP servers `ask` offers the model (mcp.json's enabled ones), or None for none; the file's problems
+    are reported on stderr and the broken entries skipped."""
+    from qwen_chat.cli.ask_tools import AskTools
+    from qwen_chat.config.mcp_config import load_servers
+
+    if args.no_tools:
+        return None
+    entries, problems = load_servers()
+    for problem in problems:
+        output.error(problem)
+    enabled = [e for e in entries if not e.disabled]
+    return AskTools(enabled, tuple(args.allow_tool), tuple(args.allow_server)) if enabled else None
 
 
 def _chat_endpoint(args: argparse.Namespace) -> int:

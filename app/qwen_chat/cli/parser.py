@@ -93,8 +93,15 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
                           "after it (cat notes.md | qwen-chat ask \"summarise this\")")
     ask.add_argument("--no-think", action="store_true", help="answer without thinking (hybrid models)")
     ask.add_argument("--show-thinking", action="store_true", help="stream the thinking to stderr")
+    ask.add_argument("--allow-tool", action="append", default=[], metavar="NAME",
+                     help="let the model run this MCP tool without asking (repeatable); without it, or a rule in "
+                          "settings.toml, a call is asked about on the terminal, or refused when there is none")
+    ask.add_argument("--allow-server", action="append", default=[], metavar="NAME",
+                     help="let the model run every tool of this MCP server without asking (repeatable)")
+    ask.add_argument("--no-tools", action="store_true", help="offer the model no tools, even with servers in mcp.json")
     _model_options(ask, hidden)
     _endpoint_options(ask, hidden)
+    _mcp_commands(commands)
 
 
 def _history_commands(commands: argparse._SubParsersAction, hidden: str) -> None:
@@ -113,3 +120,38 @@ def _history_commands(commands: argparse._SubParsersAction, hidden: str) -> None
     salvage = commands.add_parser("salvage", help="copy what a damaged conversations database still holds into "
                                                   "a new file beside it (the original is left as it is)")
     _db_option(salvage, hidden)
+
+
+def _mcp_commands(commands: argparse._SubParsersAction) -> None:
+    mcp = commands.add_parser("mcp", help="the MCP tool servers in mcp.json: list, add, remove, test")
+    actions = mcp.add_subparsers(dest="mcp_command", metavar="{list,add,remove,test}", required=True)
+    actions.add_parser("list", help="each server, its transport and command or URL (secrets masked), and the "
+                                    "problems found in the file")
+    add = actions.add_parser(
+        "add", help="add a server started by a command (stdio) or reached at a URL",
+        usage="qwen-chat mcp add NAME [--env K=V]... [--cwd DIR] -- COMMAND [ARGS...]\n"
+              "       qwen-chat mcp add NAME --url URL [--header K=V]... [--sse]",
+        epilog="A secret is best written as ${env:NAME} (from qwen-chat's environment) or ${keyring:NAME} (the "
+               "system keyring, service qwen-chat-mcp): the file then names it instead of holding it.")
+    add.add_argument("name")
+    # everything after NAME; mcp_command.py reads the options in it and the command after "--" (argparse alone
+    # cannot take options between NAME and "--" together with a command list)
+    add.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    mcp_add_options(add)
+    remove = actions.add_parser("remove", help="remove a server from mcp.json")
+    remove.add_argument("name")
+    test = actions.add_parser("test", help="connect to the servers (or NAME only), show their tools; exit 1 if one "
+                                           "is down")
+    test.add_argument("name", nargs="?")
+    test.add_argument("--timeout", type=float, default=20.0, metavar="S",
+                      help="seconds each server has to start and answer (default 20)")
+
+
+def mcp_add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", action="append", default=[], metavar="K=V",
+                        help="an environment variable for a stdio server (repeatable)")
+    parser.add_argument("--cwd", metavar="DIR", help="the folder a stdio server starts in")
+    parser.add_argument("--url", help="the server's Streamable HTTP (or, with --sse, SSE) URL")
+    parser.add_argument("--header", action="append", default=[], metavar="K=V",
+                        help="an HTTP header sent to a URL server (repeatable)")
+    parser.add_argument("--sse", action="store_true", help="the URL speaks the older SSE transport")

@@ -1,10 +1,10 @@
-"""Every problem in settings.toml at once, for the start-up report: its own sections and the presets'."""
+"""Every problem in settings.toml and mcp.json at once, for the start-up report."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from qwen_chat.config import presets, settings
+from qwen_chat.config import mcp_config, presets, settings, tool_settings
 
 
 def check(known_ids: Iterable[str] = (), problems: list[str] | None = None) -> list[str]:
@@ -21,7 +21,9 @@ def check(known_ids: Iterable[str] = (), problems: list[str] | None = None) -> l
     if known_ids:
         settings.load_keymap(set(known_ids), problems)
     settings.load_chat(problems)
+    tool_settings.load_tool_settings(problems)
     presets.check(problems)
+    problems.extend(mcp_config.load_servers()[1])  # mcp.json: its broken entries are skipped, each reported
     unique = list(dict.fromkeys(problems[seen:]))
     problems[seen:] = unique
     return problems

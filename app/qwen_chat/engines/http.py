@@ -5,6 +5,10 @@ thread) so the session and the UI do not care where the model runs. Thinking arr
 `reasoning_content` (servers started with a reasoning parser) or inline as `<think>` in `content`; both go
 through the same splitter. `/think` and `/no_think` become `chat_template_kwargs.enable_thinking`, which
 vLLM, SGLang and llama-server accept, and the Qwen sampling presets go as the servers' extra fields.
+
+Tools go as the `tools` field. A server with a tool parser streams the calls as `delta.tool_calls`
+(http_tool_calls.py assembles them); one without writes Qwen's `<tool_call>` text in `content`, and the
+splitter finds it there, as the local engine does. Either way the calls end up in `Done.tool_calls`.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qwen_chat.engines.http_tool_calls import ToolCallDeltas, merged_calls, wire_messages
 from qwen_chat.engines.protocol import Done, EngineEvent, EventSink, Failed, GenerateRequest, Loaded, LoadRequest, Token
 from qwen_chat.engines.worker import RequestWorker
 from qwen_chat.models.hub import http_library as _http
 from qwen_chat.qwen3.thinking import Part, StreamText, ThinkingSplitter
+from qwen_chat.qwen3.tool_calls import ToolCall, ToolCallSplitter, parse_tool_calls
 
 log = logging.getLogger("qwen_chat.remote")
 
@@ -152,7 +158,7 @@ class RemoteEngine(RequestWorker):
         s = request.sampling
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": request.messages,
+            "messages": wire_messages(request.messages),
             "stream": True,
             "stream_options": {"include_usage": True},
             "temperature": s.temperature,
@@ -166,11 +172,13 @@ class RemoteEngine(RequestWorker):
         }
         if s.seed is not None:
             body["seed"] = s.seed
+        if request.tools:  # only then: some servers reject an empty list, and without it nothing changes
+            body["tools"] = list(request.tools)
         return body
 
     def _generate(self, request: GenerateRequest) -> None:
         self._cancel.clear()
-        answer = _AnswerStream(request.request_id, self._emit)
+        answer = _AnswerStream(request.request_id, self._emit, find_tool_calls=bool(request.tools))
         failure = self._stream(request, answer)
         if not failure and not answer.ended_properly and not self._cancel.is_set():
             failure = f"the connection to {self.base_url} broke before the answer ended"
@@ -226,12 +234,18 @@ class _AnswerStream:
     """One streamed answer: it parses the server-sent events, emits the tokens, and keeps what `Done` reports.
 
     A server with a reasoning parser sends the thinking as `reasoning_content` and the answer already split;
-    otherwise the `<think>` tags arrive inline in `content` and the splitter finds them.
+    otherwise the `<think>` tags arrive inline in `content` and the splitter finds them. Tool calls come as
+    `delta.tool_calls` from a server with a tool parser, else as `<tool_call>` text in `content`: both become
+    Part.TOOL_CALL tokens, the first rendered the way Qwen writes the second.
     """
 
     request_id: int
     emit: Callable[[EngineEvent], None]
-    splitter: ThinkingSplitter = field(default_factory=lambda: ThinkingSplitter(starts_in_thinking=False))
+    find_tool_calls: bool = False  # tools were offered: look for `<tool_call>` text in the answer
+    splitter: ThinkingSplitter = field(init=False)
+    after_reasoning: ToolCallSplitter = field(default_factory=ToolCallSplitter)  # content split by a reasoning parser
+    deltas: ToolCallDeltas = field(default_factory=ToolCallDeltas)
+    inline_calls: list[str] = field(default_factory=list)  # the `<tool_call>` text found in `content`
     via_reasoning: bool = False
     started: float = field(default_factory=time.perf_counter)
     first_at: float | None = None
@@ -243,6 +257,7 @@ class _AnswerStream:
 
     def __post_init__(self) -> None:
         self.last_at = self.started
+        self.splitter = ThinkingSplitter(starts_in_thinking=False, find_tool_calls=self.find_tool_calls)
 
     @property
     def stream(self) -> StreamText:
@@ -268,7 +283,8 @@ class _AnswerStream:
         delta = choice.get("delta") or {}
         thought = delta.get("reasoning_content") or delta.get("reasoning")
         text = delta.get("content")
-        if thought or text:
+        calls = delta.get("tool_calls") or []
+        if thought or text or calls:
             now = time.perf_counter()
             self.first_at = self.first_at or now
             self.last_at = now
@@ -277,28 +293,60 @@ class _AnswerStream:
             self.via_reasoning = True
             self._token(Part.THINKING, thought)
         if text:
-            if self.via_reasoning:  # a reasoning parser already split it
-                self._token(Part.ANSWER, text)
-            else:
-                for part, piece in self.splitter.feed(text):
-                    self.emit(Token(self.request_id, part, piece, stream=self.stream))
+            self._answer_text(text)
+        if calls:
+            self._show_call(self.deltas.feed(calls))
         if choice.get("finish_reason"):
-            self.finish = choice["finish_reason"]
+            self._show_call(self.deltas.close())
+            reason = choice["finish_reason"]
+            self.finish = "stop" if reason in ("tool_calls", "function_call") else reason  # the model ended: calls
             self.ended_properly = True
+
+    def _answer_text(self, text: str) -> None:
+        if not self.via_reasoning:
+            self._split(self.splitter.feed(text))
+        elif self.find_tool_calls:  # a reasoning parser split the thinking off, but no tool parser the calls
+            self._calls_after_reasoning(self.after_reasoning.feed(text))
+        else:
+            self._token(Part.ANSWER, text)
+
+    def _calls_after_reasoning(self, pieces: list[tuple[str, str]]) -> None:
+        for kind, piece in pieces:
+            if kind == "call":
+                self.inline_calls.append(piece)
+            self._token(Part.TOOL_CALL if kind == "call" else Part.ANSWER, piece)
+
+    def _split(self, pieces: list[tuple[Part, str]]) -> None:
+        """Emit what the splitter split (it has added it to the stream itself)."""
+        for part, piece in pieces:
+            if part is Part.TOOL_CALL:
+                self.inline_calls.append(piece)
+            self.emit(Token(self.request_id, part, piece, stream=self.stream))
+
+    def _show_call(self, text: str) -> None:
+        """The rendering of a call the server parsed: in the stream as a call, not among the inline ones."""
+        if text:
+            self._token(Part.TOOL_CALL, text)
 
     def _token(self, part: Part, text: str) -> None:
         self.stream.append(part, text)
         self.emit(Token(self.request_id, part, text, stream=self.stream))
 
     def flush(self) -> None:
-        """What the splitter still holds back (a "<" that might have begun a tag)."""
-        for part, piece in self.splitter.finish():
-            self.emit(Token(self.request_id, part, piece, stream=self.stream))
+        """What is still held back: the end of a call being shown, a "<" that might have begun a tag."""
+        self._show_call(self.deltas.close())
+        self._split(self.splitter.finish())
+        self._calls_after_reasoning(self.after_reasoning.finish())
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The calls the server parsed, then those written inline (never one twice)."""
+        return merged_calls(self.deltas.calls(), parse_tool_calls("".join(self.inline_calls)))
 
     def done(self, n_ctx: int) -> Done:
         splitter = self.splitter
         thinking = self.stream.thinking.strip("\n") if self.via_reasoning else splitter.thinking
         answer = splitter.answer.lstrip("\n") if self.via_reasoning else splitter.answer
+        calls = self.tool_calls()
         ended = time.perf_counter()
         first = self.first_at or ended
         last_at = self.last_at
@@ -307,11 +355,12 @@ class _AnswerStream:
         return Done(
             request_id=self.request_id, finish=self.finish, thinking=thinking, answer=answer,
             saw_thinking=bool(thinking) or splitter.saw_thinking,
-            thinking_closed=bool(answer) or splitter.thinking_closed,
+            thinking_closed=bool(answer) or bool(calls) or splitter.thinking_closed,
             prompt_tokens=prompt_tokens, prompt_evaluated=prompt_tokens, completion_tokens=completion,
             prompt_seconds=first - self.started, generation_seconds=last_at - first,
             context_used=prompt_tokens + completion, n_ctx=n_ctx,
-            tokens_per_second=(self.chunks - 1) / (last_at - first) if self.chunks > 1 and last_at > first else 0.0)
+            tokens_per_second=(self.chunks - 1) / (last_at - first) if self.chunks > 1 and last_at > first else 0.0,
+            tool_calls=calls)
 
 
 def _message_of_obj(event: dict[str, Any]) -> str:

@@ -171,7 +171,13 @@ class Engine(RequestWorker):
         prompt, tokens, dropped = fitted
         if dropped:
             self._emit(Trimmed(request.request_id, dropped, len(tokens), n_ctx))
-        run = _Run(request, ThinkingSplitter(starts_in_thinking=request.starts_in_thinking), time.perf_counter())
+        splitter = ThinkingSplitter(starts_in_thinking=request.starts_in_thinking, find_tool_calls=bool(request.tools))
+        run = _Run(request, splitter, time.perf_counter())
+        if request.prefill:
+            prompt += request.prefill
+            tokens = _tokenize(model, prompt, reuse=True)
+            for part, text in splitter.feed(request.prefill):
+                self._emit(Token(request.request_id, part, text, 0, stream=splitter.text))
         max_tokens = max(1, min(sampling.max_tokens, n_ctx - len(tokens)))
         budget = request.thinking_budget
         first_call = min(max_tokens, budget) if budget > 0 else max_tokens
@@ -289,6 +295,7 @@ class Engine(RequestWorker):
             thinking_tokens=run.thinking_tokens,
             thinking_cut_at=run.cut_at,
             dropped=dropped,
+            tool_calls=tuple(splitter.text.tool_calls()),
         ))
 
 

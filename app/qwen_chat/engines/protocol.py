@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.thinking import Part, StreamText
+from qwen_chat.qwen3.tool_calls import ToolCall
 
 # ---- requests -------------------------------------------------------------------------------------------
 
@@ -49,12 +50,18 @@ class GenerateRequest:
     prompt: str  # the rendered chat template (local engine)
     sampling: Sampling
     starts_in_thinking: bool = False
-    messages: tuple[dict[str, str], ...] = ()  # the same turns as chat messages (HTTP engines)
+    messages: tuple[dict[str, Any], ...] = ()  # the same turns as chat messages (HTTP engines)
     enable_thinking: bool = True
     thinking_budget: int = 0  # 0: unlimited; else STOP_THINKING is inserted after this many thinking tokens
     trim: Trim | None = None
     # the end of the advice when a message does not fit the context even alone (the app has F7, `ask` --ctx)
     context_hint: str = "reload with a larger context (F7)"
+    # the functions the model may call, as OpenAI function specs (already in `prompt` for the local engine; the
+    # splitter looks for calls only when there are some)
+    tools: tuple[dict[str, Any], ...] = ()
+    # text the answer is made to begin with (local engine): it is put after the prompt and streamed as the
+    # answer's first text, and the model goes on from it (the tests use it to make a small model call a tool)
+    prefill: str = ""
 
 
 # ---- events ---------------------------------------------------------------------------------------------
@@ -113,6 +120,7 @@ class Done:
     thinking_tokens: int = 0
     thinking_cut_at: int | None = None  # offset in `thinking` where the budget's STOP_THINKING begins
     dropped: int = 0  # oldest turns left out to fit the context (see Trim)
+    tool_calls: tuple[ToolCall, ...] = ()  # the calls the answer ends with (their text is not in `answer`)
 
 
 @dataclass(frozen=True)

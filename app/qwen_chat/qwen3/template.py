@@ -52,9 +52,11 @@ class TemplateRenderError(Exception):
 class Turn:
     """One stored message as the protocol sees it: thinking is kept apart from the answer."""
 
-    role: str  # "system" | "user" | "assistant"
+    role: str  # "system" | "user" | "assistant" | "tool"
     content: str
     thinking: str = ""
+    tool_calls: tuple[dict[str, Any], ...] = ()  # an assistant's calls, as `ToolCall.as_message_call` gives them
+    tool_call_id: str = ""  # a tool result: the call it answers
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:
@@ -92,12 +94,16 @@ class ChatTemplate:
         *,
         enable_thinking: bool,
         add_generation_prompt: bool = True,
+        tools: Sequence[dict[str, Any]] = (),
     ) -> str:
+        # `tools` is left undefined when there are none, as the reference stack does: templates test `if tools`
+        offered = {"tools": list(tools)} if tools else {}
         try:
             return self._template.render(
                 messages=list(messages),
                 add_generation_prompt=add_generation_prompt,
                 enable_thinking=enable_thinking,
+                **offered,
                 **self._specials,
             )
         except Exception as exc:  # a template is model data: any failure inside it is the model's
@@ -148,13 +154,29 @@ def effective_thinking(variant: Variant, enable_thinking: bool, user_texts: Iter
     return mode
 
 
-def template_messages(turns: Iterable[Turn]) -> list[dict[str, str]]:
-    """History as sent to the template: roles and answers, never earlier thinking."""
-    return [{"role": t.role, "content": t.content} for t in turns]
+def template_messages(turns: Sequence[Turn]) -> list[dict[str, Any]]:
+    """History as sent to the template: roles and answers, never earlier turns' thinking.
+
+    The steps of the tool loop under way (the assistant messages after the last user message) carry their
+    thinking as `reasoning_content`: the official Qwen3 templates keep it there, and drop it everywhere else.
+    """
+    last_user = max((i for i, t in enumerate(turns) if t.role == "user"), default=-1)
+    messages: list[dict[str, Any]] = []
+    for i, turn in enumerate(turns):
+        message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+        if turn.role == "assistant" and i > last_user and turn.thinking:
+            message["reasoning_content"] = turn.thinking
+        if turn.tool_calls:
+            message["tool_calls"] = [dict(call) for call in turn.tool_calls]
+        if turn.role == "tool":
+            message["tool_call_id"] = turn.tool_call_id
+        messages.append(message)
+    return messages
 
 
-def build_prompt(template: ChatTemplate, turns: Sequence[Turn], *, enable_thinking: bool) -> str:
-    return template.render(template_messages(turns), enable_thinking=enable_thinking)
+def build_prompt(template: ChatTemplate, turns: Sequence[Turn], *, enable_thinking: bool,
+                 tools: Sequence[dict[str, Any]] = ()) -> str:
+    return template.render(template_messages(turns), enable_thinking=enable_thinking, tools=tools)
 
 
 @dataclass(frozen=True)

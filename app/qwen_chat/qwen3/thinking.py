@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from qwen_chat.qwen3.template import THINK_CLOSE, THINK_OPEN
+from qwen_chat.qwen3.tool_calls import ToolCall, ToolCallSplitter, parse_tool_calls
 
 
 class Part(Enum):
     THINKING = "thinking"
     ANSWER = "answer"
+    TOOL_CALL = "tool_call"  # the raw `<tool_call>...</tool_call>` blocks of the answer, tags included
 
 
 class StreamText:
@@ -27,8 +29,8 @@ class StreamText:
     """
 
     def __init__(self) -> None:
-        self._parts: dict[Part, list[str]] = {Part.THINKING: [], Part.ANSWER: []}
-        self._lengths = {Part.THINKING: 0, Part.ANSWER: 0}
+        self._parts: dict[Part, list[str]] = {part: [] for part in Part}
+        self._lengths = dict.fromkeys(Part, 0)
 
     def append(self, part: Part, text: str) -> None:
         self._parts[part].append(text)
@@ -44,6 +46,13 @@ class StreamText:
     @property
     def answer(self) -> str:
         return "".join(self._parts[Part.ANSWER])
+
+    @property
+    def tool_call_text(self) -> str:
+        return "".join(self._parts[Part.TOOL_CALL])
+
+    def tool_calls(self) -> list[ToolCall]:
+        return parse_tool_calls(self.tool_call_text)
 
 
 class _State(Enum):
@@ -66,6 +75,7 @@ class ThinkingSplitter:
     """Feed raw text chunks; get (part, text) pieces in order. Call `finish` at the end of the stream."""
 
     starts_in_thinking: bool = False
+    find_tool_calls: bool = False  # only when tools were offered: otherwise a literal "<tool_call>" is just text
     text: StreamText = field(default_factory=StreamText)  # what was split so far: the answer's one copy
     saw_thinking: bool = False
     thinking_closed: bool = False
@@ -74,6 +84,7 @@ class ThinkingSplitter:
     _held_newlines: str = ""  # newlines at the end of thinking so far: kept back until text follows
     _lead: bool = True  # at the very start of the thinking text (leading newlines are dropped)
     _out: list[tuple[Part, str]] = field(default_factory=list)
+    _calls: ToolCallSplitter = field(default_factory=ToolCallSplitter)  # tool calls are found in the answer only
 
     def __post_init__(self) -> None:
         if self.starts_in_thinking:
@@ -100,6 +111,7 @@ class ThinkingSplitter:
         elif self._state is _State.THINKING and self._buffer:
             self._emit_thinking(self._buffer)  # a tag cut off by a stop is thinking text after all
             self._buffer = ""
+        self._route(self._calls.finish())
         return self._take()
 
     def _take(self) -> list[tuple[Part, str]]:
@@ -165,8 +177,13 @@ class ThinkingSplitter:
             self._out.append((Part.THINKING, body))
 
     def _emit_answer(self, text: str) -> None:
-        self.text.append(Part.ANSWER, text)
-        self._out.append((Part.ANSWER, text))
+        self._route(self._calls.feed(text) if self.find_tool_calls else [("answer", text)])
+
+    def _route(self, pieces: list[tuple[str, str]]) -> None:
+        for kind, text in pieces:
+            part = Part.TOOL_CALL if kind == "call" else Part.ANSWER
+            self.text.append(part, text)
+            self._out.append((part, text))
 
 
 # Qwen3 Technical Report §4.3 (Qwen's docs variant): inserted when thinking reaches its budget.

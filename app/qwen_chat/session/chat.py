@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from qwen_chat.config.presets import sampling_for, thinking_budget_for
+from qwen_chat.config.tool_settings import ToolSettings, load_tool_settings
 from qwen_chat.engines.protocol import (
     ChatEngine,
     Done,
@@ -41,13 +42,16 @@ from qwen_chat.session.events import (
     Notice,
     Rewound,
     SessionEvent,
+    ToolLoopEnded,
     UserSaved,
 )
 from qwen_chat.session.model_side import ModelSide
 from qwen_chat.session.prompt import answer_input, sendable
 from qwen_chat.session.sources import Server, Source, looks_quantized, remote_engine
+from qwen_chat.session.tool_loop import Decision, ToolBox, ToolRound, ToolRunner, functions, new_calls, offered
 from qwen_chat.store.database import Store
 from qwen_chat.store.records import Attachment, Conversation, Message, StoreError
+from qwen_chat.tools.mcp_results import ToolSpec
 
 SAVE_EVERY = 0.5  # seconds between partial-answer saves while streaming
 BUSY = "An answer is still being written: press Esc to stop it first."
@@ -61,16 +65,24 @@ class _Streaming:
     text: StreamText = field(default_factory=StreamText)  # the engine's own when it shares it
     last_save: float = 0.0
     turn_starts: tuple[int, ...] = ()  # the first message id of each turn sent, oldest first (for trimming)
+    tools: dict[str, ToolSpec] = field(default_factory=dict)  # what this answer was offered, by the model's names
+    thinking: bool = False
+    rounds: int = 0  # tool rounds before this answer in its turn
 
 
 class ChatSession(ModelSide):
     def __init__(self, store: Store, sink: Callable[[SessionEvent], None] | None = None,
                  engine: ChatEngine | None = None, source: Source | None = None,
-                 remote: Callable[[Callable[[EngineEvent], None], Server], ChatEngine] = remote_engine) -> None:
-        """`engine` replaces llama.cpp (the tests' FakeEngine); `remote` builds the engine for an endpoint."""
+                 remote: Callable[[Callable[[EngineEvent], None], Server], ChatEngine] = remote_engine,
+                 tools: ToolBox | None = None, tool_settings: Callable[[], ToolSettings] = load_tool_settings) -> None:
+        """`engine` replaces llama.cpp (the tests' FakeEngine); `remote` builds the engine for an endpoint;
+        `tools` are the MCP servers' tools (none: the model is offered no tools); `tool_settings` gives the
+        approval rules and loop limits (settings.toml's [tools]; `ask` adds its --allow-tool options)."""
         super().__init__(sink or (lambda event: None), engine, source, remote)
         self.store = store
+        self.tools = tools
         self._writer = AnswerWriter(store)  # every store write of a streaming answer: never the engine thread
+        self._runner = ToolRunner(store, lambda event: self.sink(event), tools, tool_settings)
         self.context_used = 0
         self._lock = threading.Lock()
         self._streaming: _Streaming | None = None
@@ -86,10 +98,17 @@ class ChatSession(ModelSide):
         return BUSY if self.generating else None
 
     def stop(self) -> None:
+        """Esc: stops the answer being written, and a tool loop wherever it is (approval, running call)."""
         if self.engine is not None:
             self.engine.stop()
+        self._runner.stop()
+
+    def decide(self, call_id: int, decision: Decision) -> bool:
+        """The user's answer to a ToolApprovalNeeded; False if that call no longer waits."""
+        return self._runner.decide(call_id, decision)
 
     def close(self) -> None:
+        self._runner.close()
         if self.engine is not None:
             self.engine.shutdown()
         self._writer.close()
@@ -199,12 +218,15 @@ class ChatSession(ModelSide):
     def regenerate(self, conversation_id: int) -> None:
         """Answer the last question again; the old answer stays as an earlier version."""
         conversation = self.store.conversation(conversation_id)
-        last = next((m for m in reversed(self.store.messages(conversation_id)) if m.role == "assistant"), None)
-        if last is None:
+        messages = self.store.messages(conversation_id)
+        question = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+        # the whole answer goes: every step of its tool loop, which all come after the last question
+        first = next((m for m in messages[question + 1:] if m.role == "assistant"), None)
+        if first is None:
             raise StoreError("there is no answer to regenerate yet")
         with self._claim():
-            self.sink(Rewound(conversation_id, last.id))
-            self._answer(conversation, self.thinking_now(conversation), replaces=last.id)
+            self.sink(Rewound(conversation_id, first.id))
+            self._answer(conversation, self.thinking_now(conversation), replaces=first.id)
 
     def edit_and_resend(self, message_id: int, text: str) -> Message:
         """Replace a user message and everything after it (kept as an earlier version), then answer it."""
@@ -234,12 +256,16 @@ class ChatSession(ModelSide):
                 self._streaming = None
             raise
 
-    def _answer(self, conversation: Conversation, thinking: bool, replaces: int | None = None) -> None:
-        """Start the answer to the conversation's last user message (called with the answer slot claimed)."""
+    def _answer(self, conversation: Conversation, thinking: bool, replaces: int | None = None,
+                rounds: int = 0) -> None:
+        """Start the answer to the conversation's last user message, or the next step of its tool loop (called
+        with the answer slot claimed)."""
         conversation = self.store.conversation(conversation.id)  # /think, budget and persona may have changed
         rows = sendable(self.store.messages(conversation.id))
+        tools = offered(self.tools, conversation)
+        specs = functions(tools)
         built = answer_input(conversation, rows, self.template if self.remote_model is None else None, replaces,
-                             self._fresh_context)
+                             self._fresh_context, specs, self._runner.settings().result_limit)
         self._fresh_context = False
         budget = self.thinking_budget(conversation) if thinking and self.remote_model is None else 0
         sampling = sampling_for(self.variant, thinking, self.quantized)
@@ -248,11 +274,12 @@ class ChatSession(ModelSide):
                                          context_from_id=built.context_from_id)
         with self._lock:
             self._streaming = _Streaming(answer.id, conversation.id, last_save=time.monotonic(),
-                                         turn_starts=built.turn_starts)
+                                         turn_starts=built.turn_starts, tools=tools, thinking=thinking,
+                                         rounds=rounds)
         self.sink(AnswerStarted(answer))
         self._engine().generate(GenerateRequest(
             answer.id, built.prompt, sampling, prompt_opens_thinking(built.prompt), built.messages,
-            conversation.enable_thinking, budget, built.trim))
+            conversation.enable_thinking, budget, built.trim, tools=specs))
 
     # -- engine thread --
 
@@ -311,9 +338,43 @@ class ChatSession(ModelSide):
         streaming = self._streaming
         streamed = streaming.text if streaming else StreamText()
         saved = save_final(self.store, message_id, done, streamed, error, self.sink)
+        if saved is not None and done is not None and done.tool_calls and streaming is not None:
+            saved = self._with_calls(saved, done, streaming)
+            if done.finish == "stop":  # the loop goes on: the slot stays held until it ends
+                self.sink(AnswerSaved(saved, done))
+                self._runner.submit(self._round(saved, streaming))
+                return
         with self._lock:
             self._streaming = None
         if saved is not None:
             self.sink(AnswerSaved(saved, done))
             if done is None:
                 self.sink(Notice(error, error=True))
+
+    def _with_calls(self, saved: Message, done: Done, streaming: _Streaming) -> Message:
+        try:
+            self.store.add_tool_calls(saved.id, new_calls(saved.id, done, streaming.tools))
+            return self.store.message(saved.id)
+        except StoreError as exc:
+            self.sink(Notice(f"The tool calls could not be saved, so none of them ran: {exc}", error=True))
+            return saved
+
+    def _round(self, saved: Message, streaming: _Streaming) -> ToolRound:
+        conversation_id, thinking, rounds = streaming.conversation_id, streaming.thinking, streaming.rounds + 1
+
+        def next_answer() -> None:
+            try:
+                self._answer(self.store.conversation(conversation_id), thinking, rounds=rounds)
+            except StoreError as exc:
+                end(f"The next step of the tool loop could not start: {exc}")
+
+        def end(reason: str) -> None:
+            with self._lock:
+                self._streaming = None
+            if reason:
+                self.sink(Notice(reason, error=not reason.startswith("Stopped")))
+            self.sink(ToolLoopEnded(conversation_id, reason))
+
+        with self._lock:
+            self._streaming = _Streaming(0, conversation_id)  # between answers: still busy, nothing streams
+        return ToolRound(conversation_id, saved, streaming.tools, rounds, next_answer, end)

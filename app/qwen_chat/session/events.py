@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qwen_chat.engines.protocol import Done, Failed, Loaded, LoadProgress, Token
-from qwen_chat.store.records import Message
+from qwen_chat.store.records import Message, ToolCallRecord
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,32 @@ class AnswerSaved:
     done: Done | None
 
 
+@dataclass(frozen=True)
+class ToolApprovalNeeded:
+    """A call waits for the user: Allow once / Always allow this tool / Always allow this server / Deny
+    (`ChatSession.decide`). Esc (`stop`) answers it too."""
+
+    conversation_id: int
+    call: ToolCallRecord
+    server: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ToolCallChanged:
+    """A call was approved, started, finished, denied or stopped: its record as stored now."""
+
+    call: ToolCallRecord
+
+
+@dataclass(frozen=True)
+class ToolLoopEnded:
+    """A turn with tool calls ended without a final answer (stopped, or too many rounds): the session is free."""
+
+    conversation_id: int
+    reason: str
+
+
 # A Failed with a request id never reaches the UI: the session turns it into AnswerSaved and a Notice.
 SessionEvent = LoadProgress | Loaded | Failed | Token | Notice | UserSaved | AnswerStarted | AnswerSaved | Rewound \
-    | ContextTrimmed
+    | ContextTrimmed | ToolApprovalNeeded | ToolCallChanged | ToolLoopEnded

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from qwen_chat.store import attachments
+from qwen_chat.store import attachments, tool_calls
 from qwen_chat.store.records import (
     STATUSES,
     Attachment,
@@ -29,6 +29,7 @@ from qwen_chat.store.records import (
     Persona,
     Stats,
     StoreError,
+    ToolCallRecord,
     conversation_from_row,
     message_from_row,
 )
@@ -111,6 +112,14 @@ class Store(Versions):
         with self._tx() as conn:
             conn.execute("UPDATE messages SET context_from_id = ? WHERE id = ?", (first_sent_id, message_id))
 
+    def set_tools_off(self, conversation_id: int, names: tuple[str, ...]) -> Conversation:
+        with self._tx() as conn:
+            cur = conn.execute("UPDATE conversations SET tools_off = ? WHERE id = ?",
+                               (json.dumps(sorted(set(names))), conversation_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"conversation {conversation_id} no longer exists (deleted in another window?)")
+        return self.conversation(conversation_id)
+
     def set_system_prompt(self, conversation_id: int, prompt: str) -> None:
         with self._tx() as conn:
             cur = conn.execute("UPDATE conversations SET system_prompt = ? WHERE id = ?", (prompt, conversation_id))
@@ -126,15 +135,15 @@ class Store(Versions):
 
     def messages(self, conversation_id: int) -> list[Message]:
         """The active messages (what the model sees and the transcript shows); earlier versions left out."""
-        return attachments.with_attachments([message_from_row(r) for r in self._rows(
+        return self._filled([message_from_row(r) for r in self._rows(
             "SELECT * FROM messages WHERE conversation_id = ? AND superseded_by IS NULL ORDER BY id",
-            (conversation_id,))], self._rows)
+            (conversation_id,))])
 
     def message(self, message_id: int) -> Message:
         rows = self._rows("SELECT * FROM messages WHERE id = ?", (message_id,))
         if not rows:
             raise StoreError(f"message {message_id} no longer exists")
-        return attachments.with_attachments([message_from_row(rows[0])], self._rows)[0]
+        return self._filled([message_from_row(rows[0])])[0]
 
     def add_user_message(self, conversation_id: int, text: str, mode: str = "",
                          files: tuple[Attachment, ...] = ()) -> Message:
@@ -216,6 +225,23 @@ class Store(Versions):
             conn.execute("UPDATE conversations SET updated_at = ? WHERE id = "
                          "(SELECT conversation_id FROM messages WHERE id = ?)", (now, message_id))
 
+    # -- tool calls --
+
+    def add_tool_calls(self, message_id: int, calls: list[tool_calls.NewCall]) -> list[ToolCallRecord]:
+        """Record the calls an answer ended with (after its final save), in order."""
+        with self._tx() as conn:
+            tool_calls.insert(conn, message_id, calls, self._clock())
+        return list(self.message(message_id).tool_calls)
+
+    def set_tool_call(self, call_id: int, status: str, result: str | None = None, *, server: str | None = None,
+                      truncated: bool = False) -> ToolCallRecord:
+        with self._tx() as conn:
+            tool_calls.update(conn, call_id, status, result, server, truncated, self._clock())
+        rows = self._rows("SELECT * FROM tool_calls WHERE id = ?", (call_id,))
+        if not rows:
+            raise StoreError(f"tool call {call_id} no longer exists (its conversation was deleted?)")
+        return tool_calls.record_from_row(rows[0])
+
     # -- search --
 
     def search(self, text: str, limit: int = 50) -> list[SearchHit]:
@@ -236,18 +262,26 @@ class Store(Versions):
             "FROM attachments_fts JOIN attachments a ON a.id = attachments_fts.rowid "
             "JOIN messages m ON m.id = a.message_id JOIN conversations c ON c.id = m.conversation_id "
             "WHERE attachments_fts MATCH ? AND m.superseded_by IS NULL ORDER BY a.id DESC LIMIT ?", (query, limit))
-        hits = sorted(rows + files, key=lambda r: r["mid"], reverse=True)[:limit]
+        results = self._rows(  # an answer found by what its tools returned
+            "SELECT m.conversation_id AS cid, m.id AS mid, c.title AS title, m.role AS role, "
+            f"t.name || ': ' || snippet(tool_calls_fts, -1, '{MARK_START}', '{MARK_END}', '…', 12) AS snip "
+            "FROM tool_calls_fts JOIN tool_calls t ON t.id = tool_calls_fts.rowid "
+            "JOIN messages m ON m.id = t.message_id JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE tool_calls_fts MATCH ? AND m.superseded_by IS NULL ORDER BY t.id DESC LIMIT ?", (query, limit))
+        hits = sorted(rows + files + results, key=lambda r: r["mid"], reverse=True)[:limit]
         return [SearchHit(r["cid"], r["mid"], r["title"], r["role"], r["snip"]) for r in hits]
 
     def recover_interrupted(self) -> int:
         """Mark answers whose writing process is gone as interrupted; returns how many."""
         rows = self._rows("SELECT id, pid FROM messages WHERE status = 'streaming'")
         dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not _alive(r["pid"])]
-        if dead:
+        calls = [i for i, pid in tool_calls.unfinished(self._rows) if pid != os.getpid() and not _alive(pid)]
+        if dead or calls:
             with self._tx() as conn:
                 conn.executemany("UPDATE messages SET status = 'interrupted', pid = 0 WHERE id = ?",
                                  [(i,) for i in dead])
-        return len(dead)
+                tool_calls.mark_interrupted(conn, calls)
+        return len(dead) + len(calls)
 
     # -- personas (saved system prompts) --
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from qwen_chat.store.database import Store
-from qwen_chat.store.records import Attachment, Conversation, StoreError
+from qwen_chat.store.records import TOOL_STATUSES, Attachment, Conversation, Message, StoreError
+from qwen_chat.store.tool_calls import NewCall
 
 FORMAT = "qwen-chat-conversation"
 VERSION = 1
@@ -30,11 +31,30 @@ def to_json(store: Store, conversation: Conversation, thinking: bool = True) -> 
                         tokens_per_second=round(m.tokens_per_second, 2))
             if thinking and m.thinking:
                 item["thinking"] = m.thinking
+            if m.tool_calls:
+                item["tool_calls"] = _calls_json(m)
         messages.append(item)
     return json.dumps({"format": FORMAT, "version": VERSION, "title": conversation.title,
                        "model": conversation.model, "system_prompt": conversation.system_prompt,
                        "created_at": _when(conversation.created_at), "messages": messages},
                       ensure_ascii=False, indent=2) + "\n"
+
+
+def _calls_json(m: Message) -> list[dict[str, Any]]:
+    return [{"id": c.call_id, "name": c.name, "server": c.server, "arguments": c.arguments, "status": c.status,
+             "result": c.result, "truncated": c.truncated} for c in m.tool_calls]
+
+
+def _calls_markdown(m: Message) -> list[str]:
+    lines = []
+    for c in m.tool_calls:
+        where = f" on {c.server}" if c.server else ""
+        arguments = json.dumps(c.arguments, ensure_ascii=False, indent=2)
+        fence, result_fence = _fence(arguments), _fence(c.result)
+        lines += [f"**Tool call:** `{c.name}`{where} ({c.status})", "", f"{fence}json", arguments, fence, ""]
+        if c.result:
+            lines += ["Result:", "", f"{result_fence}text", c.result.rstrip("\n"), result_fence, ""]
+    return lines
 
 
 def _fence(text: str) -> str:
@@ -59,6 +79,7 @@ def to_markdown(store: Store, conversation: Conversation, thinking: bool = False
             lines += ["<details><summary>Thinking</summary>", "", f"{fence}text", m.thinking, fence, "", "</details>",
                       ""]
         lines += [m.content, ""]
+        lines += _calls_markdown(m)
         for file in m.attachments:
             fence = _fence(file.content)
             lines += [f"**{file.name}** (attached):", "", fence, file.content.rstrip("\n"), fence, ""]
@@ -116,6 +137,7 @@ def _check_sizes(data: dict[str, Any], messages: list[dict[str, Any]]) -> None:
     for number, m in enumerate(messages, 1):
         fields += [(f"message {number}", m.get("content")), (f"message {number}'s thinking", m.get("thinking"))]
         fields += [(f"message {number}'s file {f.name!r}", f.content) for f in _attachments(m)]
+        fields += [(f"message {number}'s tool call {c.name!r}", c.result) for c in _tool_calls(m)]
     for what, text in fields:
         if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
             raise StoreError(f"{what} is {len(text):,} characters; at most {MAX_TEXT_CHARS:,} are imported "
@@ -151,6 +173,9 @@ def _store(store: Store, data: dict[str, Any], messages: list[dict[str, Any]]) -
             final = status if isinstance(status, str) and status in ("stopped", "failed", "interrupted") else \
                 "complete"
             store.finish_answer(answer.id, final, str(m.get("thinking", "")), m["content"], True)
+            calls = _tool_calls(m)
+            if calls:
+                store.add_tool_calls(answer.id, calls)
     store.rename(conversation.id, str(data.get("title") or "Imported chat"))
     return store.conversation(conversation.id)
 
@@ -162,3 +187,22 @@ def _attachments(message: dict[str, Any]) -> tuple[Attachment, ...]:
             isinstance(a, dict) and isinstance(a.get("name"), str) and isinstance(a.get("content"), str) for a in raw):
         raise StoreError("a message's attachments must each have a name and a text content; nothing was imported")
     return tuple(Attachment(a["name"], a["content"], int(a.get("tokens") or 0)) for a in raw)
+
+
+def _tool_calls(message: dict[str, Any]) -> list[NewCall]:
+    """An answer's tool calls as exported. A call that was pending or running when exported comes back
+    interrupted: no import ever leaves a call waiting to run."""
+    raw = message.get("tool_calls") or []
+    if not isinstance(raw, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments", {}), dict)
+            and isinstance(c.get("result", ""), str) for c in raw):
+        raise StoreError("an answer's tool calls must each have a name, arguments (an object) and a text result; "
+                         "nothing was imported")
+    calls = []
+    for i, c in enumerate(raw):
+        status = c.get("status") if c.get("status") in TOOL_STATUSES else "interrupted"
+        if status in ("pending", "running"):
+            status = "interrupted"
+        calls.append(NewCall(str(c.get("id") or f"call_{i}"), c["name"], c.get("arguments", {}), "", status,
+                             c.get("result", ""), str(c.get("server") or "")))
+    return calls

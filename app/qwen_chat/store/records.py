@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 STATUSES = ("complete", "streaming", "stopped", "failed", "interrupted")
+# a tool call: waiting for the user, running, done (ok / error), refused, cancelled, or cut off by a crash
+TOOL_STATUSES = ("pending", "running", "ok", "error", "denied", "stopped", "interrupted")
 
 
 class StoreError(Exception):
@@ -25,6 +27,10 @@ class Conversation:
     created_at: float
     updated_at: float
     thinking_budget: int | None = None  # set with /budget; None: the sampling preset's default
+    tools_off: tuple[str, ...] = ()  # servers ("name") and tools ("server/tool") turned off in this conversation
+
+    def tool_on(self, server: str, tool: str) -> bool:
+        return server not in self.tools_off and f"{server}/{tool}" not in self.tools_off
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,27 @@ class Attachment:
     name: str
     content: str
     tokens: int = 0  # an estimate, shown on the chip and checked against the context
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """One call an answer made, and what came of it. `result` is what the model was (or will be) sent back."""
+
+    id: int
+    message_id: int
+    position: int
+    call_id: str
+    name: str
+    server: str
+    arguments: dict[str, Any]
+    raw: str
+    status: str
+    result: str = ""
+    truncated: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("pending", "running")
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,7 @@ class Message:
     thinking_cut_at: int | None = None  # offset in `thinking` where the budget's stop instruction begins
     context_from_id: int | None = None  # None: whole conversation sent; else the oldest message still sent
     attachments: tuple[Attachment, ...] = ()  # user messages: files sent with it, in order
+    tool_calls: tuple[ToolCallRecord, ...] = ()  # assistant messages: the calls it ended with, in order
 
 
 @dataclass(frozen=True)
@@ -80,7 +108,8 @@ class Stats:
 
 def conversation_from_row(row: dict[str, Any]) -> Conversation:
     return Conversation(row["id"], row["title"], row["model"], bool(row["enable_thinking"]),
-                        row["system_prompt"], row["created_at"], row["updated_at"], row["thinking_budget"])
+                        row["system_prompt"], row["created_at"], row["updated_at"], row["thinking_budget"],
+                        tuple(json.loads(row["tools_off"] or "[]")))
 
 
 def message_from_row(row: dict[str, Any]) -> Message:

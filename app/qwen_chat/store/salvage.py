@@ -17,7 +17,8 @@ from pathlib import Path
 from qwen_chat.store.database import Store
 from qwen_chat.store.records import StoreError
 
-TABLES = ("conversations", "messages", "personas", "attachments")  # parents first: the ids rows point at exist first
+# parents first: the ids rows point at exist first
+TABLES = ("conversations", "messages", "personas", "attachments", "tool_calls")
 RANGE = 256  # row ids read at once while nothing fails
 
 

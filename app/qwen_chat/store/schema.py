@@ -102,6 +102,43 @@ MIGRATIONS: list[str] = [
             VALUES ('delete', old.id, old.name, old.content);
     END;
     """,
+    # 6: the servers and tools a conversation has turned off ("server" or "server/tool"), and the tool calls an
+    # answer ends with, each with its approval state and result (the next answer of the loop
+    # is the next assistant message); `pid` marks a call still being decided or run, as for streaming answers
+    """
+    CREATE TABLE tool_calls (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        call_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        server TEXT NOT NULL DEFAULT '',
+        arguments TEXT NOT NULL DEFAULT '{}',
+        raw TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'pending',
+        result TEXT NOT NULL DEFAULT '',
+        truncated INTEGER NOT NULL DEFAULT 0,
+        pid INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX tool_calls_by_message ON tool_calls(message_id, position);
+    CREATE VIRTUAL TABLE tool_calls_fts USING fts5(name, arguments, result, content='tool_calls', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2');
+    CREATE TRIGGER tool_calls_fts_insert AFTER INSERT ON tool_calls BEGIN
+        INSERT INTO tool_calls_fts(rowid, name, arguments, result) VALUES (new.id, new.name, new.arguments, new.result);
+    END;
+    CREATE TRIGGER tool_calls_fts_delete AFTER DELETE ON tool_calls BEGIN
+        INSERT INTO tool_calls_fts(tool_calls_fts, rowid, name, arguments, result)
+            VALUES ('delete', old.id, old.name, old.arguments, old.result);
+    END;
+    ALTER TABLE conversations ADD COLUMN tools_off TEXT NOT NULL DEFAULT '[]';
+    CREATE TRIGGER tool_calls_fts_update AFTER UPDATE OF result ON tool_calls BEGIN
+        INSERT INTO tool_calls_fts(tool_calls_fts, rowid, name, arguments, result)
+            VALUES ('delete', old.id, old.name, old.arguments, old.result);
+        INSERT INTO tool_calls_fts(rowid, name, arguments, result) VALUES (new.id, new.name, new.arguments, new.result);
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -7,11 +7,16 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from qwen_chat.store import attachments, tool_calls
 from qwen_chat.store.connection import Connection
 from qwen_chat.store.records import Message, StoreError, message_from_row
 
 
 class Versions(Connection):
+    def _filled(self, messages: list[Message]) -> list[Message]:
+        """Messages with their attachments and tool calls."""
+        return tool_calls.with_tool_calls(attachments.with_attachments(messages, self._rows), self._rows)
+
     def earlier_versions(self, message_id: int) -> list[list[Message]]:
         """Earlier versions of the turn beginning at this message, oldest first: each is the run of messages
         one edit/regeneration replaced. Empty if the message never replaced anything."""
@@ -19,8 +24,8 @@ class Versions(Connection):
         with self._lock:  # a chain only ever grows at its new end, so walking it query by query is safe
             current = message_id
             while True:
-                run = [message_from_row(r) for r in self._rows(
-                    "SELECT * FROM messages WHERE superseded_by = ? ORDER BY id", (current,))]
+                run = self._filled([message_from_row(r) for r in self._rows(
+                    "SELECT * FROM messages WHERE superseded_by = ? ORDER BY id", (current,))])
                 if not run:
                     break
                 versions.append(run)

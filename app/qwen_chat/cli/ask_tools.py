@@ -1,0 +1,148 @@
+"""`qwen-chat ask` with the MCP servers of mcp.json: the chat's own tool loop (ChatSession, in a throwaway
+database, so nothing is kept), its answer streamed to stdout.
+
+A call runs only with an approval: a rule in settings.toml, `--allow-tool NAME` / `--allow-server NAME`, or the
+user answering on the terminal (the question on stderr, the answer read from the terminal even when stdin is a
+pipe). With no terminal and no rule the call is refused, the model is told, and stderr says how to allow it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from qwen_chat.cli.output import is_terminal
+from qwen_chat.config.mcp_config import ServerEntry
+from qwen_chat.config.tool_settings import ToolSettings, load_tool_settings
+from qwen_chat.engines.protocol import Failed, Loaded, Token
+from qwen_chat.qwen3.thinking import Part
+from qwen_chat.session.chat import ChatSession
+from qwen_chat.session.events import AnswerSaved, Notice, SessionEvent, ToolApprovalNeeded, ToolLoopEnded
+from qwen_chat.session.sources import LocalModel, Server
+from qwen_chat.session.tool_loop import Decision
+from qwen_chat.store.database import Store
+from qwen_chat.system.printable import printable
+
+CHOICES: dict[str, Decision] = {"o": "once", "t": "tool", "s": "server", "d": "deny", "": "deny"}
+Asker = Callable[[ToolApprovalNeeded], Decision | None]
+
+
+@dataclasses.dataclass
+class AskTools:
+    entries: list[ServerEntry]
+    allow_tools: tuple[str, ...] = ()  # tool names (any server) or server/tool
+    allow_servers: tuple[str, ...] = ()
+
+    def settings(self) -> ToolSettings:
+        """The saved rules plus this run's --allow-tool / --allow-server."""
+        saved = load_tool_settings()
+        return dataclasses.replace(saved, allow_tools=saved.allow_tools + self.allow_tools,
+                                   allow_servers=saved.allow_servers + self.allow_servers)
+
+    def allows(self, server: str, tool: str) -> bool:
+        """`--allow-tool NAME` allows NAME on whichever server has it (saved rules name server/tool)."""
+        return self.settings().allows(server, tool) or tool in self.allow_tools
+
+
+def ask_with_tools(source: LocalModel | Server, question: str, tools: AskTools, *, think: bool | None,
+                   show_thinking: bool, out: TextIO | None = None, err: TextIO | None = None,
+                   asker: Asker | None = None) -> int:
+    """One answer, its tool loop included. Returns the exit status (0 answered, 1 failed)."""
+    from qwen_chat.tools.mcp_hub import McpHub
+
+    out, err = out or sys.stdout, err or sys.stderr
+    hub = McpHub(tools.entries)
+    hub.start()
+    hub.wait_ready(hub.connect_timeout)
+    for state in hub.states():
+        if state.status == "down":
+            err.write(f"qwen-chat: MCP server {state.name} is down ({state.error}); its tools are not offered\n")
+    events: queue.Queue[SessionEvent] = queue.Queue()
+    with tempfile.TemporaryDirectory(prefix="qwen-chat-ask-") as folder:
+        session = ChatSession(Store(Path(folder) / "ask.db"), events.put, source=source, tools=hub,
+                              tool_settings=tools.settings)
+        try:
+            return _run(session, question, tools, think, show_thinking, events, out, err, asker or _terminal_asker)
+        except KeyboardInterrupt:
+            session.stop()
+            raise
+        finally:
+            session.close()
+            hub.close()
+
+
+def _run(session: ChatSession, question: str, tools: AskTools, think: bool | None, show_thinking: bool,
+         events: queue.Queue[SessionEvent], out: TextIO, err: TextIO, asker: Asker) -> int:
+    session.open()
+    if not _loaded(events, err):
+        return 1
+    conversation = session.new_conversation()
+    if think is False:
+        session.store.set_thinking(conversation.id, False)
+    session.send(conversation.id, question)
+    while True:
+        event = events.get()
+        if isinstance(event, Token):
+            _write(event, out, err if show_thinking else None)
+        elif isinstance(event, ToolApprovalNeeded):
+            session.decide(event.call.id, _decide(event, tools, asker, err))
+        elif isinstance(event, AnswerSaved) and not event.message.tool_calls:
+            out.write("\n")
+            return 0 if event.message.status != "failed" else 1
+        elif isinstance(event, ToolLoopEnded):
+            out.write("\n")
+            return 1
+        elif isinstance(event, Notice) and event.error:
+            err.write(f"qwen-chat: {event.text}\n")
+
+
+def _loaded(events: queue.Queue[SessionEvent], err: TextIO) -> bool:
+    while True:
+        event = events.get()
+        if isinstance(event, Loaded):
+            return True
+        if isinstance(event, Failed):
+            err.write(f"qwen-chat: {event.message}\n")
+            return False
+
+
+def _write(event: Token, out: TextIO, thinking: TextIO | None) -> None:
+    stream = out if event.part is Part.ANSWER else thinking if event.part is Part.THINKING else None
+    if stream is not None and event.text:
+        stream.write(printable(event.text) if is_terminal(stream) else event.text)
+        stream.flush()
+
+
+def _decide(event: ToolApprovalNeeded, tools: AskTools, asker: Asker, err: TextIO) -> Decision:
+    call = event.call
+    if tools.allows(event.server, call.name):
+        return "once"
+    decision = asker(event)
+    if decision is None:
+        err.write(f"qwen-chat: the model asked to run {call.name} on {event.server}; not run: there is no terminal "
+                  f"to ask on. Allow it with --allow-tool {call.name} or --allow-server {event.server}.\n")
+        return "deny"
+    return decision
+
+
+def _terminal_asker(event: ToolApprovalNeeded) -> Decision | None:
+    """Ask on the terminal (stderr for the question, the terminal itself for the answer); None without one."""
+    import json
+
+    try:
+        terminal = open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with terminal:
+        arguments = json.dumps(event.call.arguments, ensure_ascii=False, indent=2)
+        terminal.write(f"\nThe model wants to run {printable(event.call.name)} on {printable(event.server)}:\n"
+                       f"{printable(arguments)}\n"
+                       "Allow [o]nce, always this [t]ool, always this [s]erver, or [d]eny? ")
+        terminal.flush()
+        answer = terminal.readline().strip().lower()[:1]
+    return CHOICES.get(answer, "deny")
