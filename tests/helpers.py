@@ -98,17 +98,19 @@ SIZE = (110, 36)
 
 
 def make_app(db: Path | Store, model: Path | None = None, n_ctx: int = 4096,
-             endpoint: tuple[str, str | None, str | None] | None = None, engine: Any = None) -> QwenChatApp:
+             endpoint: tuple[str, str | None, str | None] | None = None, engine: Any = None,
+             tools: Any = None) -> QwenChatApp:
     """The one place tests build the app: on a local `model`, or on an OpenAI-compatible `endpoint`
     (url, api key, model). `db` is the SQLite file, or a Store the caller closes. `engine` replaces llama.cpp
-    (a FakeEngine: scripted, deterministic replies; the model file is still read and planned for)."""
+    (a FakeEngine: scripted, deterministic replies; the model file is still read and planned for). `tools` is the
+    session's ToolBox (an McpHub), None for none."""
     from qwen_chat.session.chat import ChatSession
     from qwen_chat.session.sources import LocalModel, Server
     from qwen_chat.tui.app import QwenChatApp  # here, so that engine-only tests do not import the app
 
     store = db if isinstance(db, Store) else Store(db)
     source = Server(*endpoint) if endpoint is not None else LocalModel(model or Path(), n_ctx)
-    return QwenChatApp(ChatSession(store, engine=engine, source=source))
+    return QwenChatApp(ChatSession(store, engine=engine, source=source, tools=tools))
 
 
 def screen_text(app: QwenChatApp) -> str:

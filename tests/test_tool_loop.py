@@ -269,3 +269,31 @@ def test_a_call_left_waiting_by_a_killed_process_is_marked_interrupted(tmp_path:
     calls = store.messages(store.conversations()[0].id)[1].tool_calls
     assert [c.status for c in calls] == ["interrupted", "interrupted"]
     assert "did not run" in calls[0].result and "may or may not" in calls[1].result
+
+
+def test_a_huge_result_is_kept_whole_and_cut_for_the_model_with_a_note(tiny_models: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    from qwen_chat.session.tool_loop import STORE_LIMIT
+
+    settings = tmp_path / "config" / "settings.toml"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text('[tools]\nallow_servers = ["test"]\nresult_limit = 5000\n', encoding="utf-8")
+    big = McpHub([ServerEntry("test", "stdio", sys.executable, (str(SERVER),))], log_path=tmp_path / "mcp.log",
+                 result_limit=STORE_LIMIT)
+    big.start()
+    assert big.wait_ready(60)
+    events: queue.Queue = queue.Queue()
+    session, engine = session_with(big, [Reply(call("big", size=300_000)), Reply("Long.")], tiny_models,
+                                   tmp_path / "c.db", events)
+    try:
+        conversation = session.new_conversation()
+        session.send(conversation.id, "Big")
+        events_until(events, lambda e: isinstance(e, AnswerSaved) and e.message.content == "Long.", 30)
+    finally:
+        session.close()
+        big.close()
+    (stored,) = Store(tmp_path / "c.db").messages(conversation.id)[1].tool_calls
+    assert stored.result == "x" * 300_000  # whole in the store
+    prompt = engine.requests[-1].prompt
+    assert "x" * 5000 in prompt and "x" * 5001 not in prompt
+    assert "[the result was cut here: it is 300,000 characters, the first 5,000 shown]" in prompt

@@ -24,7 +24,7 @@ from qwen_chat.qwen3.thinking import Part
 from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.events import AnswerSaved, Notice, SessionEvent, ToolApprovalNeeded, ToolLoopEnded
 from qwen_chat.session.sources import LocalModel, Server
-from qwen_chat.session.tool_loop import Decision
+from qwen_chat.session.tool_loop import STORE_LIMIT, Decision
 from qwen_chat.store.database import Store
 from qwen_chat.system.printable import printable
 
@@ -56,7 +56,7 @@ def ask_with_tools(source: LocalModel | Server, question: str, tools: AskTools, 
     from qwen_chat.tools.mcp_hub import McpHub
 
     out, err = out or sys.stdout, err or sys.stderr
-    hub = McpHub(tools.entries)
+    hub = McpHub(tools.entries, call_timeout=tools.settings().call_timeout, result_limit=STORE_LIMIT)
     hub.start()
     hub.wait_ready(hub.connect_timeout)
     for state in hub.states():

@@ -159,12 +159,14 @@ def _tool_hub() -> McpHub | None:
     there are none. Problems in the file are reported in the app at start (config.check)."""
     from qwen_chat.config.mcp_config import load_servers
     from qwen_chat.config.tool_settings import load_tool_settings
+    from qwen_chat.session.tool_loop import STORE_LIMIT
     from qwen_chat.tools.mcp_hub import McpHub
 
     entries, _ = load_servers()
     if not entries:
         return None
-    hub = McpHub(entries, call_timeout=load_tool_settings().call_timeout)
+    # results are cut for the model per call (tools.result_limit); the store keeps up to STORE_LIMIT of each
+    hub = McpHub(entries, call_timeout=load_tool_settings().call_timeout, result_limit=STORE_LIMIT)
     hub.start()
     return hub
 

@@ -7,7 +7,7 @@
     model = "Qwen/Qwen3-235B-A22B"      # optional
 
     [keys]                               # binding id = key(s); alternatives separated by commas
-    toggle-thinking = "ctrl+t,f9"
+    toggle-thinking = "ctrl+t,f10"
 
     [chat]                               # defaults for new conversations
     thinking_budget = 0                  # tokens of thinking per answer; 0 = no limit

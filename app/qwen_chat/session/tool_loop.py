@@ -78,7 +78,9 @@ def new_calls(answer_id: int, done: Done, tools: dict[str, ToolSpec]) -> list[Ne
         call_id = call.call_id or f"call_{answer_id}_{i}"
         error = _why_not(call, tools, done.finish)
         status = "pending" if not error else ("stopped" if done.finish == "stopped" else "error")
-        calls.append(NewCall(call_id, call.name, call.arguments, call.raw, status, error))
+        spec = tools.get(call.name)
+        calls.append(NewCall(call_id, call.name, call.arguments, call.raw, status, error,
+                             spec.server if spec is not None else ""))
     return calls
 
 

@@ -56,6 +56,7 @@ BINDINGS: list[Binding | tuple[str, str] | tuple[str, str, str]] = [
     Binding("f6", "personas", "Persona", id="personas", priority=True),
     Binding("f7", "context", "Context", id="context", priority=True),
     Binding("f8", "versions", "Versions", id="versions"),
+    Binding("f9", "tools", "Tools", id="tools"),  # tui/tool_events.py (with its palette entry); also /tools
     Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
 ]
 

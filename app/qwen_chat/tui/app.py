@@ -33,7 +33,6 @@ from qwen_chat.tui.conversation_list import ConversationItem, ConversationList
 from qwen_chat.tui.downloads_screen import DownloadsScreen
 from qwen_chat.tui.external_editor import EditorError, edit_in_editor
 from qwen_chat.tui.messages import AssistantMessage, EarlierMessages, NoticeLine, TrimMarker, UserMessage
-from qwen_chat.tui.paced_tokens import PacedTokens
 from qwen_chat.tui.session_events import (
     AnswerBegan,
     AnswerFinished,
@@ -50,6 +49,7 @@ from qwen_chat.tui.session_events import (
 )
 from qwen_chat.tui.status_bar import StatusBar, mode_label
 from qwen_chat.tui.theme import register_shipped_themes
+from qwen_chat.tui.tool_events import ToolEvents
 from qwen_chat.tui.transcript import transcript_widgets
 
 IDLE_COLLECT_AFTER = 1.0  # seconds after an answer: the garbage collections held while it streamed (gc_pause.py)
@@ -57,7 +57,7 @@ OTHER_WINDOWS_EVERY = 1.5  # seconds between looks at what other windows on this
 PROMPT_HINT = "Message Qwen…  (Alt+Enter or Ctrl+J: new line; Ctrl+G: editor; /think, /no_think; Esc stops)"
 
 
-class QwenChatApp(PacedTokens):
+class QwenChatApp(ToolEvents):
     TITLE = "qwen-chat"
     CSS_PATH = "app.tcss"
     BINDINGS = BINDINGS
@@ -93,7 +93,7 @@ class QwenChatApp(PacedTokens):
                 yield AttachmentBar()
                 yield Composer(placeholder=PROMPT_HINT, id="prompt")
         yield self._status
-        yield Footer(compact=True)  # 18 actions: all of them fit a 180-column terminal
+        yield Footer(compact=True)  # 19 actions: all of them fit a 180-column terminal
 
     def on_mount(self) -> None:
         from qwen_chat.config.check import check as check_settings
@@ -216,6 +216,10 @@ class QwenChatApp(PacedTokens):
     def _submitted(self, event: Composer.Submitted) -> None:
         text = event.value
         bar = self.query_one(AttachmentBar)
+        if text.strip() == "/tools":  # the tools panel (F9): nothing is sent
+            event.composer.value = ""
+            self.action_tools()
+            return
         if text.strip().startswith("/file") and text.strip()[5:6] in ("", " "):
             self._file_command(event.composer, bar, text.strip()[5:].strip())
             return
@@ -386,7 +390,7 @@ class QwenChatApp(PacedTokens):
                 if following:
                     transcript.scroll_end(animate=False)
             self._live = None
-            self.status_bar.state = "ready"
+            self.status_bar.state = "tool calls" if saved.tool_calls and self.session.generating else "ready"
             self.set_timer(IDLE_COLLECT_AFTER, self._collect_when_idle)
             if message.event.done is not None:
                 self.status_bar.last_speed = message.event.done.tokens_per_second

@@ -16,6 +16,7 @@ from qwen_chat.qwen3.thinking import Part, StreamText
 from qwen_chat.store.records import Attachment, Message
 from qwen_chat.tui.printable import printable, printable_line
 from qwen_chat.tui.streaming_markdown import StreamingMarkdown
+from qwen_chat.tui.tool_calls_view import ToolCalls
 
 _STATUS_LABEL = {
     "stopped": "stopped",
@@ -101,7 +102,8 @@ class NoticeLine(Static):
 
 
 class AssistantMessage(Vertical):
-    """Thinking (collapsed; drawn only while open) above the answer (streamed Markdown), then status and speed.
+    """Thinking (collapsed; drawn only while open) above the answer (streamed Markdown), the tool calls it ended
+    with (tui/tool_calls_view.py), then status and speed.
 
     While streaming, the text is the engine's own copy (`follow`): the widget keeps none of its own.
     """
@@ -128,6 +130,7 @@ class AssistantMessage(Vertical):
         self._cut = Static("", classes="thinking-cut", markup=False)
         self._cut.display = False
         self._meta = Static("", classes="meta", markup=False)
+        self.tool_calls = ToolCalls(message.tool_calls if message else ())
 
     @property
     def thinking_text(self) -> str:
@@ -149,6 +152,7 @@ class AssistantMessage(Vertical):
             yield StreamingMarkdown(classes="thinking-text")  # filled when it is opened
             yield self._cut
         yield StreamingMarkdown(drawn_part(self._text.answer), classes="answer")
+        yield self.tool_calls
         yield self._meta
 
     def on_mount(self) -> None:
@@ -208,6 +212,12 @@ class AssistantMessage(Vertical):
             self._thinking_box.title = "Thinking"
         await self.query_one(".answer", StreamingMarkdown).append(text)
 
+    def add_tool_call(self, text: str) -> None:
+        """Raw call text streamed (tags and JSON): the calls show a compact line instead."""
+        if self._own_text:
+            self._text.append(Part.TOOL_CALL, text)
+        self.tool_calls.preparing(self._text.tool_call_text)
+
     async def finish(self, message: Message) -> None:
         answer = self.query_one(".answer", StreamingMarkdown)
         streamed = self._text.length(Part.ANSWER)
@@ -217,9 +227,10 @@ class AssistantMessage(Vertical):
         self._text.append(Part.ANSWER, message.content)
         if streamed != len(message.content):  # not what was streamed (a server's cleanup): draw it anew
             await answer.remove()
-            await self.mount(StreamingMarkdown(message.content, classes="answer"), before=self._meta)
+            await self.mount(StreamingMarkdown(message.content, classes="answer"), before=self.tool_calls)
         else:
             await answer.finish()
+        await self.tool_calls.show(message.tool_calls)
         if message.thinking_cut_at is not None and self._shown_thinking > message.thinking_cut_at:
             old = self.query_one(".thinking-text", StreamingMarkdown)
             await old.remove()  # drawn past the cut while streaming: redraw up to it, the marker shows the rest
@@ -248,7 +259,7 @@ class AssistantMessage(Vertical):
             parts.append(_STATUS_LABEL[message.status])
         if message.error:
             parts.append(message.error)
-        empty = message.status == "complete" and not message.content.strip()
+        empty = message.status == "complete" and not message.content.strip() and not message.tool_calls
         if empty:  # say so: a blank space under the question reads as a hang
             parts.append("the model ended its answer without any text" +
                          (" (it only thought: open the thinking above)" if message.thinking.strip() else ""))

@@ -82,6 +82,8 @@ class PacedTokens(ChatActions):
         for part, text in batch:
             if part is Part.THINKING:
                 live.add_thinking(text)
+            elif part is Part.TOOL_CALL:
+                live.add_tool_call(text)
             else:
                 await live.add_answer(text)
 

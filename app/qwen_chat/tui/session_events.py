@@ -24,6 +24,9 @@ from qwen_chat.session.events import (
     Notice,
     Rewound,
     SessionEvent,
+    ToolApprovalNeeded,
+    ToolCallChanged,
+    ToolLoopEnded,
     UserSaved,
 )
 
@@ -77,6 +80,18 @@ class DownloadChanged(SessionMessage):
     event: Job
 
 
+class ToolApprovalAsked(SessionMessage):
+    event: ToolApprovalNeeded
+
+
+class ToolCallUpdated(SessionMessage):
+    event: ToolCallChanged
+
+
+class ToolLoopFinished(SessionMessage):
+    event: ToolLoopEnded
+
+
 class TokensWaiting(Message):
     """Tokens are in the inbox (posted once until they are drawn)."""
 
@@ -85,6 +100,7 @@ MESSAGE_FOR: dict[type, type[SessionMessage]] = {
     LoadProgress: ModelProgress, Loaded: ModelLoaded, Failed: ModelFailed, UserSaved: UserMessageSaved,
     Rewound: TranscriptRewound, ContextTrimmed: ContextWasTrimmed, AnswerStarted: AnswerBegan,
     AnswerSaved: AnswerFinished, Notice: NoticeArrived, Job: DownloadChanged,
+    ToolApprovalNeeded: ToolApprovalAsked, ToolCallChanged: ToolCallUpdated, ToolLoopEnded: ToolLoopFinished,
 }
 
 
