@@ -38,7 +38,7 @@ def test_shipped_catalog_validates_and_has_the_whole_family(models: dict[str, Ca
 
 def test_presets_still_load_next_to_the_models() -> None:
     assert set(load_catalog()["presets"]) == {"hybrid-thinking", "hybrid-non-thinking", "thinking-2507",
-                                              "instruct-2507"}
+                                              "instruct-2507", "qwen35-thinking", "qwen35-non-thinking"}
 
 
 def test_every_quant_has_named_files_with_sizes(models: dict[str, CatalogModel]) -> None:

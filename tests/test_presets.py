@@ -147,8 +147,8 @@ instruct-2507 = "bad"
     presets.check(problems)
     p = f"{settings_path()}: "
     assert problems == [
-        p + "presets.bad.base: must be one of hybrid-thinking, hybrid-non-thinking, instruct-2507, thinking-2507 "
-            "(got 'gpt-5'); hybrid-thinking is used",
+        p + "presets.bad.base: must be one of hybrid-thinking, hybrid-non-thinking, instruct-2507, thinking-2507, "
+            "qwen35-thinking, qwen35-non-thinking (got 'gpt-5'); hybrid-thinking is used",
         p + "presets.bad.temperature: must be between 0.0 and 2.0 (got 3); Qwen's value is used",
         p + "presets.bad.top_k: must be a whole number between 0 and 1000, 0 = off (got 1.5); Qwen's value is used",
         p + "presets.bad.colour: unknown field (fields: temperature, top_p, top_k, min_p, presence_penalty, "
@@ -157,7 +157,7 @@ instruct-2507 = "bad"
             "ignored",
         p + "overrides.hybrid-non-thinking.top_p: must be above 0.0 and at most 1.0 (got 0); Qwen's value is used",
         p + "overrides.made-up: no such Qwen preset (presets: hybrid-thinking, hybrid-non-thinking, instruct-2507, "
-            "thinking-2507); ignored",
+            "thinking-2507, qwen35-thinking, qwen35-non-thinking); ignored",
         p + "use.hybrid-thinking: no preset named 'missing' (named presets: bad); Qwen's is used",
     ]
     assert effective("hybrid-thinking", False) == ("hybrid-thinking", qwen_preset("hybrid-thinking", False))

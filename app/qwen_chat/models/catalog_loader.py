@@ -17,7 +17,7 @@ import yaml
 from qwen_chat.models.catalog import CatalogError, CatalogModel, Quant, QuantFile, shipped_file
 from qwen_chat.system.paths import config_dir
 
-VARIANTS = ("hybrid", "instruct-2507", "thinking-2507")
+VARIANTS = ("hybrid", "instruct-2507", "thinking-2507", "qwen35")
 SCHEMA = 1
 USER_CATALOG = "models_catalog.yaml"
 

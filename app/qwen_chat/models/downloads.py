@@ -41,6 +41,7 @@ from qwen_chat.models.download_state import (
 )
 from qwen_chat.models.gguf_files import ModelFileError, check_magic
 from qwen_chat.models.hub import HubError, RemoteFile
+from qwen_chat.models.listing_match import NoSuchQuant, quant_files
 from qwen_chat.system.paths import models_dir
 
 MiB = 1024 * 1024
@@ -406,12 +407,10 @@ def pull(ref: str, quant: str | None = None, dest_dir: Path | None = None, progr
             if local is not None:
                 return local
         raise
-    by_path = {f.path: f for f in listing}
-    missing = [f.path for f in chosen.files if f.path not in by_path]
-    if missing:
-        raise DownloadError(f"{', '.join(missing)} not found in {model.repo} at commit {commit[:12]}: the catalog "
-                            "entry is out of date")
-    remotes = [by_path[f.path] for f in chosen.files]
+    try:
+        remotes = quant_files(chosen, listing, model.name, model.repo, commit)
+    except NoSuchQuant as exc:
+        raise DownloadError(str(exc)) from None
     dest_dir.mkdir(parents=True, exist_ok=True)
     _check_space(dest_dir, sum(remaining_bytes(model.repo, r, commit, dest_dir) for r in remotes),
                  f"{model.id}:{chosen.name}")

@@ -27,8 +27,9 @@ class Sampling:
     seed: int | None = None
 
 
-SLOTS = ("hybrid-thinking", "hybrid-non-thinking", "instruct-2507", "thinking-2507")
-THINKING_SLOTS = ("hybrid-thinking", "thinking-2507")
+SLOTS = ("hybrid-thinking", "hybrid-non-thinking", "instruct-2507", "thinking-2507", "qwen35-thinking",
+         "qwen35-non-thinking")
+THINKING_SLOTS = ("hybrid-thinking", "thinking-2507", "qwen35-thinking")
 DEFAULT_BASE = "hybrid-thinking"
 FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "max_output", "thinking_budget")
 
@@ -110,6 +111,8 @@ def preset_name(variant: Variant, thinking: bool) -> str:
         return "thinking-2507"
     if variant is Variant.NO_THINKING:
         return "instruct-2507"  # also the sensible choice for non-Qwen3 chat models
+    if variant is Variant.SWITCHABLE:  # Qwen3.5 / 3.6: their own cards' values
+        return "qwen35-thinking" if thinking else "qwen35-non-thinking"
     return "hybrid-thinking" if thinking else "hybrid-non-thinking"
 
 

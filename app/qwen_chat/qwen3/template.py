@@ -35,12 +35,19 @@ CHATML_FALLBACK = (
 class Variant(Enum):
     """What a model can do with thinking, read off its own template."""
 
-    HYBRID = "hybrid"  # Qwen3 2504: thinking on/off per conversation and per message
+    HYBRID = "hybrid"  # Qwen3 2504: thinking on/off per conversation and per message (/think, /no_think)
+    # Qwen3.5 / 3.6: thinks by default and `enable_thinking` is the only switch; /think inside a message is text
+    SWITCHABLE = "switchable"
     ALWAYS_THINKS = "thinking"  # Thinking-2507: the template opens <think> itself
     NO_THINKING = "instruct"  # Instruct-2507 and every non-Qwen3 model
 
     @property
     def can_switch(self) -> bool:
+        return self in (Variant.HYBRID, Variant.SWITCHABLE)
+
+    @property
+    def has_soft_switch(self) -> bool:
+        """Whether /think and /no_think inside a message switch thinking (Qwen3's hybrid models were trained to)."""
         return self is Variant.HYBRID
 
 
@@ -115,7 +122,9 @@ class ChatTemplate:
         on = self.render(probe, enable_thinking=True)
         off = self.render(probe, enable_thinking=False)
         if on != off:
-            return Variant.HYBRID
+            # Qwen3's hybrid template answers thinking-on with a bare assistant turn (the model opens <think>, and
+            # obeys soft switches); Qwen3.5's opens <think> itself: thinking by default, no soft switch
+            return Variant.SWITCHABLE if prompt_opens_thinking(on) else Variant.HYBRID
         if prompt_opens_thinking(on):
             return Variant.ALWAYS_THINKS
         return Variant.NO_THINKING
@@ -140,12 +149,14 @@ def effective_thinking(variant: Variant, enable_thinking: bool, user_texts: Iter
     """Whether the model will think on this turn.
 
     Hybrid models follow the most recent soft switch in the conversation, but only while `enable_thinking`
-    is on; the 2507 models ignore switches.
+    is on; the 2507 and Qwen3.5 models ignore switches.
     """
     if variant is Variant.ALWAYS_THINKS:
         return True
     if variant is Variant.NO_THINKING or not enable_thinking:
         return False
+    if variant is Variant.SWITCHABLE:
+        return True
     mode = True
     for text in user_texts:
         switch = last_soft_switch(text)

@@ -30,6 +30,7 @@ from qwen_chat.qwen3.template import (
     apply_mode_command,
     command_of,
     effective_thinking,
+    last_soft_switch,
     prompt_opens_thinking,
 )
 from qwen_chat.qwen3.thinking import StreamText
@@ -86,6 +87,7 @@ class ChatSession(ModelSide):
         self.context_used = 0
         self._lock = threading.Lock()
         self._streaming: _Streaming | None = None
+        self._told_switch = False
 
     @property
     def generating(self) -> bool:
@@ -160,11 +162,19 @@ class ChatSession(ModelSide):
             return None
         with self._claim():
             self._check_fits(files)
+            self._tell_no_soft_switch(text)
             thinking = self.thinking_now(conversation, adding=text)
             user = self.store.add_user_message(conversation.id, text, "think" if thinking else "no_think", files)
             self.sink(UserSaved(user))
             self._answer(conversation, thinking)
             return user
+
+    def _tell_no_soft_switch(self, text: str) -> None:
+        """Qwen3.5 / 3.6 were not trained on /think and /no_think inside a message: say so, once a session."""
+        if self.variant is Variant.SWITCHABLE and last_soft_switch(text) is not None and not self._told_switch:
+            self._told_switch = True
+            self.sink(Notice("This model has no /think or /no_think switch inside a message: there it is plain text. "
+                             "Type /think or /no_think alone (or Ctrl+T) to turn thinking on or off."))
 
     def _check_fits(self, files: tuple[Attachment, ...]) -> None:
         """Files that cannot fit the context are refused before anything is saved, with both sizes."""
