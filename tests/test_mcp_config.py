@@ -173,3 +173,16 @@ def test_keyring_references_use_the_qwen_chat_mcp_service(monkeypatch: pytest.Mo
     assert resolve_secrets({"KEY": "${keyring:weather}"}) == {"KEY": "k-123"}
     with pytest.raises(ValueError, match=r'KEY: \$\{keyring:other\} has no entry .*service "qwen-chat-mcp"'):
         resolve_secrets({"KEY": "${keyring:other}"})
+
+
+def test_the_start_up_report_includes_mcp_json_problems_and_bad_tool_settings() -> None:
+    from qwen_chat.config.check import check
+    from qwen_chat.system.paths import config_dir
+
+    config_dir().mkdir(parents=True, exist_ok=True)
+    (config_dir() / "mcp.json").write_text('{"mcpServers": {"bad": {"args": 3}}}', encoding="utf-8")
+    (config_dir() / "settings.toml").write_text("[tools]\nmax_rounds = 0\n", encoding="utf-8")
+    problems = check()
+    assert any("mcpServers.bad" in p for p in problems)
+    assert any("tools.max_rounds: must be a whole number from 1 to 200 (got 0); the default 20 is used" in p
+               for p in problems)
