@@ -297,3 +297,18 @@ def test_a_huge_result_is_kept_whole_and_cut_for_the_model_with_a_note(tiny_mode
     prompt = engine.requests[-1].prompt
     assert "x" * 5000 in prompt and "x" * 5001 not in prompt
     assert "[the result was cut here: it is 300,000 characters, the first 5,000 shown]" in prompt
+
+
+def test_esc_while_the_model_writes_a_call_keeps_it_stopped_and_runs_nothing(
+        hub: McpHub, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    events: queue.Queue = queue.Queue()
+    session, engine = session_with(hub, [Reply(call("echo", text="never"), wait_for_stop=True)], tiny_models,
+                                   tmp_path / "c.db", events)
+    conversation = session.new_conversation()
+    session.send(conversation.id, "Go")
+    events_until(events, lambda e: getattr(e, "part", None) is not None and e.part.value == "tool_call", 30)
+    session.stop()
+    saved = until(events, AnswerSaved)[-1].message
+    session.close()
+    assert saved.status == "stopped" and [c.status for c in saved.tool_calls] == ["stopped"]
+    assert not session.busy() and len(engine.requests) == 2  # the load and the answer: nothing more
