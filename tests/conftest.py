@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import Hub, hub_env  # noqa: E402
 
 from real_model import Unavailable, real_model_path  # noqa: E402
-from tiny_models import write_tiny_qwen3  # noqa: E402
+from tiny_models import write_tiny_hybrid, write_tiny_qwen3  # noqa: E402
 
 # CI sets this: a real-model test that cannot fetch its model fails instead of skipping.
 REQUIRE_REAL = os.environ.get("QWEN_CHAT_REQUIRE_REAL_MODEL") == "1"
@@ -58,6 +58,13 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "thinking": write_tiny_qwen3(folder / "thinking.gguf", "qwen3-thinking-2507.jinja"),
         "none": write_tiny_qwen3(folder / "none.gguf", None),
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_hybrid_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny hybrid recurrent models (Gated DeltaNet + gated attention, tests/tiny_models.py), by architecture."""
+    folder = tmp_path_factory.mktemp("tiny-hybrid-models")
+    return {arch: write_tiny_hybrid(folder / f"{arch}.gguf", arch) for arch in ("qwen35", "qwen3next", "qwen35moe")}
 
 
 @pytest.fixture

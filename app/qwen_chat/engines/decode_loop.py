@@ -8,9 +8,10 @@ presence penalty 1.5 (bench/engine_vs_llamacpp.py); the engine on this loop at 0
 one `llama_sampler_sample` (~0.1 ms of it), one `llama_decode` and an incremental UTF-8 decode of its bytes.
 
 The loop keeps its own record of the tokens in the KV cache (sequence 0): a new prompt that starts like the
-previous one (the chat history) evaluates only what differs. It mirrors that record into the `Llama` object's
-`input_ids` / `n_tokens`, so llama-cpp-python's own calls on the same object stay correct, and it adopts
-llama-cpp-python's record when one of those ran in between.
+previous one (the chat history) evaluates only what differs; on a recurrent or hybrid model (Qwen3-Next,
+Qwen3.5), whose state cannot be rolled back, only a prompt that continues the whole record does. It mirrors
+that record into the `Llama` object's `input_ids` / `n_tokens`, so llama-cpp-python's own calls on the same
+object stay correct, and it adopts llama-cpp-python's record when one of those ran in between.
 
 Sampling is the chain llama-cpp-python 0.3.36 builds in `Llama._init_sampler` (same samplers, same order, same
 seed handling), so a seed gives the same tokens; the only change is a cheaper way to apply repetition penalties
@@ -100,6 +101,9 @@ class DecodeLoop:
             self._batch.seq_id[i][0] = 0
         self._abort = abort_callback
         self._armed: bool | None = None
+        model = llm._model.model
+        # Recurrent and hybrid models (Qwen3-Next, Qwen3.5) hold a state for the last position only: see _keep_prefix
+        self.recurrent = bool(C.llama_model_is_recurrent(model) or C.llama_model_is_hybrid(model))
         self._ids: list[int] = []
         self._pieces: dict[int, bytes] = {}
         self._piece_buffer = ctypes.create_string_buffer(64)
@@ -164,15 +168,20 @@ class DecodeLoop:
 
     def _keep_prefix(self, prompt: list[int]) -> int:
         """Drop from the cache what differs from `prompt`; returns how many prompt tokens stay. At least the last
-        prompt token is evaluated again: its logits are what the first sample needs."""
+        prompt token is evaluated again: its logits are what the first sample needs. On a recurrent model the
+        cache stays only when `prompt` continues all of it (an edit, a regeneration or a trim starts over)."""
         same = 0
         for cached, wanted in zip(self._ids, prompt, strict=False):
             if cached != wanted:
                 break
             same += 1
         keep = min(same, len(prompt) - 1)
-        if not C.llama_memory_seq_rm(self._memory, 0, keep, -1):
-            # this memory cannot drop just a tail (recurrent state): start the sequence over
+        if self.recurrent and keep < len(self._ids):
+            # A recurrent state cannot go back to an earlier position (llama.cpp rolls back only with n_rs_seq
+            # snapshots, which Llama() leaves at 0): only a prompt that extends the whole record keeps it.
+            keep = 0
+        if keep == 0 or not C.llama_memory_seq_rm(self._memory, 0, keep, -1):
+            # start the sequence over (also where a memory refuses to drop just a tail)
             C.llama_memory_seq_rm(self._memory, 0, -1, -1)
             keep = 0
         del self._ids[keep:]

@@ -20,6 +20,9 @@ PRESET_KEYS = {"temperature", "top_p", "top_k", "min_p", "presence_penalty", "pr
                "max_output"}
 
 
+QWEN3_VOCAB = 151936
+
+
 class CatalogError(Exception):
     pass
 
@@ -66,6 +69,10 @@ class CatalogModel:
     yarn_factors: tuple[int, ...]
     quants: dict[str, Quant] = field(hash=False)  # in file order
     kv_layers: int | None = None  # layers with a KV cache when not all have one (Qwen3-Next); None means all
+    # hybrid recurrent models (Qwen3-Next, Qwen3.5): the recurrent (conv + ssm) state of one sequence, f32, as
+    # llama.cpp allocates it for the layers without a KV cache
+    recurrent_state_bytes: int = 0
+    vocab_size: int = 151936  # Qwen3's; Qwen3.5 / 3.6 have 248,320 (so neither can draft for the other)
 
     @property
     def is_moe(self) -> bool:

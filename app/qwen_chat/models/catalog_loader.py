@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from qwen_chat.models.catalog import CatalogError, CatalogModel, Quant, QuantFile, shipped_file
+from qwen_chat.models.catalog import QWEN3_VOCAB, CatalogError, CatalogModel, Quant, QuantFile, shipped_file
 from qwen_chat.system.paths import config_dir
 
 VARIANTS = ("hybrid", "instruct-2507", "thinking-2507", "qwen35")
@@ -28,7 +28,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SPLIT_PART = re.compile(r"(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf")
 _MODEL_INTS = ("params", "layers", "hidden", "heads", "kv_heads", "head_dim", "native_context", "gguf_context")
 _MODEL_REQUIRED = {"name", "repo", "variant", *_MODEL_INTS, "experts", "experts_used", "yarn_factors", "quants"}
-_MODEL_OPTIONAL = {"active_params", "kv_layers"}
+_MODEL_OPTIONAL = {"active_params", "kv_layers", "recurrent_state_bytes", "vocab_size"}
 
 
 def load_models(path: Path | None = None, user_path: Path | None = None) -> dict[str, CatalogModel]:
@@ -200,6 +200,8 @@ def _model(model_id: str, data: Any, at: _At) -> CatalogModel:
         yarn_factors=_yarn_factors(*entries["yarn_factors"]),
         quants=_quants(*entries["quants"]),
         kv_layers=_kv_layers(entries, ints["layers"]),
+        recurrent_state_bytes=_int(*entries["recurrent_state_bytes"]) if "recurrent_state_bytes" in entries else 0,
+        vocab_size=_int(*entries["vocab_size"]) if "vocab_size" in entries else QWEN3_VOCAB,
         **ints,
     )
 

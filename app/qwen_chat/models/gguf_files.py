@@ -14,10 +14,44 @@ SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 # general.file_type values that mean "not quantized" (llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_BF16).
 _UNQUANTIZED_FILE_TYPES = {0, 1, 32}
+# Hybrid architectures whose GGUFs may leave full_attention_interval out: llama.cpp then takes 4 for them.
+_DEFAULT_ATTENTION_INTERVAL = {"qwen3next": 4, "qwen35": 4, "qwen35moe": 4}
 
 
 class ModelFileError(Exception):
     """A model file that cannot be used; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """The recurrent (Gated DeltaNet / Mamba-style) layers of a hybrid model, from its ssm.* metadata.
+
+    llama.cpp keeps no KV cache for these layers but one conv + ssm state per sequence each, in f32, whatever
+    the context size (llama_memory_recurrent, sized by n_embd_r() / n_embd_s() in llama-hparams.cpp)."""
+
+    layers: tuple[bool, ...]  # per block: True for a recurrent layer
+    conv_kernel: int  # ssm.conv_kernel (d_conv)
+    inner_size: int  # ssm.inner_size (d_inner)
+    state_size: int  # ssm.state_size (d_state)
+    group_count: int  # ssm.group_count (n_group)
+
+    @property
+    def count(self) -> int:
+        return sum(self.layers)
+
+    @property
+    def conv_floats(self) -> int:
+        """n_embd_r(): the last d_conv - 1 inputs of the short convolution over x, B and C."""
+        return max(0, self.conv_kernel - 1) * (self.inner_size + 2 * self.group_count * self.state_size)
+
+    @property
+    def state_floats(self) -> int:
+        """n_embd_s(): the ssm state (for Gated DeltaNet a head_v × head_v matrix per V head)."""
+        return self.state_size * self.inner_size
+
+    def bytes_per_sequence(self) -> int:
+        """f32 conv + ssm state of every recurrent layer, for one sequence."""
+        return 4 * (self.conv_floats + self.state_floats) * self.count
 
 
 @dataclass(frozen=True)
@@ -41,15 +75,23 @@ class ModelInfo:
     eos_token: str
     n_vocab: int = 0
     headers: tuple[GGUFHeader, ...] = field(default=(), repr=False, compare=False)  # tensor tables, all shards
+    recurrence: Recurrence | None = None  # hybrid recurrent models (Qwen3-Next, Qwen3.5) only
+    nextn_layers: int = 0  # trailing MTP blocks: llama.cpp gives them no memory in the main context
+
+    @property
+    def kv_layers(self) -> int:
+        """Layers that keep a KV cache: all but the recurrent ones (and the MTP blocks)."""
+        layers = self.block_count - self.nextn_layers
+        return layers - (self.recurrence.count if self.recurrence else 0)
 
     @property
     def quantized(self) -> bool:
         return self.file_type not in _UNQUANTIZED_FILE_TYPES
 
     def kv_bytes_per_token(self, bytes_per_element: float = 2.0) -> int:
-        """f16 K and V for every layer: the size of one context position."""
+        """f16 K and V for every layer with a KV cache: the size of one context position."""
         per_layer = self.head_count_kv * (self.key_length + self.value_length)
-        return int(self.block_count * per_layer * bytes_per_element)
+        return int(self.kv_layers * per_layer * bytes_per_element)
 
 
 def shard_set(path: Path) -> tuple[Path, ...]:
@@ -153,7 +195,29 @@ def read_model_info(path: Path) -> ModelInfo:
         eos_token=_token_text(meta, tokens, "tokenizer.ggml.eos_token_id"),
         n_vocab=headers[0].array_lengths.get("tokenizer.ggml.tokens", 0),
         headers=tuple(headers),
+        recurrence=_recurrence(meta, str(arch), int(arch_field("block_count"))),
+        nextn_layers=int(arch_field("nextn_predict_layers", 0)),
     )
+
+
+def _recurrence(meta: dict[str, Any], arch: str, blocks: int) -> Recurrence | None:
+    """Which layers are recurrent, the way llama.cpp's qwen3next / qwen35 loaders decide: the per-layer
+    attention.recurrent_layers array if the file has one, else every layer but each full_attention_interval-th."""
+    if f"{arch}.ssm.state_size" not in meta:
+        return None
+    nextn = int(meta.get(f"{arch}.nextn_predict_layers", 0))
+    flags = meta.get(f"{arch}.attention.recurrent_layers")
+    if isinstance(flags, list):
+        layers = tuple(bool(f) and i < blocks - nextn for i, f in enumerate(flags[:blocks]))
+    else:
+        interval = int(meta.get(f"{arch}.full_attention_interval", _DEFAULT_ATTENTION_INTERVAL.get(arch, 0)))
+        # no interval at all (a pure recurrent model such as Mamba): every layer is recurrent
+        layers = tuple(i < blocks - nextn and (interval <= 0 or (i + 1) % interval != 0) for i in range(blocks))
+
+    def ssm(name: str) -> int:
+        return int(meta.get(f"{arch}.ssm.{name}", 0))
+
+    return Recurrence(layers, ssm("conv_kernel"), ssm("inner_size"), ssm("state_size"), ssm("group_count"))
 
 
 def check_split_set(shards: tuple[Path, ...], headers: list[GGUFHeader]) -> int:

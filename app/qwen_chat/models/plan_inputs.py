@@ -20,16 +20,19 @@ _BLOCK = re.compile(r"^blk\.(\d+)\.")
 # ---- weights from a GGUF header or from the catalog -----------------------------------------------------
 
 
-def weights_from_headers(headers: Sequence[GGUFHeader], layers: int) -> Weights:
+def weights_from_headers(headers: Sequence[GGUFHeader], layers: int, skipped_from: int | None = None) -> Weights:
+    """`skipped_from`: the first block llama.cpp does not load (the MTP blocks after a model's own layers)."""
     dense, experts = [0] * layers, [0] * layers
     output = embed = repack = 0
     has_output = False
     for header in headers:
         for tensor in header.tensors:
             size = tensor.n_bytes
+            block = _BLOCK.match(tensor.name)
+            if block and skipped_from is not None and skipped_from <= int(block[1]) < layers:
+                continue
             if tensor.ggml_type in _REPACKED and len(tensor.shape) == 2 and tensor.shape[1] % 8 == 0:
                 repack += size
-            block = _BLOCK.match(tensor.name)
             if block and int(block[1]) < layers:
                 target = experts if _EXPERTS.search(tensor.name) else dense
                 target[int(block[1])] += size
@@ -68,13 +71,17 @@ def arch_from_info(info: ModelInfo, yarn_factors: tuple[int, ...] = (), native_c
         native_context=native_context or info.context_length,
         yarn_factors=yarn_factors,
         is_moe=info.expert_count > 0,
+        kv_layers=info.kv_layers if info.kv_layers != info.block_count else None,
+        recurrent_state_bytes=info.recurrence.bytes_per_sequence() if info.recurrence else 0,
     )
 
 
 def candidate_from_info(info: ModelInfo) -> Candidate:
     quant = _QUANT_IN_NAME.search(info.path.name)
     name = quant[1].upper() if quant else info.path.stem
-    return Candidate(name, weights_from_headers(info.headers, info.block_count))
+    # llama.cpp loads the multi-token-prediction blocks only when asked (llama_model_params.load_mtp)
+    skipped = info.block_count - info.nextn_layers if info.nextn_layers else None
+    return Candidate(name, weights_from_headers(info.headers, info.block_count, skipped))
 
 
 _QUANT_IN_NAME = re.compile(r"[-_.]((?:UD-)?(?:I?Q\d[A-Z0-9_]*|F16|BF16|F32))(?:-\d{5}-of-\d{5})?\.gguf$", re.I)
@@ -82,14 +89,12 @@ _QUANT_IN_NAME = re.compile(r"[-_.]((?:UD-)?(?:I?Q\d[A-Z0-9_]*|F16|BF16|F32))(?:
 
 # ---- inputs from the catalog ----------------------------------------------------------------------------
 
-QWEN_VOCAB = 151936
-
-
 def arch_from_catalog(model: CatalogModel) -> Arch:
     return Arch(
         layers=model.layers, kv_heads=model.kv_heads, key_length=model.head_dim, value_length=model.head_dim,
-        n_vocab=QWEN_VOCAB, n_head=model.heads, gguf_context=model.gguf_context, native_context=model.native_context,
-        yarn_factors=model.yarn_factors, is_moe=model.is_moe, kv_layers=model.kv_layers)
+        n_vocab=model.vocab_size, n_head=model.heads, gguf_context=model.gguf_context,
+        native_context=model.native_context, yarn_factors=model.yarn_factors, is_moe=model.is_moe,
+        kv_layers=model.kv_layers, recurrent_state_bytes=model.recurrent_state_bytes)
 
 
 def candidates_from_catalog(model: CatalogModel, quant: Quant | None = None) -> list[Candidate]:
@@ -98,7 +103,7 @@ def candidates_from_catalog(model: CatalogModel, quant: Quant | None = None) -> 
 
 def weights_from_catalog(model: CatalogModel, quant: Quant) -> Weights:
     bytes_per_param = quant.size / model.params
-    embed_params = QWEN_VOCAB * model.hidden
+    embed_params = model.vocab_size * model.hidden
     tied = not model.is_moe and model.params < 5_000_000_000  # Qwen3 0.6B/1.7B/4B tie their embeddings
     share = 0.0
     if model.is_moe and model.active_params and model.experts > model.experts_used:

@@ -3,7 +3,9 @@ type, flash attention, context size and YaRN, with the predicted bytes and the r
 
 Sizes come from the GGUF tensor table when the file (or its header) is at hand, from the catalog otherwise
 (plan_inputs.py).
-Formulas (reference/memory-fit.md): KV = 2·L·ctx·n_kv·head_dim·bytes, head_dim from `attention.key_length`;
+Formulas (reference/memory-fit.md): KV = 2·L·ctx·n_kv·head_dim·bytes, head_dim from `attention.key_length`,
+L the layers with a KV cache (hybrid recurrent models: every full_attention_interval-th; their recurrent layers
+add a fixed f32 conv + ssm state per sequence, Arch.recurrent_state_bytes);
 compute buffer ≈ 4·n_ubatch·n_vocab bytes (measured within 2% on this machine, see bench/plan_accuracy.py).
 Order of preference: quality quants fully on the GPU; for MoE, experts on the CPU before a lower quant; for
 dense models, a smaller quant fully on the GPU before partial offload; the CPU last.
@@ -70,7 +72,10 @@ class Arch:
     native_context: int  # base for YaRN
     yarn_factors: tuple[int, ...] = ()
     is_moe: bool = False
-    kv_layers: int | None = None  # layers that keep a KV cache, when not all do (Qwen3-Next)
+    kv_layers: int | None = None  # layers that keep a KV cache, when not all do (Qwen3-Next, Qwen3.5)
+    # Hybrid recurrent models: the f32 conv + ssm state of all recurrent layers for one sequence (llama.cpp's
+    # RS buffer; gguf_files.Recurrence computes it from the ssm.* metadata). Fixed, whatever the context.
+    recurrent_state_bytes: int = 0
 
     def kv_bytes(self, n_ctx: int, kv_type: str, layers: int | None = None) -> int:
         """KV cache bytes for all layers, or for `layers` of them (a share of the cached ones)."""
@@ -78,6 +83,13 @@ class Arch:
         cached = self.layers if self.kv_layers is None else self.kv_layers
         share = cached if layers is None else cached * layers / self.layers
         return int(n_ctx * per_layer * share)
+
+    def memory_bytes(self, n_ctx: int, kv_type: str, layers: int | None = None) -> int:
+        """llama.cpp's memory module: the KV cache plus the recurrent state, for all layers or a share (llama.cpp
+        places both with their layer; the hybrid's layer types alternate evenly, so a share of layers holds that
+        share of each)."""
+        state = self.recurrent_state_bytes if layers is None else self.recurrent_state_bytes * layers / self.layers
+        return self.kv_bytes(n_ctx, kv_type, layers) + int(state)
 
 
 @dataclass(frozen=True)
@@ -164,12 +176,12 @@ class _Fit:
 
 
 def _full_gpu(arch: Arch, w: Weights, ctx: int, kv: str) -> _Fit:
-    gpu = sum(w.layer_dense) + sum(w.layer_experts) + w.output + arch.kv_bytes(ctx, kv) + compute_bytes(arch)
+    gpu = sum(w.layer_dense) + sum(w.layer_experts) + w.output + arch.memory_bytes(ctx, kv) + compute_bytes(arch)
     return _Fit(gpu, w.embed + compute_bytes(arch) // 8)
 
 
 def _experts_on_cpu(arch: Arch, w: Weights, ctx: int, kv: str, n_cpu: int) -> _Fit:
-    gpu = (sum(w.layer_dense) + sum(w.layer_experts[n_cpu:]) + w.output + arch.kv_bytes(ctx, kv)
+    gpu = (sum(w.layer_dense) + sum(w.layer_experts[n_cpu:]) + w.output + arch.memory_bytes(ctx, kv)
            + compute_bytes(arch))
     return _Fit(gpu, sum(w.layer_experts[:n_cpu]) + w.embed + compute_bytes(arch))
 
@@ -178,14 +190,14 @@ def _partial_dense(arch: Arch, w: Weights, ctx: int, kv: str, n_gpu: int) -> _Fi
     """The last n_gpu blocks (and the output layer) on the GPU, like llama.cpp's -ngl."""
     gpu_layers = range(arch.layers - n_gpu, arch.layers)
     on_gpu = sum(w.layer_dense[i] + w.layer_experts[i] for i in gpu_layers) + w.output
-    gpu = on_gpu + arch.kv_bytes(ctx, kv, n_gpu) + compute_bytes(arch)
+    gpu = on_gpu + arch.memory_bytes(ctx, kv, n_gpu) + compute_bytes(arch)
     in_file_on_gpu = on_gpu - (w.output if w.tied else 0)  # a tied head's GPU copy is not taken from RAM
-    ram = w.total - in_file_on_gpu + arch.kv_bytes(ctx, kv, arch.layers - n_gpu) + compute_bytes(arch)
+    ram = w.total - in_file_on_gpu + arch.memory_bytes(ctx, kv, arch.layers - n_gpu) + compute_bytes(arch)
     return _Fit(gpu, ram)
 
 
 def _cpu(arch: Arch, w: Weights, ctx: int, kv: str) -> _Fit:
-    return _Fit(0, w.total + arch.kv_bytes(ctx, kv) + compute_bytes(arch, ctx, flash_attn=False))
+    return _Fit(0, w.total + arch.memory_bytes(ctx, kv) + compute_bytes(arch, ctx, flash_attn=False))
 
 
 def context_ladder(arch: Arch, requested: int | None) -> list[int]:
