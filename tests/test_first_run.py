@@ -23,16 +23,19 @@ def machine(available: float, gpu: float = 0) -> Machine:
 
 
 def test_recommendation_follows_the_machine() -> None:
-    assert recommend(machine(5))[0].id in ("qwen3-4b-instruct-2507", "qwen3-4b", "qwen3-1.7b")
-    assert recommend(machine(28))[0].id == "qwen3-8b"  # CPU only: nothing bigger than 8B
-    assert recommend(machine(28, gpu=24))[0].id == "qwen3-30b-a3b-instruct-2507"
+    assert recommend(machine(5)).model.id in ("qwen3.5-4b", "qwen3-4b-instruct-2507", "qwen3-4b", "qwen3-1.7b")
+    # CPU only, 8 cores: the MoE reads 3B parameters' worth per token, fast enough where a dense model is not
+    assert recommend(machine(28)).model.id == "qwen3.6-35b-a3b"
+    assert recommend(machine(28), min_tokens_per_second=45).model.id != "qwen3.6-35b-a3b"
+    assert recommend(machine(28, gpu=24)).model.id == "qwen3.6-35b-a3b"
     assert recommend(machine(0.5)) is None
 
 
 def test_welcome_offers_the_download_or_explains_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     said: list[str] = []
-    assert welcome(machine(28), ask=lambda q: "", say=said.append) == "qwen3-8b:Q4_K_M"
-    assert any("Recommended: Qwen3-8B Q4_K_M" in s for s in said)
+    assert welcome(machine(28), ask=lambda q: "", say=said.append) == "qwen3.6-35b-a3b:Q4_K_M"
+    assert any("Recommended: Qwen3.6-35B-A3B Q4_K_M" in s for s in said)
+    assert any(s.startswith("Why: ") and "tok/s" in s for s in said)
     assert welcome(machine(28), ask=lambda q: "n", say=said.append) is None
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     said.clear()

@@ -213,7 +213,7 @@ colour = "blue"
             "the default 0 is used",
         p + "context: must be one of auto, native, 64k, 128k, 256k (got '100k'); the default 'auto' is used",
         p + "persona: must be a persona name in quotes, \"\" for none (got 3); the default '' is used",
-        p + "colour: unknown setting (known: thinking_budget, context, persona); ignored",
+        p + "colour: unknown setting (known: thinking_budget, context, persona, min_tokens_per_second); ignored",
     ]
     write("[chat]\nthinking_budget = 1.5\ncontext = \"256k\"\n")
     problems.clear()

@@ -194,6 +194,10 @@ def _report(args: argparse.Namespace) -> int:
         if args.command == "merge":
             return run_merge(args.first_shard, args.out, delete_shards=args.delete_shards)
         return run_login()
+    if args.command == "calibrate":
+        from qwen_chat.cli.reports import run_calibrate
+
+        return run_calibrate(args.gguf, args.model, gpu=args.gpu)
     from qwen_chat.cli.reports import print_doctor, print_models, print_plan
     from qwen_chat.models.catalog import CatalogError
 

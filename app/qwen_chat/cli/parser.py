@@ -72,6 +72,11 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
                       help="read the files' GGUF headers from the hub (a few MB) for exact tensor sizes")
     doctor = commands.add_parser("doctor", help="hardware, engine build, paths and versions")
     _db_option(doctor, hidden)
+    calibrate = commands.add_parser("calibrate", help="measure this machine's decode and prompt speed (~20 s) on a "
+                                                      "GGUF, for the tok/s that models and plan show")
+    calibrate.add_argument("gguf", nargs="?", type=Path, metavar="MODEL.gguf",
+                           help="the model to probe with (default: the last one used; any small GGUF will do)")
+    calibrate.add_argument("--gpu", action="store_true", help="also probe with every layer on the GPU")
     pull = commands.add_parser("pull", help="download MODEL[:QUANT] from Hugging Face (resumes; verifies sha256)")
     pull.add_argument("model", metavar="MODEL[:QUANT]")
     pull.add_argument("--keep-shards", action="store_true",

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import platform
 import sys
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
 from qwen_chat.cli import output
 from qwen_chat.cli.output import one_line, show
+from qwen_chat.models import speed
+from qwen_chat.models.calibration import rates_for
 from qwen_chat.models.catalog import CatalogError, CatalogModel, Quant, find_model
 from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.gguf_files import ModelFileError, read_model_info
 from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog, weights_from_headers
 from qwen_chat.models.planner import Candidate, DoesNotFit, GiB, Plan, Weights, plan
+from qwen_chat.models.speed import DISPLAY_CTX, DeviceRate, Rates, Workload, predict
 from qwen_chat.models.verdicts import verdicts
 from qwen_chat.system.hardware import Machine, detect
 from qwen_chat.system.paths import config_dir, data_dir, database_path, log_dir, models_dir
@@ -26,29 +30,35 @@ def _size(quant: Quant) -> str:
     return f"{'~' if quant.estimated else ''}{quant.size / 1e9:.1f} GB"
 
 
-def print_models(machine: Machine | None = None) -> int:
+def print_models(machine: Machine | None = None, rates: Rates | None = None) -> int:
     machine = machine or detect()
+    rates = rates or rates_for(machine)
     models = load_models()
     show(_machine_line(machine))
-    show("★ recommended for this machine   ✓ downloaded   ~ estimated size\n")
-    show(f"{'model':32} {'quant':12} {'size':>10}  verdict")
+    show("★ recommended for this machine   ✓ downloaded   ~ estimated size")
+    show(f"speed: expected decode at {DISPLAY_CTX:,} tokens of context, "
+         + ("measured on this machine" if rates.measured else "estimated, not measured (qwen-chat calibrate)")
+         + "\n")
+    show(f"{'model':32} {'quant':12} {'size':>10}  {'speed':>12}  verdict")
     for model in models.values():
         rows, best = verdicts(model, machine)
         for row in rows:
             mark = ("★" if row.quant.name == best else " ") + ("✓" if row.downloaded else " ")
             ctx = f" (context {row.plan.n_ctx:,})" if row.plan else ""
+            tps = predict(speed.workload_from_catalog(model, row.quant), row.plan, rates).short() if row.plan else "-"
             show(f"{one_line(model.id):32} {one_line(row.quant.name):12} {_size(row.quant):>10} {mark} "
-                 f"{row.verdict}{ctx}")
+                 f"{tps:>12}  {row.verdict}{ctx}")
     return 0
 
 
-def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact: bool = False) -> int:
+def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact: bool = False,
+               rates: Rates | None = None) -> int:
     from qwen_chat.models.hub import HubError
     from qwen_chat.models.remote_header import RemoteHeaderError
 
     machine = machine or detect()
     try:
-        chosen, title = _plan_for_ref(ref, ctx, machine, exact)
+        chosen, title, work = _plan_for_ref(ref, ctx, machine, exact)
     except (CatalogError, ModelFileError, DoesNotFit, HubError, RemoteHeaderError) as exc:
         output.error(exc)
         return 1
@@ -58,10 +68,12 @@ def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact:
     show(f"verdict: {chosen.verdict}; sizes {'exact (GGUF header)' if chosen.weights_exact else 'from the catalog'}")
     for reason in chosen.reasons:
         show(f"  - {reason}")
+    rates = rates or rates_for(machine)
+    show(f"speed: {predict(work, chosen, rates).describe(rates)}")
     return 0
 
 
-def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = False) -> tuple[Plan, str]:
+def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = False) -> tuple[Plan, str, Workload]:
     path = Path(ref).expanduser()
     if path.suffix == ".gguf" or path.exists():
         from qwen_chat.qwen3.template import ChatTemplate
@@ -70,7 +82,7 @@ def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = Fal
         info = read_model_info(path)
         variant = ChatTemplate(info.chat_template).variant
         title = f"{info.path.name} ({info.architecture}, {info.size_bytes / 1e9:.2f} GB)"
-        return plan_for_file(info, variant, machine, ctx), title
+        return plan_for_file(info, variant, machine, ctx), title, speed.workload_from_gguf(info)
     model, quant = find_model(ref, load_models())
     if exact:
         chosen_quant = quant or model.quants[plan(arch_from_catalog(model), candidates_from_catalog(model),
@@ -79,7 +91,10 @@ def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = Fal
     else:
         candidates = candidates_from_catalog(model, quant)
     chosen = plan(arch_from_catalog(model), candidates, machine, ctx)
-    return chosen, f"{model.name} ({model.repo})"
+    work = speed.workload_from_catalog(model, model.quants[chosen.quant])
+    if exact:  # the hub's exact tensor sizes instead of the catalog's spread
+        work = replace(work, weights=candidates[0].weights)
+    return chosen, f"{model.name} ({model.repo})", work
 
 
 def remote_weights(model: CatalogModel, quant: Quant) -> Weights:
@@ -135,3 +150,38 @@ def print_doctor(machine: Machine | None = None) -> int:
     show(f"data: {data_dir()}\ndatabase: {database_path()}\nmodels: {models_dir()}\nlogs: {log_dir()}\n"
           f"config: {config_dir()}")
     return 0
+
+
+def run_calibrate(gguf: Path | None, model_arg: str | None = None, gpu: bool = False,
+                  machine: Machine | None = None) -> int:
+    """`qwen-chat calibrate`: probe this machine's speeds on a GGUF and store them (models/speed_probe.py)."""
+    from qwen_chat.cli.main import _resolve_model
+    from qwen_chat.models.resolve import ModelNotFound
+    from qwen_chat.models.speed_probe import calibrate
+
+    machine = machine or detect()
+    try:
+        path = gguf or _resolve_model(model_arg)
+    except ModelNotFound as exc:
+        output.error(exc)
+        return 1
+    if path is None:
+        output.error("no model to probe with: qwen-chat calibrate MODEL.gguf (any small GGUF will do)")
+        return 2
+    show(f"probing {one_line(path.name)} on {machine.physical_cores} cores (about 20 s)...")
+    try:
+        cpu, gpu_rate = calibrate(path.expanduser(), machine, gpu=gpu and machine.gpu_offload)
+    except (ModelFileError, ValueError, RuntimeError, OSError) as exc:  # llama.cpp's load failures are ValueError
+        output.error(f"the probe failed: {exc}")
+        return 1
+    for threads, rate in cpu.items():
+        show(f"CPU, {threads} thread{'s' if threads > 1 else ''}: {_rate_line(rate)}")
+    if gpu_rate is not None:
+        show(f"GPU: {_rate_line(gpu_rate)}")
+    show(f"stored for this machine in {data_dir()}; `qwen-chat models` now shows measured speeds")
+    return 0
+
+
+def _rate_line(rate: DeviceRate) -> str:
+    return (f"{rate.bandwidth / 1e9:.1f} GB/s effective bandwidth, {rate.flops / 1e9:.0f} GFLOP/s prompt, "
+            f"{rate.attention_flops / 1e9:.0f} GFLOP/s attention")

@@ -10,31 +10,22 @@ from qwen_chat.cli.output import is_terminal, note, show
 from qwen_chat.models.catalog import CatalogModel
 from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.hub import offline
-from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog
-from qwen_chat.models.planner import DoesNotFit, Plan, plan
+from qwen_chat.models.recommend import Pick, choose
+from qwen_chat.models.speed import Rates
 from qwen_chat.system.hardware import Machine
 from qwen_chat.system.paths import models_dir
 
-# Most capable first; on a CPU a model above 8B is too slow to chat with comfortably.
-PREFERENCE = ["qwen3-30b-a3b-instruct-2507", "qwen3-14b", "qwen3-8b", "qwen3-4b-instruct-2507", "qwen3-4b",
-              "qwen3-1.7b", "qwen3-0.6b"]
-CPU_LIMIT_PARAMS = 9_000_000_000
 
+def recommend(machine: Machine, models: dict[str, CatalogModel] | None = None, rates: Rates | None = None,
+              min_tokens_per_second: float | None = None) -> Pick | None:
+    """recommend.choose on this machine's measured (or guessed) speeds; see models/recommend.py. The speed floor
+    is settings.toml's [chat] min_tokens_per_second unless given."""
+    from qwen_chat.config.settings import load_chat
+    from qwen_chat.models.calibration import rates_for
 
-def recommend(machine: Machine, models: dict[str, CatalogModel] | None = None) -> tuple[CatalogModel, Plan] | None:
     models = models if models is not None else load_models()
-    for model_id in PREFERENCE:
-        model = models.get(model_id)
-        if model is None:
-            continue
-        try:
-            chosen = plan(arch_from_catalog(model), candidates_from_catalog(model), machine)
-        except DoesNotFit:
-            continue
-        fast_enough = chosen.mode == "gpu" or (chosen.mode == "partial" and model.is_moe)
-        if fast_enough or (chosen.mode == "cpu" and model.params <= CPU_LIMIT_PARAMS and not model.is_moe):
-            return model, chosen
-    return None
+    floor = min_tokens_per_second if min_tokens_per_second is not None else load_chat().min_tokens_per_second
+    return choose(machine, models, rates or rates_for(machine), floor)
 
 
 def welcome(machine: Machine, ask: Callable[[str], str] = input, say: Callable[[str], None] = show) -> str | None:
@@ -47,10 +38,11 @@ def welcome(machine: Machine, ask: Callable[[str], str] = input, say: Callable[[
         say("None of the Qwen3 models fits this machine's free memory; close other programs and try again, "
             "or run a small GGUF of your own with: qwen-chat --model PATH.gguf")
         return None
-    model, chosen = pick
+    model, chosen = pick.model, pick.plan
     quant = model.quants[chosen.quant]
     say(f"Recommended: {model.name} {chosen.quant} ({quant.size / 1e9:.1f} GB) — {chosen.verdict}, "
         f"context {chosen.n_ctx:,}. `qwen-chat models` lists every option.")
+    say(f"Why: {pick.reason}")
     if offline():
         say(f"You are offline (HF_HUB_OFFLINE). To use a GGUF already on disk: qwen-chat --model PATH.gguf, "
             f"or put files in {models_dir()}.")

@@ -72,6 +72,7 @@ class ChatSettings:
     thinking_budget: int = 0  # tokens; 0 = no limit
     context: str = "auto"  # one of CONTEXT_CHOICES; auto: the planner picks what fits
     persona: str = ""  # "" = no persona
+    min_tokens_per_second: float = 8.0  # the recommendation's "interactive": about reading speed
 
 
 def settings_path() -> Path:
@@ -357,6 +358,9 @@ def _chat_problem(key: str, value: object) -> str | None:
             return f"must be one of {', '.join(CONTEXT_CHOICES)} (got {value!r})"
     elif key == "persona" and not isinstance(value, str):
         return f"must be a persona name in quotes, \"\" for none (got {value!r})"
+    elif key == "min_tokens_per_second" and (isinstance(value, bool) or not isinstance(value, int | float)
+                                             or not 0 < value <= 1000):
+        return f"must be a number of tokens a second above 0 and at most 1000 (got {value!r})"
     return None
 
 

@@ -12,8 +12,10 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
-from qwen_chat.models.catalog import CatalogError
+from qwen_chat.models.calibration import rates_for
+from qwen_chat.models.catalog import CatalogError, CatalogModel
 from qwen_chat.models.catalog_loader import load_models
+from qwen_chat.models.speed import DISPLAY_CTX, Rates, predict, workload_from_catalog
 from qwen_chat.models.verdicts import QuantVerdict, verdicts
 from qwen_chat.system.hardware import detect
 from qwen_chat.system.paths import models_dir
@@ -22,7 +24,13 @@ from qwen_chat.tui.printable import printable, printable_line
 _STYLE = {"runs fully on GPU": "green", "runs partly on GPU": "yellow", "CPU only": "cyan", "too big": "red"}
 
 
-_COLUMNS = ("", "model", "quant", "size", "verdict", "context")
+_COLUMNS = ("", "model", "quant", "size", "verdict", "speed", "context")
+
+
+def _speed(model: CatalogModel, row: QuantVerdict, rates: Rates) -> str:
+    """The expected decode speed, "~12 tok/s" (models/speed.py); only for rows with a plan."""
+    assert row.plan is not None
+    return predict(workload_from_catalog(model, row.quant), row.plan, rates).short()
 
 
 class ModelsScreen(ModalScreen[Path | None]):
@@ -50,7 +58,10 @@ class ModelsScreen(ModalScreen[Path | None]):
     def _fill(self) -> None:
         try:
             machine = detect()
+            rates = rates_for(machine)
             rows = [(model, *verdicts(model, machine)) for model in load_models().values()]
+            speeds = {f"{model.id}:{r.quant.name}": _speed(model, r, rates) for model, quant_rows, _ in rows
+                      for r in quant_rows if r.plan}
         except CatalogError as exc:  # the message `qwen-chat models` prints: file, line and key
             self.app.call_from_thread(self._failed, str(exc))
             return
@@ -59,15 +70,17 @@ class ModelsScreen(ModalScreen[Path | None]):
             raise
         gpus = ", ".join(d.description for d in machine.gpus) or "no GPU"
         line = (f"{machine.ram_available / (1 << 30):.1f} GiB RAM free · {gpus}"
-                + (" (CPU-only llama.cpp build)" if machine.gpus and not machine.gpu_offload else ""))
-        self.app.call_from_thread(self._show, line, rows)
+                + (" (CPU-only llama.cpp build)" if machine.gpus and not machine.gpu_offload else "")
+                + f" · speed at {DISPLAY_CTX:,} tokens of context "
+                + ("measured" if rates.measured else "estimated, not measured (qwen-chat calibrate)"))
+        self.app.call_from_thread(self._show, line, rows, speeds)
 
     def _failed(self, message: str) -> None:
         """Said on the screen, where the user is looking, and as a notification; the table stays empty."""
         self.query_one("#machine", Label).update(Text(printable(message), style="bold red"))
         self.app.notify(printable(message), severity="error", timeout=10, markup=False)
 
-    def _show(self, machine_line: str, rows: list) -> None:
+    def _show(self, machine_line: str, rows: list, speeds: dict[str, str]) -> None:
         self.query_one("#machine", Label).update(Text(printable_line(machine_line)))
         table = self.query_one(DataTable)
         cells: list[tuple[str, tuple[Text, ...]]] = []
@@ -82,7 +95,8 @@ class ModelsScreen(ModalScreen[Path | None]):
                 self._rows[key] = (model.id, row)
                 cells.append((key, (Text(mark), Text(printable_line(model.id), style=style),
                                     Text(printable_line(row.quant.name), style=style),
-                                    Text(size), Text(row.verdict, style=_STYLE.get(row.verdict, "")), Text(ctx))))
+                                    Text(size), Text(row.verdict, style=_STYLE.get(row.verdict, "")),
+                                    Text(speeds.get(key, "")), Text(ctx))))
         # Fixed widths, known before any row is drawn: DataTable widens auto columns on a later idle pass and
         # keeps row renders cached from before it, so the first row could stay drawn with the header widths.
         widths = [max([len(title)] + [c[i].cell_len for _, c in cells]) for i, title in enumerate(_COLUMNS)]
