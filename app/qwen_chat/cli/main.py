@@ -197,7 +197,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.command == "calibrate":
         from qwen_chat.cli.reports import run_calibrate
 
-        return run_calibrate(args.gguf, args.model, gpu=args.gpu)
+        return run_calibrate(args.gguf, args.model, _resolve_model, gpu=args.gpu)
     from qwen_chat.cli.reports import print_doctor, print_models, print_plan
     from qwen_chat.models.catalog import CatalogError
 

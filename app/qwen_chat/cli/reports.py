@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -152,16 +153,17 @@ def print_doctor(machine: Machine | None = None) -> int:
     return 0
 
 
-def run_calibrate(gguf: Path | None, model_arg: str | None = None, gpu: bool = False,
+def run_calibrate(gguf: Path | None, model_arg: str | None = None,
+                  resolve: Callable[[str | None], Path | None] = lambda arg: None, gpu: bool = False,
                   machine: Machine | None = None) -> int:
-    """`qwen-chat calibrate`: probe this machine's speeds on a GGUF and store them (models/speed_probe.py)."""
-    from qwen_chat.cli.main import _resolve_model
+    """`qwen-chat calibrate`: probe this machine's speeds on a GGUF and store them (models/speed_probe.py).
+    `resolve` turns --model (or the model used last) into a file; main passes its own."""
     from qwen_chat.models.resolve import ModelNotFound
     from qwen_chat.models.speed_probe import calibrate
 
     machine = machine or detect()
     try:
-        path = gguf or _resolve_model(model_arg)
+        path = gguf or resolve(model_arg)
     except ModelNotFound as exc:
         output.error(exc)
         return 1
