@@ -228,7 +228,11 @@ def test_a_prompt_sharing_only_a_prefix_starts_over_and_matches_a_fresh_context(
     else:  # exactly what the cache holds: its last token must be evaluated again for its logits
         prompt = loop.tokens
     result = loop.generate(prompt, 1, GREEDY)
-    assert result.reused == 0 and result.prompt_evaluated == len(prompt)  # nothing kept from the old state
+    # an edit leaves the cache before every context checkpoint: nothing is kept from the old state; the others
+    # go back to the checkpoint taken where the first prompt's last turn begins (its last <|im_start|>)
+    marker = _tokens(llm, "<|im_start|>")[0]
+    kept = 0 if change == "edit" else max(i for i, t in enumerate(first) if t == marker)
+    assert result.reused == kept and result.prompt_evaluated == len(prompt) - kept
     logits = _logits(loop)
     loop.clear()
     again = loop.generate(prompt, 8, GREEDY)
@@ -255,8 +259,9 @@ def test_llama_cpp_refuses_to_drop_part_of_a_recurrent_state(hybrid) -> None:
 
 
 def test_regenerating_through_the_engine_gives_the_same_answer(tiny_hybrid_models: dict[str, Path]) -> None:
-    """The engine on a recurrent model: the same request twice (a regeneration) evaluates the prompt again in
-    full and, greedy, answers exactly as the first time, which a reused stale state would not."""
+    """The engine on a recurrent model: the same request twice (a regeneration) evaluates the prompt again from
+    its context checkpoint (where its last turn begins) and, greedy, answers exactly as the first time, which a
+    reused stale state would not."""
     path = tiny_hybrid_models["qwen35"]
     rec = Recorder()
     eng = Engine(rec).start()
@@ -266,13 +271,24 @@ def test_regenerating_through_the_engine_gives_the_same_answer(tiny_hybrid_model
         prompt = build_prompt(ChatTemplate(read_model_info(path).chat_template), [Turn("user", "hi")],
                               enable_thinking=False)
         answers = []
+        evaluated = []
         for request_id in (1, 2):
             eng.generate(GenerateRequest(request_id, prompt, Sampling(temperature=0.0, top_k=1, max_tokens=12)))
             done = rec.until(Done)[0][-1]
             assert isinstance(done, Done)
             answers.append((done.thinking, done.answer, done.completion_tokens))
-            assert done.prompt_evaluated == done.prompt_tokens  # the old state held the old answer: start over
+            evaluated.append((done.prompt_evaluated, done.prompt_tokens))
         assert answers[0] == answers[1]
+        # the old state held the old answer: the second goes back to the checkpoint before "<|im_start|>assistant"
+        (first_evaluated, n_prompt), (second_evaluated, _) = evaluated
+        llm = _llama(path)
+        try:
+            tokens = _tokens(llm, prompt)
+            marker = _tokens(llm, "<|im_start|>")[0]
+        finally:
+            llm.close()
+        at = max(i for i, t in enumerate(tokens) if t == marker)
+        assert first_evaluated == n_prompt == len(tokens) and second_evaluated == n_prompt - at
     finally:
         eng.shutdown()
 

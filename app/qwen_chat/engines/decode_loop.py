@@ -9,7 +9,9 @@ one `llama_sampler_sample` (~0.1 ms of it), one `llama_decode` and an incrementa
 
 The loop keeps its own record of the tokens in the KV cache (sequence 0): a new prompt that starts like the
 previous one (the chat history) evaluates only what differs; on a recurrent or hybrid model (Qwen3-Next,
-Qwen3.5), whose state cannot be rolled back, only a prompt that continues the whole record does. It mirrors
+Qwen3.5), whose state cannot be rolled back, only a prompt that continues the whole record does, or one that
+agrees with it up to a context checkpoint, a saved state at the start of an earlier prompt's last turn
+(checkpoints.py). It mirrors
 that record into the `Llama` object's `input_ids` / `n_tokens`, so llama-cpp-python's own calls on the same
 object stay correct, and it adopts llama-cpp-python's record when one of those ran in between.
 
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp.llama_cpp as C  # noqa: N812 (the C API, named like its header)
+
+from qwen_chat.engines.checkpoints import Checkpoints, turn_start_token
 
 PENALTY_LAST_N = 64  # llama-cpp-python's default `last_n_tokens_size`: penalties see the last 64 generated tokens
 # Below this per-token decode time the abort callback is left off while generating: `should_stop` between tokens
@@ -104,6 +108,7 @@ class DecodeLoop:
         model = llm._model.model
         # Recurrent and hybrid models (Qwen3-Next, Qwen3.5) hold a state for the last position only: see _keep_prefix
         self.recurrent = bool(C.llama_model_is_recurrent(model) or C.llama_model_is_hybrid(model))
+        self.checkpoints = Checkpoints(self._ctx, self._memory, turn_start_token(llm)) if self.recurrent else None
         self._ids: list[int] = []
         self._pieces: dict[int, bytes] = {}
         self._piece_buffer = ctypes.create_string_buffer(64)
@@ -123,6 +128,8 @@ class DecodeLoop:
         """Empty the KV cache (the next prompt is evaluated in full)."""
         C.llama_memory_seq_rm(self._memory, 0, -1, -1)
         self._ids = []
+        if self.checkpoints is not None:
+            self.checkpoints.clear()
         self._mirror(0)
 
     def close(self) -> None:
@@ -157,7 +164,8 @@ class DecodeLoop:
         sampler = _sampler_chain(params, self._n_vocab)
         try:
             result.reused = self._keep_prefix(prompt)
-            if self._evaluate_prompt(prompt[result.reused:]):
+            split = self.checkpoints.split_at(prompt) if self.checkpoints is not None else None
+            if self._evaluate_prompt(prompt[result.reused:], split):
                 self._sample(sampler, max_tokens, result, on_token or _ignore, should_stop or _never)
             else:
                 result.finish = "stopped"
@@ -169,7 +177,8 @@ class DecodeLoop:
     def _keep_prefix(self, prompt: list[int]) -> int:
         """Drop from the cache what differs from `prompt`; returns how many prompt tokens stay. At least the last
         prompt token is evaluated again: its logits are what the first sample needs. On a recurrent model the
-        cache stays only when `prompt` continues all of it (an edit, a regeneration or a trim starts over)."""
+        cache stays when `prompt` continues all of it, else back to the latest checkpoint within the common
+        prefix, else none of it (an edit before every checkpoint, a trim start over)."""
         same = 0
         for cached, wanted in zip(self._ids, prompt, strict=False):
             if cached != wanted:
@@ -178,18 +187,31 @@ class DecodeLoop:
         keep = min(same, len(prompt) - 1)
         if self.recurrent and keep < len(self._ids):
             # A recurrent state cannot go back to an earlier position (llama.cpp rolls back only with n_rs_seq
-            # snapshots, which Llama() leaves at 0): only a prompt that extends the whole record keeps it.
-            keep = 0
-        if keep == 0 or not C.llama_memory_seq_rm(self._memory, 0, keep, -1):
-            # start the sequence over (also where a memory refuses to drop just a tail)
+            # snapshots, which Llama() leaves at 0): only a saved one can replace it (0: none, or it failed).
+            keep = self.checkpoints.restore(prompt, keep) if self.checkpoints is not None else 0
+        elif keep > 0 and not C.llama_memory_seq_rm(self._memory, 0, keep, -1):
+            keep = 0  # a memory that refuses to drop just a tail
+        if keep == 0:  # start the sequence over
             C.llama_memory_seq_rm(self._memory, 0, -1, -1)
-            keep = 0
+        if self.checkpoints is not None:
+            self.checkpoints.forget_after(keep)
         del self._ids[keep:]
         return keep
 
-    def _evaluate_prompt(self, tokens: list[int]) -> bool:
-        """Decode `tokens` after the cache in n_batch chunks, logits for the last one only. False: aborted."""
+    def _evaluate_prompt(self, tokens: list[int], checkpoint_at: int | None = None) -> bool:
+        """Decode `tokens` after the cache, logits for the last one only; where they pass position
+        `checkpoint_at`, in two parts with a checkpoint of the state between them. False: aborted."""
         self._arm(True)  # a long prompt takes seconds: a stop must cut into llama_decode
+        split = -1 if checkpoint_at is None else checkpoint_at - len(self._ids)
+        if self.checkpoints is not None and 0 <= split < len(tokens):
+            if not self._decode_tokens(tokens[:split], False):
+                return False
+            self.checkpoints.take(self._ids)
+            tokens = tokens[split:]
+        return self._decode_tokens(tokens, True)
+
+    def _decode_tokens(self, tokens: list[int], logits: bool) -> bool:
+        """Decode `tokens` after the cache in n_batch chunks, with `logits` for the last one. False: aborted."""
         batch = self._batch
         for start in range(0, len(tokens), self._n_batch):
             chunk = tokens[start:start + self._n_batch]
@@ -198,7 +220,7 @@ class DecodeLoop:
                 batch.token[i] = token
                 batch.pos[i] = base + i
                 batch.logits[i] = 0
-            batch.logits[len(chunk) - 1] = start + len(chunk) == len(tokens)
+            batch.logits[len(chunk) - 1] = logits and start + len(chunk) == len(tokens)
             batch.n_tokens = len(chunk)
             code = C.llama_decode(self._ctx, batch)
             if code != 0:
