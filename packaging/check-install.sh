@@ -19,7 +19,7 @@ answer=$("$work/bin/qwen-chat" --model "$model" ask "Reply with just the word: h
 echo "answer: $answer"
 grep -qi hello <<<"$answer"
 # the wheel carries the catalog and themes (a pipx install has no checkout)
-"$work/bin/qwen-chat" models | grep -q "qwen3-235b-a22b"
+"$work/bin/qwen-chat" models | grep -q "qwen3-235b-a22b"  # grep -q leaves early: models must exit 0 all the same
 # a conversation made by this install survives reinstalling from the sdist (what pipx upgrade does)
 app_python="$PIPX_HOME/venvs/qwen-chat/bin/python"
 "$app_python" -c "from qwen_chat.store.database import Store; from qwen_chat.system.paths import database_path

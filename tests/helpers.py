@@ -178,3 +178,10 @@ def write_catalog(model_id: str, repo: str, quants: dict[str, Iterable[tuple[str
     path.write_text("\n".join(lines) + "\n")
     return path
 
+
+def write_settings(text: str) -> Path:
+    """settings.toml in the (test's) config folder, with `text`."""
+    path = config_dir() / "settings.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

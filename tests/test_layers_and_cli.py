@@ -106,3 +106,22 @@ def test_catalog_and_themes_ship_with_the_package() -> None:
     presets = load_catalog()["presets"]
     assert all(p["temperature"] > 0 for p in presets.values())  # never greedy
     assert presets["hybrid-thinking"]["presence_penalty_quantized"] == 1.5
+
+
+def test_a_reader_that_leaves_early_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`qwen-chat models | grep -q NAME`: grep exits at its match while qwen-chat's last output still sits in
+    Python's buffer. Flushed at exit, that failed ("Exception ignored ... BrokenPipeError", status 120); main
+    must flush it itself, where a broken pipe means a quiet 0."""
+    import io
+
+    class ClosedPipe(io.StringIO):
+        flushed = 0
+
+        def flush(self) -> None:
+            self.flushed += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+    pipe = ClosedPipe()
+    monkeypatch.setattr("sys.stdout", pipe)
+    assert main(["models"]) == 0
+    assert pipe.flushed and "qwen3-235b-a22b" in pipe.getvalue()

@@ -14,10 +14,10 @@ from qwen_chat.models.gguf_merge_plan import merge_needed_bytes
 from qwen_chat.models.gguf_split import MergeInterrupted, merge_shards
 from split_fixture import digests, shards_of, split_model
 
-# (function in gguf_split, which call of it is interrupted) in the order a merge runs them; _fsync_dir runs once
+# (function in gguf_split, which call of it is interrupted) in the order a merge runs them; fsync_folder runs once
 # after the rename and once more after the shards are deleted, _delete once per shard (4 shards)
-STEPS = [("plan_merge", 1), ("_copy_data", 1), ("_verify", 1), ("_rename", 1), ("_fsync_dir", 1),
-         ("_delete", 1), ("_delete", 2), ("_delete", 4), ("_fsync_dir", 2)]
+STEPS = [("plan_merge", 1), ("_copy_data", 1), ("_verify", 1), ("_rename", 1), ("fsync_folder", 1),
+         ("_delete", 1), ("_delete", 2), ("_delete", 4), ("fsync_folder", 2)]
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_ctrl_c_at_every_step_is_reported_as_it_is(tmp_path: Path, monkeypatch: 
     except MergeInterrupted as exc:
         assert_message_is_true(str(exc), first.parent, names, out, reference)
     else:  # that step does not run in this mode (no deletion when the shards are kept)
-        assert not delete_shards and name in ("_delete", "_fsync_dir") and (name, nth) != ("_fsync_dir", 1)
+        assert not delete_shards and name in ("_delete", "fsync_folder") and (name, nth) != ("fsync_folder", 1)
         assert result.merged and not result.shards_deleted
 
 

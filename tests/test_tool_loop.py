@@ -27,7 +27,7 @@ from qwen_chat.store.export import from_json, to_json, to_markdown
 from qwen_chat.tools.mcp_hub import McpHub
 
 from fake_engine import FakeEngine, Reply
-from helpers import events_until
+from helpers import events_until, write_settings
 
 SERVER = Path(__file__).parent / "mcp_servers" / "stdio_server.py"
 
@@ -169,9 +169,7 @@ def test_esc_while_a_call_hangs_cancels_it(hub: McpHub, tiny_models: dict[str, P
 
 def test_a_call_that_times_out_is_an_error_the_model_is_told(hub: McpHub, tiny_models: dict[str, Path],
                                                               tmp_path: Path) -> None:
-    settings = tmp_path / "config" / "settings.toml"
-    settings.parent.mkdir(parents=True, exist_ok=True)
-    settings.write_text('[tools]\ncall_timeout = 1\nallow_servers = ["test"]\n', encoding="utf-8")
+    write_settings('[tools]\ncall_timeout = 1\nallow_servers = ["test"]\n')
     events: queue.Queue = queue.Queue()
     session, engine = session_with(hub, [Reply(call("hang", seconds=30)), Reply("It timed out.")], tiny_models,
                                    tmp_path / "c.db", events)
@@ -187,9 +185,7 @@ def test_a_call_that_times_out_is_an_error_the_model_is_told(hub: McpHub, tiny_m
 
 def test_the_round_limit_ends_a_loop_that_never_stops(hub: McpHub, tiny_models: dict[str, Path],
                                                        tmp_path: Path) -> None:
-    settings = tmp_path / "config" / "settings.toml"
-    settings.parent.mkdir(parents=True, exist_ok=True)
-    settings.write_text('[tools]\nmax_rounds = 3\nallow_tools = ["test/echo"]\n', encoding="utf-8")
+    write_settings('[tools]\nmax_rounds = 3\nallow_tools = ["test/echo"]\n')
     events: queue.Queue = queue.Queue()
     session, engine = session_with(hub, [Reply(call("echo", text=str(i))) for i in range(10)], tiny_models,
                                    tmp_path / "c.db", events)
@@ -202,9 +198,7 @@ def test_the_round_limit_ends_a_loop_that_never_stops(hub: McpHub, tiny_models: 
 
 def test_regenerate_replaces_the_whole_loop_and_keeps_it_as_a_version(
         hub: McpHub, tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    settings = tmp_path / "config" / "settings.toml"
-    settings.parent.mkdir(parents=True, exist_ok=True)
-    settings.write_text('[tools]\nallow_servers = ["test"]\n', encoding="utf-8")
+    write_settings('[tools]\nallow_servers = ["test"]\n')
     events: queue.Queue = queue.Queue()
     session, _ = session_with(hub, [Reply(call("echo", text="x")), Reply("first"), Reply("second")], tiny_models,
                               tmp_path / "c.db", events)
@@ -222,9 +216,7 @@ def test_regenerate_replaces_the_whole_loop_and_keeps_it_as_a_version(
 
 def test_tool_calls_are_exported_imported_and_searchable(hub: McpHub, tiny_models: dict[str, Path],
                                                          tmp_path: Path) -> None:
-    settings = tmp_path / "config" / "settings.toml"
-    settings.parent.mkdir(parents=True, exist_ok=True)
-    settings.write_text('[tools]\nallow_servers = ["test"]\n', encoding="utf-8")
+    write_settings('[tools]\nallow_servers = ["test"]\n')
     events: queue.Queue = queue.Queue()
     session, _ = session_with(hub, [Reply(call("echo", text="zanzibar marmalade")), Reply("Done.")], tiny_models,
                               tmp_path / "c.db", events)
@@ -275,9 +267,7 @@ def test_a_huge_result_is_kept_whole_and_cut_for_the_model_with_a_note(tiny_mode
                                                                       tmp_path: Path) -> None:
     from qwen_chat.session.tool_loop import STORE_LIMIT
 
-    settings = tmp_path / "config" / "settings.toml"
-    settings.parent.mkdir(parents=True, exist_ok=True)
-    settings.write_text('[tools]\nallow_servers = ["test"]\nresult_limit = 5000\n', encoding="utf-8")
+    write_settings('[tools]\nallow_servers = ["test"]\nresult_limit = 5000\n')
     big = McpHub([ServerEntry("test", "stdio", sys.executable, (str(SERVER),))], log_path=tmp_path / "mcp.log",
                  result_limit=STORE_LIMIT)
     big.start()

@@ -20,7 +20,7 @@ from qwen_chat.session.events import AnswerSaved, ToolLoopEnded
 from qwen_chat.store.database import Store
 from qwen_chat.tools.mcp_hub import McpHub
 
-from helpers import events_until
+from helpers import events_until, write_settings
 
 SERVER = Path(__file__).parent / "mcp_servers" / "stdio_server.py"
 CALL = '<tool_call>\n{"name": "add", "arguments": {"a": 1234, "b": 4321}}\n</tool_call>'
@@ -62,9 +62,7 @@ class FirstAnswerPrefilled:
 
 
 def test_a_real_model_runs_a_tool_loop_and_answers_from_the_result(real_model: Path, tmp_path: Path) -> None:
-    settings = tmp_path / "config" / "settings.toml"
-    settings.parent.mkdir(parents=True, exist_ok=True)
-    settings.write_text('[tools]\nallow_tools = ["test/add"]\n', encoding="utf-8")
+    write_settings('[tools]\nallow_tools = ["test/add"]\n')
     hub = McpHub([ServerEntry("test", "stdio", sys.executable, (str(SERVER),))], log_path=tmp_path / "mcp.log")
     hub.start()
     assert hub.wait_ready(60), hub.states()

@@ -8,7 +8,7 @@ import queue
 import stat
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from qwen_chat.cli.output import is_terminal
 from qwen_chat.config.presets import sampling_for
@@ -121,7 +121,7 @@ def _answer(engine: ChatEngine, events: queue.Queue[EngineEvent], load: LoadRequ
     engine.start()
     try:
         engine.load(load)
-        if not _wait_loaded(events, err):
+        if not wait_loaded(events, err):
             return 1
         engine.generate(request)
         answer_started = False
@@ -150,7 +150,9 @@ def _answer(engine: ChatEngine, events: queue.Queue[EngineEvent], load: LoadRequ
         engine.shutdown()
 
 
-def _wait_loaded(events: queue.Queue[EngineEvent], err: TextIO) -> bool:
+def wait_loaded(events: queue.Queue[Any], err: TextIO) -> bool:
+    """Wait for the load to end; a failure is said on `err` (also `ask` with tools, whose queue holds session
+    events)."""
     while True:
         event = events.get()
         if isinstance(event, Loaded):

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from qwen_chat.cli.ask import wait_loaded
 from qwen_chat.cli.output import is_terminal
 from qwen_chat.config.mcp_config import ServerEntry
 from qwen_chat.config.tool_settings import ToolSettings, load_tool_settings
-from qwen_chat.engines.protocol import Failed, Loaded, Token
+from qwen_chat.engines.protocol import Token
 from qwen_chat.qwen3.thinking import Part
 from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.events import AnswerSaved, Notice, SessionEvent, ToolApprovalNeeded, ToolLoopEnded
@@ -79,7 +80,7 @@ def ask_with_tools(source: LocalModel | Server, question: str, tools: AskTools, 
 def _run(session: ChatSession, question: str, tools: AskTools, think: bool | None, show_thinking: bool,
          events: queue.Queue[SessionEvent], out: TextIO, err: TextIO, asker: Asker) -> int:
     session.open()
-    if not _loaded(events, err):
+    if not wait_loaded(events, err):
         return 1
     conversation = session.new_conversation()
     if think is False:
@@ -99,16 +100,6 @@ def _run(session: ChatSession, question: str, tools: AskTools, think: bool | Non
             return 1
         elif isinstance(event, Notice) and event.error:
             err.write(f"qwen-chat: {event.text}\n")
-
-
-def _loaded(events: queue.Queue[SessionEvent], err: TextIO) -> bool:
-    while True:
-        event = events.get()
-        if isinstance(event, Loaded):
-            return True
-        if isinstance(event, Failed):
-            err.write(f"qwen-chat: {event.message}\n")
-            return False
 
 
 def _write(event: Token, out: TextIO, thinking: TextIO | None) -> None:

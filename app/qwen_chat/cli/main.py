@@ -45,7 +45,9 @@ def _resolve_model(arg: str | None) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # into a pipe the output is buffered: a reader that left must show here, not at exit
+        return code
     except KeyboardInterrupt:
         print("\nqwen-chat: interrupted (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED

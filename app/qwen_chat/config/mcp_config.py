@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from qwen_chat.system.durable import fsync_folder
 from qwen_chat.system.paths import config_dir
 
 KEYRING_SERVICE = "qwen-chat-mcp"
@@ -301,18 +302,5 @@ def _write_atomically(path: Path, document: dict[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); where folders cannot be opened (Windows) the rename is enough."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -86,15 +86,6 @@ def flush_partial(f: Any, done: int) -> None:
         f.truncate(done)
 
 
-def fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 # --- a quant already on disk ---------------------------------------------------------------------------------
 
 

@@ -29,7 +29,6 @@ from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.download_state import (
     download_paths,
     flush_partial,
-    fsync_dir,
     load_verified,
     local_copy,
     merged_copy,
@@ -42,6 +41,7 @@ from qwen_chat.models.download_state import (
 from qwen_chat.models.gguf_files import ModelFileError, check_magic
 from qwen_chat.models.hub import HubError, RemoteFile
 from qwen_chat.models.listing_match import NoSuchQuant, quant_files
+from qwen_chat.system.durable import fsync_folder
 from qwen_chat.system.paths import models_dir
 
 MiB = 1024 * 1024
@@ -195,7 +195,7 @@ def download_file(repo: str, remote: RemoteFile, commit: str, dest_dir: Path, *,
     os.replace(partial, final)
     with contextlib.suppress(OSError):
         meta.unlink()
-    fsync_dir(dest_dir)
+    fsync_folder(dest_dir)
     if remote.sha256 is not None:
         record_verified(dest_dir, final, remote.sha256)
     return final

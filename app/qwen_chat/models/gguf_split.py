@@ -36,6 +36,7 @@ from qwen_chat.models.gguf_merge_plan import (
     default_output,
     plan_merge,
 )
+from qwen_chat.system.durable import fsync_folder
 
 CHUNK = 8 << 20  # bytes per read/write while copying tensor data
 _ZEROS = bytes(4096)
@@ -197,19 +198,6 @@ def _verify(plan: MergePlan, path: Path) -> None:
                          "Try again; if it fails again, load the model from the first shard.")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot sync a folder; the rename itself is done
-    finally:
-        os.close(fd)
-
-
 def _remove(path: Path) -> None:
     try:
         path.unlink()
@@ -261,7 +249,7 @@ def _merge(plan: MergePlan, tmp: Path, out: Path, first_shard: Path, delete_shar
                      f"directly from its first shard: {first_shard}"),
         )
     _write_merged(plan, tmp, out, progress, cancel, free=free, first_shard=first_shard)
-    _fsync_dir(folder)
+    fsync_folder(folder)
     return _merged(plan, out, delete_shards)
 
 
@@ -324,7 +312,7 @@ def _merged(plan: MergePlan, out: Path, delete_shards: bool) -> MergeResult:
         except OSError as exc:
             failed.append(f"{shard.name} ({exc.strerror or exc})")
     if not failed:
-        _fsync_dir(out.parent)
+        fsync_folder(out.parent)
     note += " The shards were deleted." if not failed else f" Could not delete: {', '.join(failed)}."
     return MergeResult(path=out, merged=True, shards_deleted=not failed, message=note)
 
