@@ -67,6 +67,9 @@ async def run_case(case: str, tokens: int) -> tuple[float, float, float]:
             await asyncio.sleep(0.005)
             longest[0] = max(longest[0], time.perf_counter() - before - 0.005)
 
+    from qwen_chat.tui import warm_up
+
+    warm_up.start().join()  # as the app does at start (tui/warm_up.py), before any answer
     async with app.run_test(size=(170, 45)) as pilot:
         transcript = app.query_one("#transcript", VerticalScroll)
         transcript.anchor()

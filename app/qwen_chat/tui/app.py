@@ -25,7 +25,7 @@ from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.sources import LocalModel, Server
 from qwen_chat.store.presence import Presence
 from qwen_chat.store.records import Attachment, Conversation, StoreError
-from qwen_chat.tui import gc_pause
+from qwen_chat.tui import gc_pause, warm_up
 from qwen_chat.tui.actions import BINDINGS
 from qwen_chat.tui.attachment_bar import AttachmentBar
 from qwen_chat.tui.composer import Composer
@@ -100,6 +100,7 @@ class QwenChatApp(ToolEvents):
         from qwen_chat.config.settings import load_keymap
 
         register_shipped_themes(self)
+        warm_up.start()  # lexers and parsers loaded now, not in the first answer's first frame
         ids = {b.id for b in self.BINDINGS if isinstance(b, Binding) and b.id}
         for problem in check_settings(ids):  # each problem once, with its key; the value is ignored
             self.notify(problem, severity="warning", timeout=10)
