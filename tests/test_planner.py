@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import re
-import threading
 from pathlib import Path
 
 import pytest
 
-from qwen_chat.engines.llama import Engine
-from qwen_chat.engines.protocol import Loaded, LoadRequest
+from llama_reports import llama_cpp_reported_sizes
 from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.models.gguf_files import read_model_info
 from qwen_chat.models.plan_inputs import arch_from_catalog, arch_from_info, candidate_from_info, candidates_from_catalog
@@ -130,32 +126,7 @@ def test_too_big_names_need_and_budget() -> None:
         plan(arch_from_catalog(model), candidates_from_catalog(model), MACHINES["laptop-8gb-cpu"])
 
 
-SIZE_LINE = re.compile(r"(model|KV|compute) buffer size =\s+([\d.]+) MiB")
 
-
-def llama_cpp_reported_sizes(model: Path, n_ctx: int) -> dict[str, float]:
-    """Load with the real engine and read the buffer sizes llama.cpp logs (MiB, summed over buffers)."""
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("qwen_chat.llama_cpp")
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.DEBUG)
-    loaded = threading.Event()
-    engine = Engine(lambda e: loaded.set() if isinstance(e, Loaded) else None).start()
-    try:
-        engine.load(LoadRequest(model, n_ctx))
-        assert loaded.wait(120)
-    finally:
-        engine.shutdown()
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-    sizes = {"model": 0.0, "KV": 0.0, "compute": 0.0}
-    for line in records:
-        for kind, mib in SIZE_LINE.findall(line):
-            sizes[kind] += float(mib)
-    return sizes
 
 
 @pytest.mark.parametrize("n_ctx", [4096, 16384, 32768])

@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qwen_chat.engines.decode_loop import DecodeLoop, Generation, SamplerParams
+from decode_reference import GREEDY
+from decode_reference import answer as _answer
+from decode_reference import fresh as _fresh
+from decode_reference import llama as _llama
+from decode_reference import logits as _logits
+from decode_reference import tokens as _tokens
+from qwen_chat.engines.decode_loop import DecodeLoop, Generation
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest
 from qwen_chat.models.gguf_files import read_model_info
@@ -20,19 +26,10 @@ from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 
 from helpers import Recorder
 
-GREEDY = SamplerParams(temperature=0.0)
 SYSTEM = "<|im_start|>system\nbe brief<|im_end|>\n"
 ASK = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _llama(path: Path, n_ctx: int = 512):  # noqa: ANN202 (llama_cpp.Llama, imported late like the engine does)
-    import llama_cpp
-
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, n_threads_batch=2, verbose=False)
-
-
-def _tokens(llm, text: str) -> list[int]:  # noqa: ANN001
-    return llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
 
 def _turn_start(llm, prompt: list[int]) -> int:  # noqa: ANN001
@@ -41,28 +38,7 @@ def _turn_start(llm, prompt: list[int]) -> int:  # noqa: ANN001
     return max(i for i, t in enumerate(prompt) if t == marker)
 
 
-def _logits(loop: DecodeLoop) -> np.ndarray:
-    import llama_cpp.llama_cpp as C  # noqa: N812
 
-    return np.ctypeslib.as_array(C.llama_get_logits_ith(loop._ctx, -1), shape=(loop._n_vocab,)).copy()
-
-
-def _answer(loop: DecodeLoop, prompt: list[int], result: Generation) -> list[int]:
-    return loop.tokens[len(prompt):] + ([result.pending] if result.pending is not None else [])
-
-
-def _fresh(path: Path, prompt: list[int], max_tokens: int) -> tuple[list[int], np.ndarray]:
-    """Greedy tokens after `prompt` and the prompt's last logits, from a new context: the reference."""
-    llm = _llama(path)
-    try:
-        with DecodeLoop(llm) as loop:
-            loop.generate(prompt, 1, GREEDY)
-            logits = _logits(loop)
-            loop.clear()
-            result = loop.generate(prompt, max_tokens, GREEDY)
-            return _answer(loop, prompt, result), logits
-    finally:
-        llm.close()
 
 
 def _matches_fresh(loop: DecodeLoop, path: Path, prompt: list[int], first: Generation) -> None:

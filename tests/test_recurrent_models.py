@@ -6,16 +6,20 @@ that cannot be rolled back."""
 
 from __future__ import annotations
 
-import logging
-import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qwen_chat.engines.decode_loop import DecodeLoop, Generation, SamplerParams
+from decode_reference import GREEDY
+from decode_reference import answer as _answer
+from decode_reference import fresh as _fresh
+from decode_reference import llama as _llama
+from decode_reference import logits as _logits
+from decode_reference import tokens as _tokens
+from llama_reports import llama_cpp_reported_sizes
+from qwen_chat.engines.decode_loop import DecodeLoop
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest
 from qwen_chat.models.gguf_files import read_model_info
@@ -28,18 +32,9 @@ from helpers import Recorder
 from tiny_models import HEAD_DIM, N_KV, DeltaNet, write_tiny_hybrid
 
 ARCHS = ("qwen35", "qwen3next", "qwen35moe")
-GREEDY = SamplerParams(temperature=0.0)
 MiB = 1 << 20
 
 
-def _llama(path: Path, n_ctx: int = 512):  # noqa: ANN202 (llama_cpp.Llama, imported late like the engine does)
-    import llama_cpp
-
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, n_threads_batch=2, verbose=False)
-
-
-def _tokens(llm, text: str) -> list[int]:  # noqa: ANN001
-    return llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
 
 # ---- loading and generating -----------------------------------------------------------------------------
@@ -108,36 +103,10 @@ def test_per_layer_recurrent_flags_win_over_the_interval(tmp_path: Path) -> None
 
 # ---- the planner against llama.cpp's own report ---------------------------------------------------------
 
-SIZE_LINE = re.compile(r"(model|KV|RS|compute) buffer size =\s+([\d.]+) MiB")
 # Larger linear-attention heads than the default tiny model: a recurrent state of ~1.5 MiB, which llama.cpp's
 # two-decimal MiB report resolves to well under 1%.
 BIG_STATE = DeltaNet(state_size=128, group_count=2, time_step_rank=8)
 
-
-def llama_cpp_reported_sizes(model: Path, n_ctx: int) -> dict[str, float]:
-    """Load with the real engine and read the buffer sizes llama.cpp logs (MiB, summed over buffers), as
-    test_planner.py does, with the recurrent state's RS buffer too."""
-    records: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("qwen_chat.llama_cpp")
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.DEBUG)
-    loaded = threading.Event()
-    engine = Engine(lambda e: loaded.set() if isinstance(e, Loaded) else None).start()
-    try:
-        engine.load(LoadRequest(model, n_ctx))
-        assert loaded.wait(60)
-    finally:
-        engine.shutdown()
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-    sizes = {"model": 0.0, "KV": 0.0, "RS": 0.0, "compute": 0.0}
-    for line in records:
-        for kind, mib in SIZE_LINE.findall(line):
-            sizes[kind] += float(mib)
-    return sizes
 
 
 @pytest.mark.parametrize(("arch", "mtp"), [("qwen35", False), ("qwen3next", False), ("qwen35moe", False),
@@ -176,30 +145,7 @@ def hybrid(request: pytest.FixtureRequest, tiny_hybrid_models: dict[str, Path]) 
     llm.close()
 
 
-def _logits(loop: DecodeLoop) -> np.ndarray:
-    """The logits of the last token llama.cpp evaluated (the prompt's last, after a 1-token generation)."""
-    import llama_cpp.llama_cpp as C  # noqa: N812
 
-    return np.ctypeslib.as_array(C.llama_get_logits_ith(loop._ctx, -1), shape=(loop._n_vocab,)).copy()
-
-
-def _fresh(path: Path, prompt: list[int], max_tokens: int) -> tuple[list[int], np.ndarray]:
-    """Greedy tokens after `prompt` and the prompt's last logits, from a new context: the reference."""
-    llm = _llama(path)
-    try:
-        with DecodeLoop(llm) as loop:
-            loop.generate(prompt, 1, GREEDY)
-            logits = _logits(loop)
-            loop.clear()
-            result = loop.generate(prompt, max_tokens, GREEDY)
-            return _answer(loop, prompt, result), logits
-    finally:
-        llm.close()
-
-
-def _answer(loop: DecodeLoop, prompt: list[int], result: Generation) -> list[int]:
-    """Every sampled token: those now in the cache after the prompt, and the last one if never evaluated."""
-    return loop.tokens[len(prompt):] + ([result.pending] if result.pending is not None else [])
 
 
 def test_a_prompt_that_continues_the_cache_evaluates_only_its_new_tokens(hybrid) -> None:

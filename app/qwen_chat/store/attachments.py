@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
-from collections import defaultdict
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
+from qwen_chat.store.children import Rows, with_children
 from qwen_chat.store.records import Attachment, Message
 
 
@@ -23,15 +21,7 @@ def copy(conn: sqlite3.Connection, from_message: int, to_message: int) -> None:
                  (to_message, from_message))
 
 
-def with_attachments(messages: list[Message], rows: Callable[[str, tuple[Any, ...]], list[dict[str, Any]]]) \
-        -> list[Message]:
+def with_attachments(messages: list[Message], rows: Rows) -> list[Message]:
     """The messages with their attachments filled in (one query for all of them)."""
-    ids = [m.id for m in messages if m.role == "user"]
-    if not ids:
-        return messages
-    found: dict[int, list[Attachment]] = defaultdict(list)
-    marks = ", ".join("?" * len(ids))
-    for row in rows(f"SELECT message_id, name, content, tokens FROM attachments WHERE message_id IN ({marks}) "
-                    "ORDER BY message_id, position", tuple(ids)):
-        found[row["message_id"]].append(Attachment(row["name"], row["content"], row["tokens"]))
-    return [dataclasses.replace(m, attachments=tuple(found[m.id])) if m.id in found else m for m in messages]
+    return with_children(messages, "user", rows, "attachments", "message_id, name, content, tokens",
+                         lambda row: Attachment(row["name"], row["content"], row["tokens"]), "attachments")

@@ -8,10 +8,10 @@ import dataclasses
 import json
 import os
 import sqlite3
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from qwen_chat.store.children import Rows, with_children
 from qwen_chat.store.records import TOOL_STATUSES, Message, ToolCallRecord
 
 NEVER_RAN = "The app ended while this call waited for approval; it did not run."
@@ -60,18 +60,9 @@ def record_from_row(row: dict[str, Any]) -> ToolCallRecord:
                           bool(row["truncated"]))
 
 
-def with_tool_calls(messages: list[Message], rows: Callable[[str, tuple[Any, ...]], list[dict[str, Any]]]) \
-        -> list[Message]:
+def with_tool_calls(messages: list[Message], rows: Rows) -> list[Message]:
     """The messages with their tool calls filled in (one query for all of them)."""
-    ids = [m.id for m in messages if m.role == "assistant"]
-    if not ids:
-        return messages
-    found: dict[int, list[ToolCallRecord]] = defaultdict(list)
-    marks = ", ".join("?" * len(ids))
-    for row in rows(f"SELECT * FROM tool_calls WHERE message_id IN ({marks}) ORDER BY message_id, position",
-                    tuple(ids)):
-        found[row["message_id"]].append(record_from_row(row))
-    return [dataclasses.replace(m, tool_calls=tuple(found[m.id])) if m.id in found else m for m in messages]
+    return with_children(messages, "assistant", rows, "tool_calls", "*", record_from_row, "tool_calls")
 
 
 def unfinished(rows: Callable[[str, tuple[Any, ...]], list[dict[str, Any]]]) -> list[tuple[int, int]]:
