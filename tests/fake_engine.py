@@ -1,8 +1,9 @@
 """FakeEngine: a scripted engine for UI and session tests, so that they are deterministic and fast.
 
 It speaks the real protocol (engines/protocol.py) from the real request loop (engines/worker.py), on its own
-thread, like llama.cpp's engine: progress and Loaded for a load; for each generation the scripted reply's
-thinking and answer as Token events that share one StreamText, then Done (or Failed). Esc (`stop`) ends a reply
+thread, like llama.cpp's engine: progress and Loaded for a load; for each generation Trimmed when the reply
+says the context is full, the scripted reply's thinking and answer as Token events that share one StreamText,
+then Done (or Failed). Esc (`stop`) ends a reply
 early with finish "stopped", as the real engine does. What it cannot fake is llama.cpp: tests about the engine
 itself use the real model.
 """
@@ -26,6 +27,7 @@ from qwen_chat.engines.protocol import (
     LoadProgress,
     LoadRequest,
     Token,
+    Trimmed,
 )
 from qwen_chat.engines.worker import RequestWorker
 from qwen_chat.qwen3.thinking import STOP_THINKING, Part, StreamText
@@ -43,6 +45,7 @@ class Reply:
     fail: str | None = None  # a generation error after the text: Failed(request_id, fail)
     finish: str = "stop"  # or "length"
     wait_for_stop: bool = False  # after the text, keep "generating" until stop() (an answer still streaming)
+    trim: int = 0  # the oldest turns left out, as when the conversation outgrew the context (a Trimmed event)
 
 
 @dataclass
@@ -76,6 +79,10 @@ class FakeEngine(RequestWorker):
         reply = self.replies.popleft() if self.replies else Reply()
         started = time.monotonic()
         run = _Run(request.request_id, StreamText(), calls=ToolCallSplitter() if request.tools else None)
+        if reply.trim and request.trim is not None:  # the real engine falls back on a shorter prompt the same way
+            dropped = min(reply.trim, request.trim.count - 1)
+            prompt_tokens = max(1, len(request.trim.render(dropped)) // 4)
+            self._emit(Trimmed(request.request_id, dropped, prompt_tokens, self.n_ctx))
         for part, text in _script(reply, request.thinking_budget):
             if self._cancel.is_set():
                 break

@@ -16,8 +16,10 @@ from qwen_chat.session import chat as chat_session
 from qwen_chat.session.answer_writer import AnswerWriter
 from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.events import AnswerSaved
+from qwen_chat.session.sources import LocalModel
 from qwen_chat.store.database import Store
 
+from fake_engine import FakeEngine, Reply
 from helpers import events_until
 
 
@@ -140,3 +142,31 @@ def test_partial_saves_coalesce_and_come_before_the_final_job(tmp_path: Path) ->
     writer.close()
     assert 1 <= len(writes) < 20  # 200 requests, a few writes: each takes the newest text
     assert writes[-1] == text.answer and order == [text.answer]  # the job ran after the last partial save
+
+
+def test_a_new_session_starts_no_thread_until_its_first_answer(tiny_models: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+    before = set(threading.enumerate())
+    events: queue.Queue = queue.Queue()
+    session = ChatSession(store, events.put, engine=FakeEngine.scripted([Reply("Saved by the writer.")]),
+                          source=LocalModel(tiny_models["none"], 512))
+    assert set(threading.enumerate()) == before  # built, not yet used: nothing runs
+    session.open()
+    _until(events, Loaded)
+    assert [t.name for t in set(threading.enumerate()) - before] == ["llama-engine"]  # the engine's only
+    conversation = session.new_conversation()
+    session.send(conversation.id, "Hello")
+    saved = _until(events, AnswerSaved)[-1].message
+    writers = [t for t in set(threading.enumerate()) - before if t.name == AnswerWriter.thread_name]
+    session.close()
+    assert (saved.status, saved.content) == ("complete", "Saved by the writer.")
+    assert writers and not any(t.is_alive() for t in writers)  # started by the answer, ended by close
+
+
+def test_a_writer_that_never_started_closes_at_once(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    writer = AnswerWriter(Store(tmp_path / "c.db"))
+    writer.close()
+    writer.submit(lambda: None)  # after close: dropped, and no thread starts for it
+    assert set(threading.enumerate()) == before

@@ -3,6 +3,8 @@ with stdin piped, closed or absent, the chat refusing to start without a termina
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import io
 import os
 import pty
@@ -16,30 +18,118 @@ import pytest
 
 from qwen_chat.cli.ask import AskInputError, question_from
 from qwen_chat.cli.main import main
-from qwen_chat.cli.parser import parser
+from qwen_chat.cli.parser import parse, parser
 from replay_server import ReplayServer
 
-# Each option, the subcommands it applies to, and an argument for it; `None`: only the option itself
-SHARED = [("--model", "M", ["ask"]), ("--ctx", "4096", ["ask", "plan"]), ("--db", "x.db",
-           ["search", "export", "import", "salvage", "doctor"]), ("--endpoint", "http://h:1/v1", ["ask"]),
-          ("--api-key", "k", ["ask"]), ("--remote-model", "Qwen/Qwen3-8B", ["ask"])]
-POSITIONAL = {"ask": ["q"], "plan": ["qwen3-8b"], "search": ["words"], "export": [], "import": ["f.json"],
-              "salvage": [], "doctor": []}
+
+def shared_options() -> list[argparse.Action]:
+    """The options given before a subcommand, read from the real parser (--help and --version answer at once,
+    whatever follows, so they are no option to pass on)."""
+    return [a for a in parser()._actions if a.option_strings
+            and not isinstance(a, argparse._HelpAction | argparse._VersionAction)]
 
 
-@pytest.mark.parametrize(("option", "value", "command"),
-                         [(o, v, c) for o, v, commands in SHARED for c in commands])
-def test_every_shared_option_works_on_either_side_of_the_subcommand(option: str, value: str, command: str) -> None:
-    dest = option.lstrip("-").replace("-", "_")
-    before = parser().parse_args([option, value, command, *POSITIONAL[command]])
-    after = parser().parse_args([command, *POSITIONAL[command], option, value])
-    neither = parser().parse_args([command, *POSITIONAL[command]])
-    assert str(getattr(before, dest)) == str(getattr(after, dest)) == value
-    assert getattr(neither, dest) is None
-    # given on both sides, the one after the subcommand wins
-    other = "8192" if option == "--ctx" else "other"
-    both = parser().parse_args([option, other, command, *POSITIONAL[command], option, value])
-    assert str(getattr(both, dest)) == value
+def subcommands(top: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...],
+                                                                                           argparse.ArgumentParser]]:
+    """Every subcommand (and mcp's actions) with its parser, from the real parser."""
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+                yield from subcommands(sub, (*path, name)) if nested else [((*path, name), sub)]
+
+
+def required_positionals(sub: argparse.ArgumentParser) -> list[str]:
+    """A value for each positional the subcommand needs (an int where it takes one)."""
+    return ["1" if a.type is int else "x" for a in sub._actions
+            if not a.option_strings and a.nargs in (None, "+") and not isinstance(a, argparse._SubParsersAction)]
+
+
+def takes_the_rest(sub: argparse.ArgumentParser) -> bool:
+    return any(a.nargs == argparse.REMAINDER for a in sub._actions)
+
+
+def value_for(action: argparse.Action) -> str:
+    return "4096" if action.type is int else "http://h:1/v1" if action.dest == "endpoint" else "v.db"
+
+
+def outcome(argv: list[str]) -> tuple[str, object]:
+    """What the real parser makes of `argv`: the namespace, or the exit status and the error line."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return "accepted", vars(parse(argv))
+    except SystemExit as exc:
+        return "refused", (exc.code, err.getvalue().strip().splitlines()[-1])
+
+
+COMBINATIONS = [(flag, action, path, sub) for action in shared_options() for flag in action.option_strings
+                for path, sub in subcommands(parser())]
+
+
+@pytest.mark.parametrize(("flag", "action", "path", "sub"), COMBINATIONS,
+                         ids=[f"{' '.join(c[2])} {c[0]}" for c in COMBINATIONS])
+def test_every_shared_option_is_the_same_on_either_side_of_every_subcommand(
+        flag: str, action: argparse.Action, path: tuple[str, ...], sub: argparse.ArgumentParser) -> None:
+    value, rest = value_for(action), required_positionals(sub)
+    # an endpoint option is only taken with --endpoint, a local-model one only without it
+    context = ["--endpoint", "http://h:1/v1"] if action.dest in ("api_key", "remote_model", "save_endpoint") else []
+    before = outcome([*context, flag, value, *path, *rest])
+    sides = [outcome([*context, *path, flag, value, *rest])]  # right after the subcommand
+    if not takes_the_rest(sub):  # mcp add: what follows NAME is the server's command line
+        sides.append(outcome([*context, *path, *rest, flag, value]))
+    assert all(side == before for side in sides), (before, sides)
+    kind, result = before
+    if kind == "accepted":
+        assert isinstance(result, dict) and str(result[action.dest]) == value
+        assert outcome([*path, *rest])[1][action.dest] is None  # type: ignore[index]  # not given: None
+        other = "8192" if action.type is int else "http://h:2/v1" if action.dest == "endpoint" else "other"
+        both = outcome([*context, flag, other, *path, *rest, flag, value])
+        assert both[0] == "accepted" and str(both[1][action.dest]) == value  # type: ignore[index]  # after wins
+    else:
+        code, line = result  # type: ignore[misc]
+        assert code == 2 and f"nothing to `qwen-chat {path[0]}`" in line and action.option_strings[0] in line
+
+
+def test_the_audits_cases_and_that_the_lists_are_read_from_the_parser() -> None:
+    seen = {path for _, _, path, _ in COMBINATIONS}
+    assert {("ask",), ("calibrate",), ("plan",), ("mcp", "add"), ("mcp", "test")} <= seen
+    assert {a.dest for a in shared_options()} == {"model", "ctx", "endpoint", "api_key", "remote_model",
+                                                  "save_endpoint", "db"}
+    assert outcome(["calibrate", "--model", "m"]) == outcome(["--model", "m", "calibrate"])
+    assert outcome(["calibrate", "--model", "m"])[0] == "accepted"
+    for argv in (["ask", "--db", "p", "q"], ["--db", "p", "ask", "q"]):
+        assert outcome(argv) == ("refused", (2, "qwen-chat: error: --db means nothing to `qwen-chat ask`; it is "
+                                                "for the chat, `doctor`, `search`, `export`, `import` and `salvage`"))
+    saved = (["ask", "--endpoint", "http://h:1/v1", "--save-endpoint", "lab", "q"],
+             ["--endpoint", "http://h:1/v1", "--save-endpoint", "lab", "ask", "q"])
+    assert outcome(saved[0]) == outcome(saved[1]) and outcome(saved[0])[1]["save_endpoint"] == "lab"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("argv", "why"), [
+    (["--api-key", "k"], "--api-key goes with --endpoint URL"),
+    (["ask", "--remote-model", "m", "q"], "--remote-model goes with --endpoint URL"),
+    (["--save-endpoint", "lab", "ask", "q"], "--save-endpoint goes with --endpoint URL"),
+    (["--endpoint", "http://h:1/v1", "--model", "m"], "--model is for a local model and --endpoint for a server"),
+    (["ask", "--endpoint", "http://h:1/v1", "--ctx", "4096", "q"], "--ctx is for a local model")])
+def test_an_option_that_would_do_nothing_with_the_others_is_refused(argv: list[str], why: str) -> None:
+    kind, (code, line) = outcome(argv)  # type: ignore[misc]
+    assert (kind, code) == ("refused", 2) and why in line
+
+
+def test_mcp_add_refuses_a_shared_option_after_its_name_too(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["mcp", "add", "time", "--db", "x.db", "--", "uvx", "mcp-server-time"])
+    assert exit_.value.code == 2 and "--db means nothing to `qwen-chat mcp`" in capsys.readouterr().err
+
+
+def test_ask_saves_the_endpoint_it_answered_through(replay: ReplayServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from qwen_chat.config.settings import load_endpoints
+
+    assert main(["ask", "--endpoint", replay.url, "--save-endpoint", "lab", "Say hello"]) == 0
+    assert capsys.readouterr().out == "Hello there!\n"
+    assert load_endpoints([])["lab"].url == replay.url
+    assert main(["--endpoint", "lab", "ask", "Say hello"]) == 0
 
 
 def test_ask_with_the_model_after_the_subcommand(tiny_models: dict[str, Path],

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hub_server import Hub
-from qwen_chat.models import downloads
+from qwen_chat.models import downloads, model_pull
 from qwen_chat.models import hub as hubmod
 from qwen_chat.models.downloads import DownloadCancelled, DownloadError
 from qwen_chat.models.hub import HubError, RemoteFile
@@ -86,7 +86,7 @@ def test_listing_has_sizes_and_sha256_at_a_pinned_commit(hub: Hub, model_files: 
 def test_pull_downloads_and_verifies(hub: Hub, repo: str, model_files: dict[str, bytes],
                                      tmp_path: Path) -> None:
     seen = []
-    paths = downloads.pull("tiny", None, dest(tmp_path), progress=lambda d, t, n: seen.append((d, t, n)))
+    paths = model_pull.pull("tiny", None, dest(tmp_path), progress=lambda d, t, n: seen.append((d, t, n)))
     assert paths == [dest(tmp_path) / "Tiny-Q4_K_M.gguf"]
     assert paths[0].read_bytes() == model_files["Tiny-Q4_K_M.gguf"]
     size = len(model_files["Tiny-Q4_K_M.gguf"])
@@ -100,22 +100,22 @@ def test_pull_downloads_and_verifies(hub: Hub, repo: str, model_files: dict[str,
 def test_pull_split_set(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path) -> None:
     parts = sorted(n for n in model_files if "-of-" in n)
     assert len(parts) > 1
-    paths = downloads.pull("tiny:q8_0", None, dest(tmp_path))
+    paths = model_pull.pull("tiny:q8_0", None, dest(tmp_path))
     assert [p.name for p in paths] == parts
     assert all(p.read_bytes() == model_files[p.name] for p in paths)
-    assert downloads.pull("tiny", "Q8_0", dest(tmp_path)) == paths
+    assert model_pull.pull("tiny", "Q8_0", dest(tmp_path)) == paths
 
 
 def test_already_downloaded_is_not_fetched_or_rehashed(hub: Hub, repo: str, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    downloads.pull("tiny", None, dest(tmp_path))
+    model_pull.pull("tiny", None, dest(tmp_path))
     hub.reset_counts()
 
     def no_hash(*a: object, **k: object) -> None:
         raise AssertionError("re-hashed a verified file")
 
     monkeypatch.setattr(downloads, "_hash_file", no_hash)
-    downloads.pull("tiny", None, dest(tmp_path))
+    model_pull.pull("tiny", None, dest(tmp_path))
     assert hub.downloads() == []
 
 
@@ -126,7 +126,7 @@ def test_file_in_hf_cache_is_reused(hub: Hub, repo: str, model_files: dict[str, 
     cached = hf_hub_download(REPO, "Tiny-Q4_K_M.gguf", revision=repo)
     assert Path(cached).read_bytes() == model_files["Tiny-Q4_K_M.gguf"]
     hub.reset_counts()
-    paths = downloads.pull("tiny", None, dest(tmp_path))
+    paths = model_pull.pull("tiny", None, dest(tmp_path))
     assert hub.downloads() == []
     assert paths[0].read_bytes() == model_files["Tiny-Q4_K_M.gguf"]
 
@@ -217,10 +217,10 @@ def test_cancel_keeps_partial(hub: Hub, repo: str, model_files: dict[str, bytes]
 def test_missing_repo_and_file(hub: Hub, model_files: dict[str, bytes], tmp_path: Path) -> None:
     catalog_for(model_files, repo="test/Missing-GGUF")
     with pytest.raises(HubError, match="repo not found: test/Missing-GGUF: check the name"):
-        downloads.pull("tiny", None, dest(tmp_path))
+        model_pull.pull("tiny", None, dest(tmp_path))
     commit = hub.add_repo("test/Missing-GGUF", {"other.gguf": b"GGUF"})
     with pytest.raises(DownloadError, match="Tiny-Q4_K_M.gguf not found in test/Missing-GGUF"):
-        downloads.pull("tiny", None, dest(tmp_path))
+        model_pull.pull("tiny", None, dest(tmp_path))
     with pytest.raises(HubError, match="file not found on the hub"):
         downloads.download_file("test/Missing-GGUF", RemoteFile("gone.gguf", 10, None), commit, dest(tmp_path))
 
@@ -231,14 +231,14 @@ def test_gated_repo_says_how_to_get_access(hub: Hub, model_files: dict[str, byte
     catalog_for(model_files)
     expected = f"accept its license at https://huggingface.co/{REPO} and log in with `qwen-chat login` or set HF_TOKEN"
     with pytest.raises(HubError, match=expected.replace("`", ".")) as info:
-        downloads.pull("tiny", None, dest(tmp_path))
+        model_pull.pull("tiny", None, dest(tmp_path))
     assert info.value.status == 401
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
     with pytest.raises(HubError, match="gated or private") as info:
-        downloads.pull("tiny", None, dest(tmp_path))
+        model_pull.pull("tiny", None, dest(tmp_path))
     assert info.value.status == 403
     monkeypatch.setenv("HF_TOKEN", "hf_accepted")
-    assert downloads.pull("tiny", None, dest(tmp_path))[0].is_file()
+    assert model_pull.pull("tiny", None, dest(tmp_path))[0].is_file()
 
 
 def test_gated_file_download_without_token(hub: Hub, model_files: dict[str, bytes], tmp_path: Path) -> None:
@@ -249,28 +249,28 @@ def test_gated_file_download_without_token(hub: Hub, model_files: dict[str, byte
 
 def test_server_errors_are_retried(hub: Hub, repo: str, model_files: dict[str, bytes], tmp_path: Path) -> None:
     hub.fault(REPO, "Tiny-Q4_K_M.gguf", status=503, times=2)
-    downloads.pull("tiny", None, dest(tmp_path))
+    model_pull.pull("tiny", None, dest(tmp_path))
     assert [g.status for g in hub.downloads()] == [503, 503, 200]
 
 
 def test_persistent_server_error_is_clear(hub: Hub, repo: str, tmp_path: Path) -> None:
     hub.fault(REPO, "Tiny-Q4_K_M.gguf", status=500)
     with pytest.raises(HubError, match=r"the hub had a server error \(500\).*try again"):
-        downloads.pull("tiny", None, dest(tmp_path))
+        model_pull.pull("tiny", None, dest(tmp_path))
     assert len(hub.downloads()) == 1 + downloads.SERVER_ERROR_RETRIES
 
 
 def test_sha_mismatch_deletes_the_bad_file(hub: Hub, repo: str, tmp_path: Path) -> None:
     hub.fault(REPO, "Tiny-Q4_K_M.gguf", wrong_bytes=True)
     with pytest.raises(DownloadError, match="sha256 .* does not match.*bad download was deleted"):
-        downloads.pull("tiny", None, dest(tmp_path))
+        model_pull.pull("tiny", None, dest(tmp_path))
     assert [p.name for p in dest(tmp_path).iterdir() if "Tiny" in p.name] == []
 
 
 def test_lfs_pointer_is_reported(hub: Hub, repo: str, tmp_path: Path) -> None:
     hub.fault(REPO, "Tiny-Q4_K_M.gguf", lfs_pointer=True)
     with pytest.raises(DownloadError, match="Git LFS pointer for Tiny-Q4_K_M.gguf"):
-        downloads.pull("tiny", None, dest(tmp_path))
+        model_pull.pull("tiny", None, dest(tmp_path))
     assert [p.name for p in dest(tmp_path).iterdir() if "Tiny" in p.name] == []
 
 
@@ -294,7 +294,7 @@ def test_disk_full_before_start(hub: Hub, repo: str, model_files: dict[str, byte
     monkeypatch.setattr(downloads.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     needed = downloads.human(len(model_files["Tiny-Q4_K_M.gguf"]))
     with pytest.raises(DownloadError, match=f"needs {needed}, 1.0 KB free on {dest(tmp_path)}"):
-        downloads.pull("tiny", None, dest(tmp_path))
+        model_pull.pull("tiny", None, dest(tmp_path))
     assert hub.downloads() == []
 
 
@@ -335,13 +335,13 @@ def test_offline_makes_no_connection(hub: Hub, repo: str, model_files: dict[str,
     monkeypatch.setattr(socket.socket, "connect_ex", no_connect)
     started = time.monotonic()
     with pytest.raises(HubError, match="offline: only models already on disk can be used"):
-        downloads.pull("tiny", None, dest(tmp_path))
+        model_pull.pull("tiny", None, dest(tmp_path))
     with pytest.raises(HubError, match="offline"):
         downloads.download_file(REPO, remote_for("big.gguf", model_files), repo, dest(tmp_path))
     assert time.monotonic() - started < 2
     dest(tmp_path).mkdir()
     (dest(tmp_path) / "Tiny-Q4_K_M.gguf").write_bytes(model_files["Tiny-Q4_K_M.gguf"])
-    assert downloads.pull("tiny", None, dest(tmp_path)) == [dest(tmp_path) / "Tiny-Q4_K_M.gguf"]
+    assert model_pull.pull("tiny", None, dest(tmp_path)) == [dest(tmp_path) / "Tiny-Q4_K_M.gguf"]
     assert hub.requests() == []
 
 
@@ -353,7 +353,7 @@ def test_token_is_kept_in_keyring_only(hub: Hub, model_files: dict[str, bytes], 
     assert hubmod.token() == "hf_secret_value_123"
     hub.add_repo(REPO, model_files, gated=True, token="hf_secret_value_123")
     catalog_for(model_files)
-    assert downloads.pull("tiny", None, dest(tmp_path))[0].is_file()
+    assert model_pull.pull("tiny", None, dest(tmp_path))[0].is_file()
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and b"hf_secret_value_123" in p.read_bytes()]
     assert leaks == []
     assert config_dir().is_dir()  # the catalog lives there: the walk above covered it

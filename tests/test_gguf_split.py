@@ -326,11 +326,25 @@ def test_damaged_split_count(tmp_path: Path) -> None:
         merge_shards(first)
 
 
-def test_byte_identical_to_llama_gguf_split(tmp_path: Path) -> None:
+GOLDEN = Path(__file__).parent / "fixtures" / "gguf_split_golden"
 
-    golden = Path(__file__).parent / "fixtures" / "gguf_split_golden"
-    for shard in golden.glob("tiny-0000*-of-00003.gguf"):
+
+# shards llama-gguf-split wrote, and shards the gguf package wrote (split.count in another place in the header);
+# llama-gguf-split --merge of either set wrote the same bytes, kept once (the fixture's README.md says how)
+@pytest.mark.parametrize("folder", [GOLDEN, GOLDEN / "gguf-package"], ids=["llama-gguf-split", "gguf-package"])
+def test_byte_identical_to_llama_gguf_split(tmp_path: Path, folder: Path) -> None:
+    shards = sorted(folder.glob("tiny-0000*-of-00003.gguf"))
+    assert len(shards) == 3
+    for shard in shards:
         shutil.copy(shard, tmp_path / shard.name)
     result = merge_shards(tmp_path / "tiny-00001-of-00003.gguf", tmp_path / "merged.gguf")
     assert result.merged
-    assert (tmp_path / "merged.gguf").read_bytes() == (golden / "tiny-merged-by-llama-gguf-split.gguf").read_bytes()
+    assert (tmp_path / "merged.gguf").read_bytes() == (GOLDEN / "tiny-merged-by-llama-gguf-split.gguf").read_bytes()
+
+
+def test_the_gguf_package_shards_order_their_split_keys_unlike_the_tool() -> None:
+    """What makes the second golden a case of its own: the merge has to move split.count from the middle of
+    the gguf package's split keys, where the tool's own shards already have it last."""
+    ours, tools = (gguf_keys(folder / "tiny-00001-of-00003.gguf")[-3:] for folder in (GOLDEN / "gguf-package", GOLDEN))
+    assert ours == ["split.no", "split.count", "split.tensors.count"]
+    assert tools == ["split.no", "split.tensors.count", "split.count"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -131,7 +132,88 @@ def test_import_refuses_absurd_input_with_the_limit(tmp_path: Path, capsys: pyte
     assert main(["--db", str(tmp_path / "c.db"), "import", str(nested)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "nested more than 16 levels" in err
+    _refused_by_the_cli(tmp_path)
 
+
+def attached(tokens: str) -> str:
+    """An export whose file's token count is `tokens`, written as raw JSON (1e400 and NaN are JSON to Python)."""
+    return export_with(messages=[{"role": "user", "content": "hi", "attachments": [
+        {"name": "a.txt", "content": "some text", "tokens": "TOKENS"}]}]).replace('"TOKENS"', tokens)
+
+
+def answer_with(**fields) -> str:
+    return export_with(messages=[{"role": "assistant", "content": "a", **fields}])
+
+
+def _refused_by_the_cli(tmp_path: Path) -> None:
+    """Fields of the wrong type or out of range, through the real command: one line, exit 1, nothing stored.
+    int() and str() once turned these into tracebacks, numbers nobody wrote, or the text "None"."""
+    from qwen_chat.store.import_checks import MAX_MESSAGES, MAX_NAME_CHARS
+
+    whole = "message 1's file 'a.txt': tokens must be a whole number from 0 to 36, not "
+    cases = [(attached(t), whole + shown) for t, shown in (
+                ('"abc"', '"abc"'), ("[1]", "[1]"), ("true", "true"), ("1e400", "Infinity"), ("NaN", "NaN"),
+                ("-1", "-1"), ("1.5", "1.5"), ("37", "37"), ("99999999999999999999999", "99999999999999999999999"))]
+    cases += [(export_with(title=["t"]), 'the title must be a text, not ["t"]'),
+              (export_with(model={"a": 1}), 'the model must be a text, not {"a": 1}'),
+              (export_with(model="m" * (MAX_NAME_CHARS + 1)), "the model is 1,001 characters; at most 1,000"),
+              (export_with(system_prompt=7), "the system prompt must be a text, not 7"),
+              (export_with(version=True), "export version true is not supported"),
+              (export_with(messages={"role": "user"}), "the export's messages must be a list"),
+              (export_with(messages=[{"role": "user", "content": "q"}] * (MAX_MESSAGES + 1)),
+               "the export has 100,001 messages; at most 100,000"),
+              (export_with(messages=[{"role": "user", "content": "q", "attachments": [{"name": 3}]}]),
+               "message 1's attachment 1's name must be a text, not 3"),
+              (export_with(messages=[{"role": "user", "content": "q", "attachments": "a.txt"}]),
+               "message 1's attachments must be a list"),
+              (answer_with(model=["m"]), "message 1's model must be a text"),
+              (answer_with(thinking=False), "message 1's thinking must be a text, not false"),
+              (answer_with(sampling=[0.6]), "message 1's sampling must be an object"),
+              (answer_with(tool_calls=[{"name": "t", "id": 12}]), "message 1's tool call 't': id must be a text"),
+              (answer_with(tool_calls=[{"name": "t", "server": ["s"]}]), "tool call 't': server must be a text"),
+              (answer_with(tool_calls=[{"name": "t", "result": 1}]), "tool call 't': result must be a text"),
+              (answer_with(tool_calls=[{"name": "t", "arguments": [1]}]), "tool call 't': arguments must be an obj"),
+              (answer_with(tool_calls=["t"]), "message 1's tool call 1 must be an object with a name"),
+              (export_with(title="\ud800"), "a lone surrogate (\\ud800)"),  # SQLite cannot store it
+              (answer_with(sampling={"\udfff": 1}), "a lone surrogate (\\udfff)")]
+    db, file = tmp_path / "cli.db", tmp_path / "bad.json"
+    for text, why in cases:
+        file.write_text(text, encoding="utf-8")
+        result = subprocess.run([sys.executable, "-m", "qwen_chat", "--db", str(db), "import", str(file)],
+                                capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stdout) == (1, ""), (text[:200], result.stderr)
+        assert result.stderr.startswith(f"qwen-chat: {file}: ") and why in result.stderr, (why, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert Store(db).conversations() == []  # not one half-imported
+
+
+def test_import_falls_back_where_a_field_is_left_out_or_null(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c.db")
+    text = export_with(title="  ", model=None, system_prompt=None, messages=[
+        {"role": "user", "content": "q", "attachments": [{"name": "a.txt", "content": "abc", "tokens": None}]},
+        {"role": "assistant", "content": "a", "thinking": None, "model": None, "mode": None, "sampling": None,
+         "status": ["odd"], "tool_calls": [{"name": "t", "id": None, "status": "running", "result": None},
+                                           {"name": "u", "status": "vanished"}]}])
+    conversation = from_json(store, text)
+    assert (conversation.title, conversation.model, conversation.system_prompt) == ("Imported chat", "", "")
+    question, answer = store.messages(conversation.id)
+    assert [(f.name, f.tokens) for f in question.attachments] == [("a.txt", 0)]
+    assert (answer.thinking, answer.model, answer.mode, answer.sampling, answer.status) == ("", "", "", {}, "complete")
+    assert [(c.call_id, c.status, c.result, c.arguments, c.server) for c in answer.tool_calls] == [
+        ("call_0", "interrupted", "", {}, ""), ("call_1", "interrupted", "", {}, "")]
+
+
+
+def test_an_import_the_database_refuses_halfway_is_undone(tmp_path: Path) -> None:
+    """Checked first, an import can still fail in SQLite (a full disk); what it wrote by then is deleted."""
+    store = Store(tmp_path / "c.db")
+    with sqlite3.connect(tmp_path / "c.db") as conn:  # a real refusal from SQLite, on the last write
+        conn.execute("CREATE TRIGGER full BEFORE INSERT ON tool_calls BEGIN SELECT RAISE(ABORT, 'refused here'); END")
+    text = export_with(messages=[{"role": "user", "content": "q"},
+                                 {"role": "assistant", "content": "a", "tool_calls": [{"name": "t"}]}])
+    with pytest.raises(StoreError, match="the import failed and was undone: .*refused here"):
+        from_json(store, text)
+    assert store.conversations() == [] and store.search("q") == []
 
 class Terminal(io.StringIO):
     def isatty(self) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 from hub_server import Hub
 from qwen_chat.cli.main import main
-from qwen_chat.models import downloads
+from qwen_chat.models import downloads, model_pull
 from qwen_chat.models import hub as hubmod
 from qwen_chat.models.download_queue import DownloadQueue, Job
 from qwen_chat.models.hub import HubError, RemoteFile
@@ -61,7 +61,7 @@ def test_no_token_says_the_repository_needs_one(hub: Hub, models: Path, model_fi
     gated(hub, model_files)
     with pytest.raises(HubError, match=rf"this repository \({REPO}\) needs a Hugging Face token and none is set"
                                        ".*log in with `qwen-chat login`") as caught:
-        downloads.pull("tiny", None, models)
+        model_pull.pull("tiny", None, models)
     assert caught.value.status == 401 and "refused" not in str(caught.value)
 
 
@@ -69,10 +69,10 @@ def test_a_refused_stored_token_says_replace_it(hub: Hub, models: Path, model_fi
     gated(hub, model_files)
     hubmod.store_token("hf_mistyped")
     with pytest.raises(HubError, match=REFUSED + "run `qwen-chat login` to replace it$") as caught:
-        downloads.pull("tiny", None, models)
+        model_pull.pull("tiny", None, models)
     assert caught.value.status == 401 and "needs a Hugging Face token" not in str(caught.value)
     hubmod.store_token("hf_accepted")  # what the message says to do
-    assert downloads.pull("tiny", None, models)[0].is_file()
+    assert model_pull.pull("tiny", None, models)[0].is_file()
 
 
 def test_a_refused_hf_token_says_fix_the_variable(hub: Hub, models: Path, model_files: dict[str, bytes],
@@ -82,7 +82,7 @@ def test_a_refused_hf_token_says_fix_the_variable(hub: Hub, models: Path, model_
     hubmod.store_token("hf_accepted")
     monkeypatch.setenv("HF_TOKEN", "hf_expired")
     with pytest.raises(HubError, match=REFUSED + "it comes from HF_TOKEN.*fix or unset HF_TOKEN"):
-        downloads.pull("tiny", None, models)
+        model_pull.pull("tiny", None, models)
 
 
 def test_a_refused_huggingface_login_says_which_login(hub: Hub, models: Path, model_files: dict[str, bytes]) -> None:
@@ -92,7 +92,7 @@ def test_a_refused_huggingface_login_says_which_login(hub: Hub, models: Path, mo
     Path(constants.HF_TOKEN_PATH).parent.mkdir(parents=True, exist_ok=True)
     Path(constants.HF_TOKEN_PATH).write_text("hf_revoked")
     with pytest.raises(HubError, match=REFUSED + "it comes from huggingface_hub's own login.*`hf auth login`"):
-        downloads.pull("tiny", None, models)
+        model_pull.pull("tiny", None, models)
 
 
 def test_a_refused_token_on_a_public_repo(hub: Hub, models: Path, model_files: dict[str, bytes]) -> None:
@@ -101,7 +101,7 @@ def test_a_refused_token_on_a_public_repo(hub: Hub, models: Path, model_files: d
     hub.tokens = {"hf_accepted"}
     hubmod.store_token("hf_mistyped")
     with pytest.raises(HubError, match=REFUSED):
-        downloads.pull("tiny", None, models)
+        model_pull.pull("tiny", None, models)
 
 
 def test_a_token_without_access_is_told_to_accept_the_license(hub: Hub, models: Path,
@@ -111,7 +111,7 @@ def test_a_token_without_access_is_told_to_accept_the_license(hub: Hub, models: 
     with pytest.raises(HubError, match=f"{REPO} is gated or private and your Hugging Face token has no access to "
                                        rf"it \(403\): accept its license at https://huggingface.co/{REPO} with the "
                                        "account the token belongs to") as caught:
-        downloads.pull("tiny", None, models)
+        model_pull.pull("tiny", None, models)
     assert caught.value.status == 403
 
 
@@ -144,7 +144,7 @@ def test_pull_prints_the_refusal(hub: Hub, models: Path, model_files: dict[str, 
 def test_one_server_error_on_the_listing_is_retried(hub: Hub, models: Path, model_files: dict[str, bytes]) -> None:
     hub.add_repo(REPO, model_files)
     hub.fault_listing(REPO, status=500, times=1)
-    assert downloads.pull("tiny", None, models)[0].read_bytes() == model_files[FILE]
+    assert model_pull.pull("tiny", None, models)[0].read_bytes() == model_files[FILE]
     assert listings(hub) == [500, 200]
 
 
@@ -152,7 +152,7 @@ def test_a_listing_that_keeps_failing_says_so(hub: Hub, models: Path, model_file
     hub.add_repo(REPO, model_files)
     hub.fault_listing(REPO, status=502)
     with pytest.raises(HubError, match=rf"the hub had a server error \(502\) for {REPO}; try again"):
-        downloads.pull("tiny", None, models)
+        model_pull.pull("tiny", None, models)
     assert listings(hub) == [502] * (1 + downloads.SERVER_ERROR_RETRIES)
     assert hub.downloads() == []
 
@@ -160,7 +160,7 @@ def test_a_listing_that_keeps_failing_says_so(hub: Hub, models: Path, model_file
 def test_a_refusal_is_not_retried(hub: Hub, models: Path, model_files: dict[str, bytes]) -> None:
     gated(hub, model_files)
     with pytest.raises(HubError, match="needs a Hugging Face token"):
-        downloads.pull("tiny", None, models)
+        model_pull.pull("tiny", None, models)
     assert listings(hub) == [401]
 
 
@@ -169,7 +169,7 @@ def test_a_refusal_is_not_retried(hub: Hub, models: Path, model_files: dict[str,
 
 def pulled_then_hub_down(hub: Hub, models: Path, files: dict[str, bytes], ref: str) -> list[Path]:
     hub.add_repo(REPO, files)
-    paths = downloads.pull(ref, None, models)
+    paths = model_pull.pull(ref, None, models)
     hub.fail_all = 500  # from now on every request would fail
     hub.reset_counts()
     return paths
@@ -177,14 +177,14 @@ def pulled_then_hub_down(hub: Hub, models: Path, files: dict[str, bytes], ref: s
 
 def test_a_pulled_model_is_found_without_the_hub(hub: Hub, models: Path, model_files: dict[str, bytes]) -> None:
     paths = pulled_then_hub_down(hub, models, model_files, "tiny")
-    assert downloads.already_downloaded("tiny") == paths
-    assert downloads.pull("tiny", None, models) == paths
+    assert model_pull.already_downloaded("tiny") == paths
+    assert model_pull.pull("tiny", None, models) == paths
     assert hub.requests() == []
 
 
 def test_a_pulled_split_set_is_found_without_the_hub(hub: Hub, models: Path, model_files: dict[str, bytes]) -> None:
     shards = pulled_then_hub_down(hub, models, model_files, "tiny:Q8_0")
-    assert len(shards) > 1 and downloads.pull("tiny:Q8_0", None, models) == shards
+    assert len(shards) > 1 and model_pull.pull("tiny:Q8_0", None, models) == shards
     assert hub.requests() == []
 
 
@@ -193,9 +193,9 @@ def test_a_file_changed_since_it_was_verified_is_listed_again(hub: Hub, models: 
     [path] = pulled_then_hub_down(hub, models, model_files, "tiny")
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched: the record no longer fits
-    assert downloads.already_downloaded("tiny") is None
+    assert model_pull.already_downloaded("tiny") is None
     with pytest.raises(HubError, match=r"server error \(500\)"):
-        downloads.pull("tiny", None, models)
+        model_pull.pull("tiny", None, models)
     assert listings(hub) == [500] * (1 + downloads.SERVER_ERROR_RETRIES)
 
 

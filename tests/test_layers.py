@@ -5,6 +5,7 @@ cycle hidden in a function is still a cycle."""
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -94,3 +95,40 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     probe.write_text("from qwen_chat.tui.app import QwenChatApp\n\ndef f():\n    from qwen_chat.session import chat\n")
     assert imported(probe) == {"qwen_chat.tui.app", "qwen_chat.session.chat"}
     assert layer_of("qwen_chat.tui.app") == "tui" and LAYERS.index("tui") < LAYERS.index("store")
+
+
+README = PACKAGE.parents[1] / "README.md"
+
+
+def readme_map(text: str) -> dict[str, set[str]]:
+    """The README's module map: each `| `package/` | ... |` row, in order, with the `name.py` files it names."""
+    rows = re.findall(r"^ *\| `(\w+)/` \|(.*)\|\s*$", text, flags=re.M)
+    return {package: set(re.findall(r"`(\w+)\.py`", cells)) for package, cells in rows}
+
+
+def map_problems(documented: dict[str, set[str]]) -> list[str]:
+    """What the map and the package disagree on: modules it lacks, names of none, packages out of layer order."""
+    problems = []
+    if list(documented) != list(LAYERS):
+        problems.append(f"the map's packages, top to bottom, are {list(documented)}, not {list(LAYERS)}")
+    for layer in LAYERS:
+        there = {p.stem for p in (PACKAGE / layer).glob("*.py") if p.stem != "__init__"}
+        named = documented.get(layer, set())
+        problems += [f"{layer}/{name}.py is not in the README's map" for name in sorted(there - named)]
+        problems += [f"the README's map names {layer}/{name}.py, which does not exist"
+                     for name in sorted(named - there)]
+    return problems
+
+
+def test_the_readme_map_names_every_module_and_only_those() -> None:
+    assert map_problems(readme_map(README.read_text(encoding="utf-8"))) == []
+
+
+def test_the_map_check_sees_a_missing_and_a_stale_module() -> None:
+    """The checker itself (so the test above can fail): a module left out and a row naming a gone one."""
+    documented = readme_map(README.read_text(encoding="utf-8"))
+    documented["store"] = (documented["store"] - {"presence"}) | {"gone"}
+    assert map_problems(documented) == ["store/presence.py is not in the README's map",
+                                        "the README's map names store/gone.py, which does not exist"]
+    del documented["tools"]
+    assert any("top to bottom" in problem for problem in map_problems(documented))

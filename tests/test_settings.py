@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import string
 import time
 
@@ -15,15 +16,14 @@ from textual.widgets import Footer, Static
 
 from qwen_chat.config import settings
 from qwen_chat.config.check import check
+from qwen_chat.config.keymap import _normal_key, key_problem, load_keymap
+from qwen_chat.config.presets import named
 from qwen_chat.config.settings import (
     ChatSettings,
     Endpoint,
     SettingsError,
-    _normal_key,
-    key_problem,
     load_chat,
     load_endpoints,
-    load_keymap,
     load_theme,
     save_chat,
     save_endpoint,
@@ -32,6 +32,7 @@ from qwen_chat.config.settings import (
     toml_loads,
     update_document,
 )
+from qwen_chat.config.tool_settings import load_tool_settings
 
 FULL = """\
 theme = "qwen-dark"
@@ -144,6 +145,38 @@ def test_the_file_is_parsed_once_until_it_changes(monkeypatch: pytest.MonkeyPatc
     time.sleep(0.01)
     write("[chat]\nthinking_budget = 200\n")  # another size, another modification time: read again
     assert load_chat().thinking_budget == 200 and len(parses) == 2
+
+
+def _settled(seconds_ago: float = 60) -> None:
+    """Date the file back, as a file written a while ago is: a fresh time is never trusted on its own."""
+    then = time.time_ns() - int(seconds_ago * 1e9)
+    os.utime(settings_path(), ns=(then, then))
+
+
+def test_the_file_is_read_only_when_its_stamp_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    write("[chat]\nthinking_budget = 100\n")
+    _settled()
+    reads = []
+    real = settings._read
+    monkeypatch.setattr(settings, "_read", lambda path: reads.append(path) or real(path))
+    for _ in range(10):  # every loader, as an answer and the app ask for them
+        assert load_chat().thinking_budget == 100
+        load_endpoints(), load_theme(), load_tool_settings(), load_keymap({"stop"}), named()
+    assert len(reads) == 1
+    update_document(lambda document: document["chat"].__setitem__("thinking_budget", 200))
+    _settled(30)
+    for _ in range(10):
+        assert load_chat().thinking_budget == 200 and load_theme() is None
+    assert len(reads) == 2  # the save's new stamp: read once more, then trusted again
+
+
+def test_a_change_within_one_tick_of_the_clock_is_still_seen() -> None:
+    write("[chat]\nthinking_budget = 100\n")
+    assert load_chat().thinking_budget == 100
+    stamp = os.stat(settings_path())
+    write("[chat]\nthinking_budget = 300\n")  # same size, same inode, and (forced here) the same time
+    os.utime(settings_path(), ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert load_chat().thinking_budget == 300  # a time this young is not trusted: the bytes are compared
 
 
 def test_a_broken_file_is_reported_once_and_never_overwritten() -> None:

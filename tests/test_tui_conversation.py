@@ -1,5 +1,6 @@
 """The app's conversation features driven with Pilot: regenerate, edit and resend, copy, persona, context
-reload, the thinking budget and the context-full marker. Real llama.cpp, real SQLite."""
+reload, the thinking budget and the context-full marker. The scripted FakeEngine on a tiny model file (read
+and planned for as a real one), real SQLite."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from textual.widgets import OptionList
 
+from qwen_chat.engines.protocol import LoadRequest
 from qwen_chat.store.database import Store
 from qwen_chat.tui.app import QwenChatApp
 from qwen_chat.tui.composer import Composer
@@ -79,12 +81,13 @@ async def test_regenerate_edit_and_copy(tiny_models: dict[str, Path], tmp_path: 
         assert not box.value and not box.has_class("editing")
 
 
-async def test_persona_and_context_reload_keep_the_conversation(real_model: Path, tmp_path: Path) -> None:
+async def test_persona_and_context_reload_keep_the_conversation(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
     store = Store(db)
     store.save_persona("Pirate", "You are a pirate. Answer like one.")
     store.close()
-    app = make_app(db, real_model, n_ctx=1024)
+    engine = FakeEngine.scripted([Reply("Hello."), Reply("Arr, farewell.")])
+    app = make_app(db, tiny_models["hybrid"], n_ctx=1024, engine=engine)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="model load")
         await ask(pilot, app, "Say hello.")
@@ -98,12 +101,16 @@ async def test_persona_and_context_reload_keep_the_conversation(real_model: Path
         keys = [app.screen.query_one(OptionList).get_option_at_index(i).id
                 for i in range(app.screen.query_one(OptionList).option_count)]
         await pilot.press(*["down"] * keys.index("native"), "enter")
-        await wait_for(pilot, lambda: app.session.n_ctx == 32768 and "ready" in status(app), timeout=120,
-                       what="reload with the native context")
+        await wait_for(pilot, lambda: app.session.n_ctx == 40960 and "ready" in status(app),
+                       what="reload with the native context")  # the tiny model's native length
         assert len(app.query(UserMessage)) == 1 and len(app.query(AssistantMessage)) == 1  # the chat stayed
-        assert "ctx " in status(app) and "/32,768" in status(app)
+        assert "ctx " in status(app) and "/40,960" in status(app)
         await ask(pilot, app, "Say goodbye.")
         assert len(app.store.messages(app.conversation.id)) == 4
+    loads = [r.n_ctx for r in engine.requests if isinstance(r, LoadRequest)]
+    assert loads == [1024, 40960]  # one reload, planned for the preset chosen
+    prompt = engine.requests[-1].prompt
+    assert "You are a pirate" in prompt and "Say hello." in prompt  # the persona and the earlier turn were sent
 
 
 async def test_budget_meter_and_cut_marker_on_a_thinking_model(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -125,23 +132,23 @@ async def test_budget_meter_and_cut_marker_on_a_thinking_model(tiny_models: dict
         assert "4-token budget" in str(box.title)
 
 
-async def test_context_full_marker_shows_and_survives_a_restart(real_model: Path, tmp_path: Path) -> None:
+async def test_context_full_marker_shows_and_survives_a_restart(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
-    app = make_app(db, real_model, n_ctx=1024)
-    filler = "lorem ipsum dolor sit amet " * 30
+    # the third answer finds the context full: the engine leaves the oldest turn out, as llama.cpp's does
+    engine = FakeEngine.scripted([Reply("OK."), Reply("OK."), Reply("OK.", trim=1)])
+    app = make_app(db, tiny_models["none"], n_ctx=1024, engine=engine)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="model load")
-        for i in range(8):
-            await ask(pilot, app, f"Note {i}: {filler} Reply with OK.")
-            if app.query(TrimMarker):
-                break
-        assert app.query(TrimMarker), "a 1,024-token context must overflow within 8 long turns"
+        for i in range(3):
+            await ask(pilot, app, f"Note {i}. Reply with OK.")
+        await wait_for(pilot, lambda: app.query(TrimMarker), what="the context-full marker")
         marker = app.query_one(TrimMarker)
         transcript = list(app.query_one("#transcript").children)
         after = transcript[transcript.index(marker) + 1]
         assert isinstance(after, UserMessage) and after.message_id > transcript[0].message_id
+        assert after.message_id == app.store.messages(app.conversation.id)[2].id  # the second turn starts it
         count = len(app.store.messages(app.conversation.id))
-    app2 = make_app(db, real_model, n_ctx=1024)
+    app2 = make_app(db, tiny_models["none"], n_ctx=1024, engine=FakeEngine.scripted())
     async with app2.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: len(app2.query(UserMessage)) == count // 2, what="history")
         assert len(app2.query(TrimMarker)) == 1  # the marker is drawn from the store, nothing was lost

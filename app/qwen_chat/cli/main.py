@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qwen_chat.cli import output
-from qwen_chat.cli.parser import parser
+from qwen_chat.cli.parser import parse
 
 if TYPE_CHECKING:  # --help and --version must not import the store (sqlite-utils) or anything heavy
     from qwen_chat.cli.ask_tools import AskTools
+    from qwen_chat.cli.endpoint import Target
     from qwen_chat.session.sources import LocalModel, Server
     from qwen_chat.store.database import Store
     from qwen_chat.tools.mcp_hub import McpHub
@@ -66,7 +67,7 @@ def _quiet_stdout() -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     if args.ctx is not None and args.ctx < 256:
         output.error("--ctx must be at least 256 tokens")
         return 2
@@ -192,7 +193,7 @@ def _report(args: argparse.Namespace) -> int:
         from qwen_chat.cli.transfer import run_login, run_merge, run_pull
 
         if args.command == "pull":
-            return run_pull(args.model, args.keep_shards)
+            return run_pull(args.ref, args.keep_shards)
         if args.command == "merge":
             return run_merge(args.first_shard, args.out, delete_shards=args.delete_shards)
         return run_login()
@@ -207,7 +208,7 @@ def _report(args: argparse.Namespace) -> int:
         if args.command == "models":  # noqa: SIM116
             return print_models()
         if args.command == "plan":
-            return print_plan(args.model, args.ctx, exact=args.exact)
+            return print_plan(args.ref, args.ctx, exact=args.exact)
         return print_doctor()
     except CatalogError as exc:
         output.error(exc)
@@ -215,14 +216,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from qwen_chat.cli.ask import AskInputError, ask, ask_endpoint, question_from
-    from qwen_chat.cli.endpoint import Refused, resolve
+    from qwen_chat.cli.ask import AskInputError, question_from
+    from qwen_chat.cli.endpoint import Refused, remember, resolve
     from qwen_chat.models.gguf_files import ModelFileError
     from qwen_chat.models.planner import DoesNotFit
     from qwen_chat.models.resolve import ModelNotFound
     from qwen_chat.system.logging_setup import setup_logging
 
-    think = False if args.no_think else None
     try:
         target = resolve(args.endpoint, args.api_key, args.remote_model) if args.endpoint else None
         model = None if target else _resolve_model(args.model)
@@ -233,32 +233,34 @@ def _ask(args: argparse.Namespace) -> int:
         output.error(exc)
         return exc.code if isinstance(exc, Refused) else 1 if isinstance(exc, ModelNotFound) else 2
     setup_logging()
+    try:
+        code = _ask_with(args, target, model, question)
+    except (ModelFileError, DoesNotFit) as exc:
+        output.error(exc)
+        return 1
+    if code == 0 and target is not None:  # as the chat does: only a key and an endpoint that worked are kept
+        remember(target, args.api_key, args.save_endpoint)
+    return code
+
+
+def _ask_with(args: argparse.Namespace, target: Target | None, model: Path | None, question: str) -> int:
+    """One answer from the endpoint or the model file (one of the two is set), with tools when there are any."""
+    from qwen_chat.cli.ask import ask, ask_endpoint
+
+    think = False if args.no_think else None
     with_tools = _ask_tools(args)
     if with_tools is not None:
         from qwen_chat.cli.ask_tools import ask_with_tools
         from qwen_chat.session.sources import LocalModel, Server
 
         source = Server(target.url, target.api_key, target.model) if target is not None else \
-            LocalModel(model, args.ctx)  # type: ignore[arg-type]  # one of the two is set (checked above)
-        try:
-            return ask_with_tools(source, question, with_tools, think=think, show_thinking=args.show_thinking)
-        except (ModelFileError, DoesNotFit) as exc:
-            output.error(exc)
-            return 1
+            LocalModel(model, args.ctx)  # type: ignore[arg-type]  # one of the two is set (checked by _ask)
+        return ask_with_tools(source, question, with_tools, think=think, show_thinking=args.show_thinking)
     if target is not None:
-        code = ask_endpoint(target.url, target.api_key, target.model, question, think=think,
+        return ask_endpoint(target.url, target.api_key, target.model, question, think=think,
                             show_thinking=args.show_thinking)
-        if code == 0 and args.api_key:
-            from qwen_chat.cli.endpoint import remember
-
-            remember(target, args.api_key, None)
-        return code
     assert model is not None
-    try:
-        return ask(model, question, think=think, show_thinking=args.show_thinking, n_ctx=args.ctx)
-    except (ModelFileError, DoesNotFit) as exc:
-        output.error(exc)
-        return 1
+    return ask(model, question, think=think, show_thinking=args.show_thinking, n_ctx=args.ctx)
 
 
 def _ask_tools(args: argparse.Namespace) -> AskTools | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from qwen_chat.cli import output
 from qwen_chat.cli.output import one_line
-from qwen_chat.cli.parser import mcp_add_options
+from qwen_chat.cli.parser import mcp_add_options, shared_options, unused_option
 from qwen_chat.config.mcp_config import (
     McpConfigError,
     ServerEntry,
@@ -88,7 +88,11 @@ def run_add(args: argparse.Namespace, path: Path) -> int:
     if options:
         reparser = argparse.ArgumentParser(prog="qwen-chat mcp add NAME")
         mcp_add_options(reparser)
+        shared_options(reparser, argparse.SUPPRESS, ())  # refused by name, as on the line before NAME
         reparser.parse_args(options, namespace=args)  # a wrong option exits 2 with argparse's message
+        problem = unused_option(args, reparser)
+        if problem is not None:
+            reparser.error(problem)
     raw = _entry_json(args, command)
     if isinstance(raw, str):
         output.error(raw)

@@ -37,7 +37,8 @@ def one_line(text: str) -> str:
 
 
 def is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)  # None, or a stand-in without it: not a terminal
     try:
-        return bool(stream.isatty())  # type: ignore[attr-defined]
-    except (AttributeError, ValueError):  # no stream, or a closed one
+        return callable(isatty) and bool(isatty())
+    except ValueError:  # a closed stream
         return False

@@ -1,10 +1,11 @@
 """The `qwen-chat` arguments. Imports nothing heavy: `--help` and `--version` answer at once.
 
 The options shared by the chat and the subcommands (--model, --ctx, --db, --endpoint, --api-key,
---remote-model) are accepted on either side of the subcommand: `qwen-chat --model M ask "q"` and
-`qwen-chat ask --model M "q"` are the same. The subcommand's copy has SUPPRESS as its default, so leaving it
-out there keeps what was given before the subcommand (argparse copies a subparser's defaults over the
-top-level values otherwise).
+--remote-model, --save-endpoint) are accepted on either side of every subcommand: `qwen-chat --model M ask "q"`
+and `qwen-chat ask --model M "q"` are the same. Where one means nothing to a subcommand (`--db` to `ask`, which
+keeps no history) it is refused, on both sides alike, rather than ignored: USED_BY says which subcommands use
+which. The subcommand's copy has SUPPRESS as its default, so leaving it out there keeps what was given before
+the subcommand (argparse copies a subparser's defaults over the top-level values otherwise).
 """
 
 from __future__ import annotations
@@ -19,29 +20,80 @@ _MODEL_HELP = ("a .gguf path (for a split model its first shard ...-00001-of-000
                "qwen3-8b:Q5_K_M) or a downloaded file's name; default: the last one")
 
 
-def _model_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--model", "-m", metavar="MODEL", default=default, help=_MODEL_HELP)
-    _ctx_option(parser, default)
+SHARED = ("model", "ctx", "endpoint", "api_key", "remote_model", "save_endpoint", "db")  # argparse dests
+# The subcommands each shared option means something to; the chat (no subcommand) takes them all. A subcommand
+# not named here takes none of them (models, pull, merge, login, mcp).
+USED_BY: dict[str, tuple[str, ...]] = {
+    "ask": ("model", "ctx", "endpoint", "api_key", "remote_model", "save_endpoint"),  # ask keeps no history
+    "plan": ("ctx",),  # its model is its argument
+    "calibrate": ("model",),  # the model to probe with when no MODEL.gguf is given
+    "doctor": ("db",),  # it shows the database's path
+    **{command: ("db",) for command in ("search", "export", "import", "salvage")},
+}
+_ENDPOINT_ONLY = ("api_key", "remote_model", "save_endpoint")
+_LOCAL_ONLY = ("model", "ctx")
 
 
-def _ctx_option(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--ctx", type=int, metavar="N", default=default,
-                        help="context size in tokens (default: the model's own, as far as memory allows)")
+def shared_options(parser: argparse.ArgumentParser, default: Any, shown: tuple[str, ...] = SHARED) -> None:
+    """Add the shared options; those not in `shown` are accepted (to be refused by name) but not in --help."""
+    def helped(dest: str, text: str) -> str:
+        return text if dest in shown else argparse.SUPPRESS
+
+    parser.add_argument("--model", "-m", metavar="MODEL", default=default, help=helped("model", _MODEL_HELP))
+    parser.add_argument("--ctx", type=int, metavar="N", default=default, help=helped(
+        "ctx", "context size in tokens (default: the model's own, as far as memory allows)"))
+    parser.add_argument("--endpoint", metavar="URL", default=default, help=helped(
+        "endpoint", "chat through an OpenAI-compatible server instead (llama-server, vLLM, SGLang), "
+                    "e.g. http://host:8000/v1, or the name of a saved one"))
+    parser.add_argument("--api-key", metavar="KEY", default=default, help=helped(
+        "api_key", "the endpoint's API key; stored in the system keyring for next time, never in a file"))
+    parser.add_argument("--remote-model", metavar="NAME", default=default, help=helped(
+        "remote_model", "which of the endpoint's models (default: the first)"))
+    parser.add_argument("--save-endpoint", metavar="NAME", default=default, help=helped(
+        "save_endpoint", "save --endpoint (and --remote-model) under NAME in settings.toml; later: --endpoint NAME"))
+    parser.add_argument("--db", type=Path, metavar="PATH", default=default, help=helped(
+        "db", "conversations database (default: in your data folder; env QWEN_CHAT_DB)"))
 
 
-def _endpoint_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--endpoint", metavar="URL", default=default,
-                        help="chat through an OpenAI-compatible server instead (llama-server, vLLM, SGLang), "
-                             "e.g. http://host:8000/v1, or the name of a saved one")
-    parser.add_argument("--api-key", metavar="KEY", default=default,
-                        help="the endpoint's API key; stored in the system keyring for next time, never in a file")
-    parser.add_argument("--remote-model", metavar="NAME", default=default,
-                        help="which of the endpoint's models (default: the first)")
+def _flag(parser: argparse.ArgumentParser, dest: str) -> str:
+    return next(a.option_strings[0] for a in parser._actions if a.dest == dest and a.option_strings)
 
 
-def _db_option(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--db", type=Path, metavar="PATH", default=default,
-                        help="conversations database (default: in your data folder; env QWEN_CHAT_DB)")
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
+
+
+def _users(dest: str) -> str:
+    return _listed(["the chat", *(f"`{command}`" for command, dests in USED_BY.items() if dest in dests)])
+
+
+def unused_option(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """Why a shared option given (on either side) means nothing here, or None when each one given is used."""
+    given = [dest for dest in SHARED if getattr(args, dest, None) is not None]
+    if args.command is not None:
+        unused = [dest for dest in given if dest not in USED_BY.get(args.command, ())]
+        if len(unused) == 1:
+            return f"{_flag(parser, unused[0])} means nothing to `qwen-chat {args.command}`; it is for " \
+                   f"{_users(unused[0])}"
+        if unused:
+            return f"{_listed([_flag(parser, d) for d in unused])} mean nothing to `qwen-chat {args.command}`"
+    needs_endpoint = [dest for dest in given if dest in _ENDPOINT_ONLY]
+    if args.endpoint is None and needs_endpoint:
+        return f"{_flag(parser, needs_endpoint[0])} goes with --endpoint URL (a server); without one it does nothing"
+    local = [dest for dest in given if dest in _LOCAL_ONLY]
+    if args.endpoint is not None and local:
+        return f"{_flag(parser, local[0])} is for a local model and --endpoint for a server: give one of them"
+    return None
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, or exit 2 with argparse's usage and one line saying what is wrong."""
+    top = parser()
+    args = top.parse_args(argv)
+    problem = unused_option(args, top)
+    if problem is not None:
+        top.error(problem)
+    return args
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,32 +105,36 @@ def parser() -> argparse.ArgumentParser:
                "Exit status: 0 done, 1 failed (the message says why), 2 wrong usage, 130 interrupted (Ctrl-C).",
     )
     top.add_argument("--version", action="version", version=f"qwen-chat {__version__}")
-    _model_options(top, None)
-    _endpoint_options(top, None)
-    top.add_argument("--save-endpoint", metavar="NAME",
-                     help="save --endpoint (and --remote-model) under NAME in settings.toml; later: --endpoint NAME")
-    _db_option(top, None)
+    shared_options(top, None)
     _add_commands(top.add_subparsers(dest="command", title="commands (without one, the chat opens)"))
+    _add_shared_copies(top)
     return top
 
 
+def _add_shared_copies(top: argparse.ArgumentParser) -> None:
+    """Every subcommand (and each mcp action) takes the shared options too; see the module docstring."""
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    for command, sub in commands.choices.items():
+        shared_options(sub, argparse.SUPPRESS, USED_BY.get(command, ()))
+        for action in (a for a in sub._actions if isinstance(a, argparse._SubParsersAction)):
+            for leaf in action.choices.values():
+                shared_options(leaf, argparse.SUPPRESS, USED_BY.get(command, ()))
+
+
 def _add_commands(commands: argparse._SubParsersAction) -> None:
-    hidden = argparse.SUPPRESS  # see the module docstring
     commands.add_parser("models", help="the Qwen3 catalog with a verdict per quant for this machine")
     plan = commands.add_parser("plan", help="how MODEL[:QUANT] (or a .gguf path) would run here")
-    plan.add_argument("model", metavar="MODEL[:QUANT]")
-    _ctx_option(plan, hidden)
+    plan.add_argument("ref", metavar="MODEL[:QUANT]")  # not dest "model": that is --model's
     plan.add_argument("--exact", action="store_true",
                       help="read the files' GGUF headers from the hub (a few MB) for exact tensor sizes")
-    doctor = commands.add_parser("doctor", help="hardware, engine build, paths and versions")
-    _db_option(doctor, hidden)
+    commands.add_parser("doctor", help="hardware, engine build, paths and versions")
     calibrate = commands.add_parser("calibrate", help="measure this machine's decode and prompt speed (~20 s) on a "
                                                       "GGUF, for the tok/s that models and plan show")
     calibrate.add_argument("gguf", nargs="?", type=Path, metavar="MODEL.gguf",
                            help="the model to probe with (default: the last one used; any small GGUF will do)")
     calibrate.add_argument("--gpu", action="store_true", help="also probe with every layer on the GPU")
     pull = commands.add_parser("pull", help="download MODEL[:QUANT] from Hugging Face (resumes; verifies sha256)")
-    pull.add_argument("model", metavar="MODEL[:QUANT]")
+    pull.add_argument("ref", metavar="MODEL[:QUANT]")
     pull.add_argument("--keep-shards", action="store_true",
                       help="keep a split model's shards after merging (by default pull deletes the shards it "
                            "downloaded, once the merged file is verified)")
@@ -91,7 +147,7 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     merge.add_argument("--keep-shards", action="store_true",
                        help="accepted for older scripts and does nothing: merge keeps the shards by default")
     commands.add_parser("login", help="store a Hugging Face token in the system keyring")
-    _history_commands(commands, hidden)
+    _history_commands(commands)
     ask = commands.add_parser("ask", help="answer one question on stdout (for scripts and pipes)")
     ask.add_argument("question", nargs="?",
                      help="the question; read from stdin when omitted or '-'; text piped into stdin is added "
@@ -104,27 +160,21 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     ask.add_argument("--allow-server", action="append", default=[], metavar="NAME",
                      help="let the model run every tool of this MCP server without asking (repeatable)")
     ask.add_argument("--no-tools", action="store_true", help="offer the model no tools, even with servers in mcp.json")
-    _model_options(ask, hidden)
-    _endpoint_options(ask, hidden)
     _mcp_commands(commands)
 
 
-def _history_commands(commands: argparse._SubParsersAction, hidden: str) -> None:
+def _history_commands(commands: argparse._SubParsersAction) -> None:
     search = commands.add_parser("search", help="full-text search across all conversations")
     search.add_argument("query", nargs="+")
-    _db_option(search, hidden)
     export = commands.add_parser("export", help="a conversation as Markdown or JSON (default: the latest)")
     export.add_argument("conversation", nargs="?", type=int, help="conversation id (see `search`)")
     export.add_argument("--format", choices=("md", "json"), default="md")
     export.add_argument("--thinking", action="store_true", help="include the model's thinking")
     export.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
-    _db_option(export, hidden)
     imp = commands.add_parser("import", help="import a conversation exported as JSON")
     imp.add_argument("file", type=Path)
-    _db_option(imp, hidden)
-    salvage = commands.add_parser("salvage", help="copy what a damaged conversations database still holds into "
-                                                  "a new file beside it (the original is left as it is)")
-    _db_option(salvage, hidden)
+    commands.add_parser("salvage", help="copy what a damaged conversations database still holds into "
+                                        "a new file beside it (the original is left as it is)")
 
 
 def _mcp_commands(commands: argparse._SubParsersAction) -> None:

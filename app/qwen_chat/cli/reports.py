@@ -101,7 +101,7 @@ def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = Fal
 def remote_weights(model: CatalogModel, quant: Quant) -> Weights:
     """Exact tensor sizes from the headers of the quant's files on the hub (a few MB each, Range requests)."""
     from qwen_chat.models import hub
-    from qwen_chat.models.downloads import list_remote_files
+    from qwen_chat.models.model_pull import list_remote_files
     from qwen_chat.models.remote_header import fetch_header
 
     token = hub.token()

@@ -12,11 +12,12 @@ from qwen_chat.cli import output
 from qwen_chat.cli.output import one_line
 from qwen_chat.models.catalog import CatalogError, find_model
 from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.downloads import DownloadCancelled, DownloadError, already_downloaded, human, pull
+from qwen_chat.models.downloads import DownloadCancelled, DownloadError, human
 from qwen_chat.models.gguf_files import ModelFileError
 from qwen_chat.models.gguf_merge_plan import MergeError
 from qwen_chat.models.gguf_split import MergeInterrupted, merge_shards
 from qwen_chat.models.hub import HubError, store_token
+from qwen_chat.models.model_pull import already_downloaded, pull
 from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog
 from qwen_chat.models.planner import DoesNotFit, plan
 from qwen_chat.system.hardware import detect

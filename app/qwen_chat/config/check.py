@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from qwen_chat.config import mcp_config, presets, settings, tool_settings
+from qwen_chat.config import keymap, mcp_config, presets, settings, tool_settings
 
 
 def check(known_ids: Iterable[str] = (), problems: list[str] | None = None) -> list[str]:
@@ -19,7 +19,7 @@ def check(known_ids: Iterable[str] = (), problems: list[str] | None = None) -> l
     settings.load_endpoints(problems)
     settings.load_theme(problems)
     if known_ids:
-        settings.load_keymap(set(known_ids), problems)
+        keymap.load_keymap(set(known_ids), problems)
     settings.load_chat(problems)
     tool_settings.load_tool_settings(problems)
     presets.check(problems)

@@ -22,8 +22,8 @@ from qwen_chat.config.settings import (
     interpreted,
     load_chat,
     prune,
+    report_problem,
     section,
-    settings_path,
     update_document,
 )
 from qwen_chat.qwen3.sampling import (  # Qwen's side of the presets, used through this module too
@@ -50,23 +50,18 @@ class _User:
     use: dict[str, str]  # slot -> name of an existing named preset
 
 
-def _report(problems: list[str] | None, key: str, message: str) -> None:
-    if problems is not None:
-        problems.append(f"{settings_path()}: {key}: {message}")
-
-
 def _fields(table: object, key: str, problems: list[str] | None, allowed: tuple[str, ...] = FIELDS) -> dict:
     if not isinstance(table, dict):
-        _report(problems, key, "must be a table of preset fields; ignored")
+        report_problem(problems, key, "must be a table of preset fields; ignored")
         return {}
     fields = {}
     for field, value in table.items():
         if field not in allowed:
-            _report(problems, f"{key}.{field}", f"unknown field (fields: {', '.join(allowed)}); ignored")
+            report_problem(problems, f"{key}.{field}", f"unknown field (fields: {', '.join(allowed)}); ignored")
             continue
         problem = RANGES[field].problem(value)
         if problem:
-            _report(problems, f"{key}.{field}", f"{problem}; Qwen's value is used")
+            report_problem(problems, f"{key}.{field}", f"{problem}; Qwen's value is used")
             continue
         fields[field] = float(value) if not RANGES[field].integer else value
     return fields
@@ -81,41 +76,43 @@ def _user_presets(document: dict[str, Any], problems: list[str]) -> _User:
     named: dict[str, tuple[str, dict[str, Any]]] = {}
     raw_named = document.get("presets") or {}
     if not isinstance(raw_named, dict):
-        _report(problems, "presets", "must be [presets.NAME] tables; ignored")
+        report_problem(problems, "presets", "must be [presets.NAME] tables; ignored")
         raw_named = {}
     for name, table in raw_named.items():
         key = f"presets.{name}"
         base = table.get("base", DEFAULT_BASE) if isinstance(table, dict) else DEFAULT_BASE
         if name in SLOTS:
-            _report(problems, key, f"is the name of one of Qwen's presets: edit it as [overrides.{name}]; ignored")
+            report_problem(problems, key,
+                           f"is the name of one of Qwen's presets: edit it as [overrides.{name}]; ignored")
             continue
         if base not in SLOTS:
-            _report(problems, f"{key}.base",
-                    f"must be one of {', '.join(SLOTS)} (got {base!r}); {DEFAULT_BASE} is used")
+            report_problem(problems, f"{key}.base",
+                           f"must be one of {', '.join(SLOTS)} (got {base!r}); {DEFAULT_BASE} is used")
             base = DEFAULT_BASE
         fields = {k: v for k, v in table.items() if k != "base"} if isinstance(table, dict) else table
         named[name] = (base, _fields(fields, key, problems))
     overrides = {}
     raw_overrides = document.get("overrides") or {}
     if not isinstance(raw_overrides, dict):
-        _report(problems, "overrides", "must be [overrides.SLOT] tables; ignored")
+        report_problem(problems, "overrides", "must be [overrides.SLOT] tables; ignored")
         raw_overrides = {}
     for slot, table in raw_overrides.items():
         if slot not in SLOTS:
-            _report(problems, f"overrides.{slot}", f"no such Qwen preset (presets: {', '.join(SLOTS)}); ignored")
+            report_problem(problems, f"overrides.{slot}", f"no such Qwen preset (presets: {', '.join(SLOTS)}); ignored")
             continue
         overrides[slot] = _fields(table, f"overrides.{slot}", problems)
     use = {}
     raw_use = document.get("use") or {}
     if not isinstance(raw_use, dict):
-        _report(problems, "use", "must be a table of SLOT = \"preset name\"; ignored")
+        report_problem(problems, "use", "must be a table of SLOT = \"preset name\"; ignored")
         raw_use = {}
     for slot, name in raw_use.items():
         if slot not in SLOTS:
-            _report(problems, f"use.{slot}", f"no such Qwen preset (presets: {', '.join(SLOTS)}); ignored")
+            report_problem(problems, f"use.{slot}", f"no such Qwen preset (presets: {', '.join(SLOTS)}); ignored")
         elif not isinstance(name, str) or name not in named:
             known = ", ".join(named) or "none saved"
-            _report(problems, f"use.{slot}", f"no preset named {name!r} (named presets: {known}); Qwen's is used")
+            report_problem(problems, f"use.{slot}",
+                           f"no preset named {name!r} (named presets: {known}); Qwen's is used")
         else:
             use[slot] = name
     return _User(named, overrides, use)

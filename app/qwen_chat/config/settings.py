@@ -6,7 +6,7 @@
     url = "http://gpu-box:8000/v1"
     model = "Qwen/Qwen3-235B-A22B"      # optional
 
-    [keys]                               # binding id = key(s); alternatives separated by commas
+    [keys]                               # binding id = key(s), commas between alternatives (keymap.py)
     toggle-thinking = "ctrl+t,f10"
 
     [chat]                               # defaults for new conversations
@@ -25,8 +25,9 @@
     hybrid-thinking = "my-precise"
 
 API keys are never written here (the system keyring holds them). Invalid entries are reported with their key and
-skipped (or replaced by the default), never fatal. The file is parsed once and again only when it changes on disk
-(its bytes); what each section means is worked out once per parse (`interpreted`). Saving edits
+skipped (or replaced by the default), never fatal. The file is read again only when its stamp (time, size,
+inode) changed, and parsed again only when its bytes did; what each section means is worked out once per parse
+(`interpreted`). Saving edits
 the file in place with tomlkit, so the user's comments, order and every section survive (also ones this
 version does not know). A file that does not parse is never overwritten: saving raises `SettingsError` (an
 `OSError`) until it is fixed.
@@ -35,10 +36,9 @@ version does not know). A file that does not parse is never overwritten: saving 
 from __future__ import annotations
 
 import os
-import string
 import sys
 import threading
-import unicodedata
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,25 +98,52 @@ class _Parsed:
     document: dict[str, Any]
     problems: list[str]  # the file does not parse
     views: dict[Hashable, tuple[Any, list[str]]] = field(default_factory=dict)
+    stamp: tuple[int, ...] | None = None  # os.stat of the bytes in `raw`; None: not to be trusted (see _stamp)
 
 
 _parsed: dict[Path, _Parsed] = {}
 _lock = threading.RLock()
+# Modification times tick coarsely (a few ms on Linux, 1-2 s on FAT and HFS+): a write within the same tick as
+# the one read keeps the time and maybe the size, so a stamp younger than this is never trusted alone.
+SETTLED_NS = 2_000_000_000
+
+
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """What says the file is unchanged without reading it: its time, size and inode (a save replaces the file,
+    so the inode changes too); () when there is no file; None when it was written too recently to tell."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return ()
+    except OSError:
+        return None
+    if time.time_ns() - stat.st_mtime_ns < SETTLED_NS:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_dev
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _current() -> _Parsed:
-    """The parse of the file as it is now. Reading a file this small costs microseconds; comparing its bytes
-    (not its modification time, which ticks too coarsely for two saves in a row) says whether it changed."""
+    """The parse of the file as it is now: read only when its stamp changed (or is too young to trust), then
+    parsed only when its bytes changed. Four loaders ask for every answer; none of them costs a read."""
     path = settings_path()
-    try:
-        raw: bytes | None = path.read_bytes()
-    except FileNotFoundError:
-        raw = None
-    except OSError as exc:
-        return _Parsed(None, {}, [f"{path}: {exc}; its settings are ignored"])
+    stamp = _stamp(path)  # taken before the read: a write after it changes the stamp, so it is read next time
     with _lock:
         cached = _parsed.get(path)
+        if cached is not None and stamp is not None and cached.stamp == stamp:
+            return cached
+        try:
+            raw = _read(path)
+        except OSError as exc:
+            return _Parsed(None, {}, [f"{path}: {exc}; its settings are ignored"])
         if cached is not None and cached.raw == raw:
+            cached.stamp = stamp
             return cached
         document: dict[str, Any] = {}
         problems: list[str] = []
@@ -125,7 +152,7 @@ def _current() -> _Parsed:
                 document = toml_loads(raw.decode("utf-8"))
             except Exception as exc:  # a broken file is reported, never fatal
                 problems.append(f"{path}: {exc}; its settings are ignored")
-        _parsed[path] = parsed = _Parsed(raw, document, problems)
+        _parsed[path] = parsed = _Parsed(raw, document, problems, stamp=stamp)
         return parsed
 
 
@@ -209,7 +236,7 @@ def _endpoints(document: dict[str, Any], problems: list[str]) -> dict[str, Endpo
     found = {}
     endpoints = document.get("endpoints") or {}
     if not isinstance(endpoints, dict):
-        _report(problems, "endpoints", "must be a table of [endpoints.NAME] entries; ignored")
+        report_problem(problems, "endpoints", "must be a table of [endpoints.NAME] entries; ignored")
         return {}
     for name, entry in endpoints.items():
         url = entry.get("url") if isinstance(entry, dict) else None
@@ -258,94 +285,6 @@ def save_theme(theme: str) -> None:
     update_document(lambda document: document.__setitem__("theme", theme))
 
 
-# --- keys ------------------------------------------------------------------------------------------------------
-
-# Textual's key names, written out here because nothing outside tui/ imports Textual (a test checks both agree)
-_MODIFIERS = ("ctrl", "shift", "alt", "meta", "super", "hyper")
-_NAMED_KEYS = frozenset([
-    "escape", "enter", "return", "tab", "space", "backspace", "delete", "insert", "home", "end", "pageup", "pagedown",
-    "up", "down", "left", "right", "newline", "at", "slash", "backslash", "minus", "plus", "underscore",
-    *(f"f{n}" for n in range(1, 25))])
-_CHARACTER_NAMES = {"solidus": "slash", "reverse_solidus": "backslash", "commercial_at": "at",
-                    "hyphen_minus": "minus", "plus_sign": "plus", "low_line": "underscore"}
-
-
-def _character_key(character: str) -> str:
-    """Textual's name for a typed character: "/" -> "slash", "?" -> "question_mark", "a" -> "a"."""
-    if character.isalnum():
-        return character
-    try:
-        name = unicodedata.name(character).lower().replace("-", "_").replace(" ", "_")
-    except ValueError:
-        return {"\t": "tab"}.get(character, character)
-    return _CHARACTER_NAMES.get(name, name)
-
-
-_PUNCTUATION_KEYS = frozenset(_character_key(c) for c in string.punctuation)
-
-
-def _is_key_name(name: str) -> bool:
-    """A printable character, a named key, or a character by its Unicode name ("question_mark")."""
-    if len(name) == 1:
-        return name.isprintable()
-    if name in _NAMED_KEYS or name in _PUNCTUATION_KEYS:
-        return True
-    if not name or name != name.lower():
-        return False
-    try:
-        unicodedata.lookup(name.replace("_", " ").upper())
-    except KeyError:
-        return False
-    return True
-
-
-def _normal_key(key: str) -> str:
-    """Textual's names for single characters after a modifier too: "ctrl+/" -> "ctrl+slash"."""
-    *modifiers, name = key.split("+")
-    return "+".join([*modifiers, _character_key(name) if len(name) == 1 else name])
-
-
-def key_problem(value: object) -> str | None:
-    """Why `value` is not a usable key list ("ctrl+t" or "ctrl+t, f9"), or None when it is."""
-    if not isinstance(value, str) or not value.strip():
-        return f"must be a key such as \"ctrl+t\" or several separated by commas (got {value!r})"
-    for key in (part.strip() for part in value.split(",")):
-        if not key:
-            return f"has an empty key between commas (got {value!r})"
-        *modifiers, name = key.split("+")
-        bad = [m for m in modifiers if m not in _MODIFIERS]
-        if bad:
-            return f"{key!r}: {bad[0]!r} is not a modifier (use {', '.join(_MODIFIERS)})"
-        if not _is_key_name(name):
-            return f"{key!r}: {name!r} is not a key name (e.g. a, f5, escape, enter, tab, up, pageup, slash)"
-    return None
-
-
-def load_keymap(known_ids: set[str], problems: list[str] | None = None) -> dict[str, str]:
-    """`[keys]` as a keymap for `App.set_keymap`: binding id -> "key" or "key1,key2" (spaces removed)."""
-    return interpreted(("keys", frozenset(known_ids)), lambda document, found: _keymap(document, known_ids, found),
-                 problems)
-
-
-def _keymap(document: dict[str, Any], known_ids: set[str], problems: list[str]) -> dict[str, str]:
-    keys = document.get("keys") or {}
-    if not isinstance(keys, dict):
-        _report(problems, "keys", "must be a table of binding id = \"key\"; ignored")
-        return {}
-    keymap = {}
-    for binding_id, value in keys.items():
-        if binding_id not in known_ids:
-            _report(problems, f"keys.{binding_id}", f"no such action (known: {', '.join(sorted(known_ids))}); ignored")
-            continue
-        problem = key_problem(value)
-        if problem:
-            _report(problems, f"keys.{binding_id}", f"{problem}; ignored")
-            continue
-        keymap[binding_id] = ",".join(_normal_key(part.strip()) for part in value.split(","))
-    return keymap
-
-
-
 # --- chat defaults ---------------------------------------------------------------------------------------------
 
 
@@ -371,17 +310,17 @@ def load_chat(problems: list[str] | None = None) -> ChatSettings:
 def _chat(document: dict[str, Any], problems: list[str]) -> ChatSettings:
     chat = document.get("chat") or {}
     if not isinstance(chat, dict):
-        _report(problems, "chat", "must be a table ([chat]); the defaults are used")
+        report_problem(problems, "chat", "must be a table ([chat]); the defaults are used")
         return ChatSettings()
     default = ChatSettings()
     values: dict[str, Any] = {}
     for key, value in chat.items():
         if not hasattr(default, key):
-            _report(problems, f"chat.{key}", f"unknown setting (known: {', '.join(vars(default))}); ignored")
+            report_problem(problems, f"chat.{key}", f"unknown setting (known: {', '.join(vars(default))}); ignored")
             continue
         problem = _chat_problem(key, value)
         if problem:
-            _report(problems, f"chat.{key}", f"{problem}; the default {getattr(default, key)!r} is used")
+            report_problem(problems, f"chat.{key}", f"{problem}; the default {getattr(default, key)!r} is used")
             continue
         values[key] = value
     return ChatSettings(**values)
@@ -400,6 +339,7 @@ def save_chat(chat: ChatSettings) -> None:
     update_document(change)
 
 
-def _report(problems: list[str] | None, key: str, message: str) -> None:
+def report_problem(problems: list[str] | None, key: str, message: str) -> None:
+    """A problem with one key of the file, named as the user finds it: `path: key: message`."""
     if problems is not None:
         problems.append(f"{settings_path()}: {key}: {message}")

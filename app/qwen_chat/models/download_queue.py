@@ -17,21 +17,20 @@ from typing import Any
 
 from qwen_chat.models.catalog import CatalogError, find_model
 from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.downloads import DownloadCancelled, DownloadError, already_downloaded, pull
+from qwen_chat.models.downloads import DownloadCancelled, DownloadError
 from qwen_chat.models.gguf_files import ModelFileError
 from qwen_chat.models.gguf_merge_plan import MergeError
 from qwen_chat.models.gguf_split import merge_shards
 from qwen_chat.models.hub import HubError
+from qwen_chat.models.model_pull import already_downloaded, pull
 from qwen_chat.system.paths import models_dir
-
-STATES = ("queued", "downloading", "merging", "paused", "done", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
 class Job:
     id: int
     ref: str  # catalog id:QUANT
-    state: str = "queued"
+    state: str = "queued"  # or downloading, merging, paused, done, failed, cancelled
     file: str = ""
     done: int = 0
     total: int = 0

@@ -33,28 +33,40 @@ class AnswerWriter:
         self._partial: dict[int, StreamText] = {}  # message id -> its text; the newest request wins
         self._jobs: deque[Callable[[], None]] = deque()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
-        self._thread.start()
+        # Started by the first save, not here: a session that is built and closed without an answer (a test,
+        # `ask` failing to load, a window closed at once) never owns a thread.
+        self._thread: threading.Thread | None = None
 
     def save_partial(self, message_id: int, text: StreamText) -> None:
         """Write this answer's text as it is when the writer gets to it; returns at once."""
         with self._wake:
             self._partial[message_id] = text
+            self._start_once()
             self._wake.notify()
 
     def submit(self, job: Callable[[], None]) -> None:
         """Run `job` on the writer thread, after the partial saves asked for so far."""
         with self._wake:
             self._jobs.append(job)
+            self._start_once()
             self._wake.notify()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Finish what was asked for, then end the thread."""
+        """Finish what was asked for, then end the thread (if it ever started)."""
         with self._wake:
             self._closed = True
+            thread = self._thread
             self._wake.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        if thread is not None and threading.current_thread() is not thread:
+            thread.join(timeout)
+
+    def _start_once(self) -> None:
+        """Start the thread if this is the first work; called with `_wake` held, so two first saves on two
+        threads start one thread between them. None starts after close: work then is dropped, as it was when
+        the thread had already ended."""
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while True:

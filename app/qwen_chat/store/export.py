@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from qwen_chat.store.database import Store
-from qwen_chat.store.records import TOOL_STATUSES, Attachment, Conversation, Message, StoreError
-from qwen_chat.store.tool_calls import NewCall
+from qwen_chat.store.import_checks import MAX_FILE_BYTES, MAX_TEXT_CHARS, Imported, Question, checked, shown
+from qwen_chat.store.records import Conversation, Message, StoreError
 
 FORMAT = "qwen-chat-conversation"
 VERSION = 1
@@ -86,12 +87,6 @@ def to_markdown(store: Store, conversation: Conversation, thinking: bool = False
     return "\n".join(lines)
 
 
-# What an import accepts. A conversation qwen-chat exported stays far below these; a file beyond them is a
-# mistake or an attack, and a message of tens of MB would make the app take most of a minute to show it.
-MAX_FILE_BYTES = 32 << 20  # 32 MiB per file
-MAX_TEXT_CHARS = 1 << 20  # 1,048,576 characters per message, thinking or system prompt: more than 262,144 tokens,
-# the longest Qwen3 context, can hold
-MAX_TITLE_CHARS = 1000
 MAX_DEPTH = 16  # an export nests 4 or 5 levels (the file, its messages, a message, its sampling, a list in it)
 _TOO_DEEP = f"the JSON is nested more than {MAX_DEPTH} levels deep (an export nests 5 at most); nothing was imported"
 
@@ -129,80 +124,33 @@ def _check_depth(data: Any) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
-def _check_sizes(data: dict[str, Any], messages: list[dict[str, Any]]) -> None:
-    title = data.get("title")
-    if isinstance(title, str) and len(title) > MAX_TITLE_CHARS:
-        raise StoreError(f"the title is {len(title):,} characters; at most {MAX_TITLE_CHARS:,} are imported")
-    fields = [("the system prompt", data.get("system_prompt"))]
-    for number, m in enumerate(messages, 1):
-        fields += [(f"message {number}", m.get("content")), (f"message {number}'s thinking", m.get("thinking"))]
-        fields += [(f"message {number}'s file {f.name!r}", f.content) for f in _attachments(m)]
-        fields += [(f"message {number}'s tool call {c.name!r}", c.result) for c in _tool_calls(m)]
-    for what, text in fields:
-        if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
-            raise StoreError(f"{what} is {len(text):,} characters; at most {MAX_TEXT_CHARS:,} are imported "
-                             "(more than the longest Qwen3 context holds). Nothing was imported.")
-
-
 def from_json(store: Store, text: str) -> Conversation:
     """Import an exported conversation as a new one; refuses anything that is not one, saying why."""
     data = _parse(text)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise StoreError(f"not a qwen-chat conversation export (its format is not {FORMAT!r})")
-    if data.get("version") != VERSION:
-        raise StoreError(f"export version {data.get('version')} is not supported (this qwen-chat reads {VERSION})")
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
-            for m in messages):
-        raise StoreError("the export's messages must each have a role (user or assistant) and a text content")
-    _check_sizes(data, messages)
-    return _store(store, data, messages)
+    version = data.get("version")
+    if isinstance(version, bool) or version != VERSION:  # true == 1 in Python, never in an export
+        raise StoreError(f"export version {shown(version)} is not supported (this qwen-chat reads {VERSION})")
+    return _store(store, checked(data))
 
 
-def _store(store: Store, data: dict[str, Any], messages: list[dict[str, Any]]) -> Conversation:
-    conversation = store.create_conversation(model=str(data.get("model", "")), title=str(data.get("title") or
-                                             "Imported chat"), system_prompt=str(data.get("system_prompt", "")))
-    for m in messages:
-        if m["role"] == "user":
-            store.add_user_message(conversation.id, m["content"], files=_attachments(m))
-        else:
-            sampling, status = m.get("sampling"), m.get("status")
-            answer = store.start_answer(conversation.id, str(m.get("model", "")), str(m.get("mode", "")),
-                                        sampling if isinstance(sampling, dict) else {})
-            final = status if isinstance(status, str) and status in ("stopped", "failed", "interrupted") else \
-                "complete"
-            store.finish_answer(answer.id, final, str(m.get("thinking", "")), m["content"], True)
-            calls = _tool_calls(m)
-            if calls:
-                store.add_tool_calls(answer.id, calls)
-    store.rename(conversation.id, str(data.get("title") or "Imported chat"))
+def _store(store: Store, imported: Imported) -> Conversation:
+    """Write what `checked` passed. Should the database still fail halfway (a full disk), the part written is
+    deleted again: an import is all or nothing."""
+    conversation = store.create_conversation(model=imported.model, title=imported.title,
+                                             system_prompt=imported.system_prompt)
+    try:
+        for m in imported.messages:
+            if isinstance(m, Question):
+                store.add_user_message(conversation.id, m.content, files=m.files)
+                continue
+            answer = store.start_answer(conversation.id, m.model, m.mode, m.sampling)
+            store.finish_answer(answer.id, m.status, m.thinking, m.content, True)
+            if m.calls:
+                store.add_tool_calls(answer.id, m.calls)
+        store.rename(conversation.id, imported.title)  # the first question names a chat; the export's name wins
+    except (StoreError, sqlite3.Error) as exc:
+        store.delete(conversation.id)
+        raise StoreError(f"the import failed and was undone: {exc}") from None
     return store.conversation(conversation.id)
-
-
-def _attachments(message: dict[str, Any]) -> tuple[Attachment, ...]:
-    """A message's attached files as exported; entries that are not a name and a text are refused."""
-    raw = message.get("attachments") or []
-    if not isinstance(raw, list) or not all(
-            isinstance(a, dict) and isinstance(a.get("name"), str) and isinstance(a.get("content"), str) for a in raw):
-        raise StoreError("a message's attachments must each have a name and a text content; nothing was imported")
-    return tuple(Attachment(a["name"], a["content"], int(a.get("tokens") or 0)) for a in raw)
-
-
-def _tool_calls(message: dict[str, Any]) -> list[NewCall]:
-    """An answer's tool calls as exported. A call that was pending or running when exported comes back
-    interrupted: no import ever leaves a call waiting to run."""
-    raw = message.get("tool_calls") or []
-    if not isinstance(raw, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments", {}), dict)
-            and isinstance(c.get("result", ""), str) for c in raw):
-        raise StoreError("an answer's tool calls must each have a name, arguments (an object) and a text result; "
-                         "nothing was imported")
-    calls = []
-    for i, c in enumerate(raw):
-        status = c.get("status") if c.get("status") in TOOL_STATUSES else "interrupted"
-        if status in ("pending", "running"):
-            status = "interrupted"
-        calls.append(NewCall(str(c.get("id") or f"call_{i}"), c["name"], c.get("arguments", {}), "", status,
-                             c.get("result", ""), str(c.get("server") or "")))
-    return calls

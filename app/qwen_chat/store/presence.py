@@ -10,12 +10,11 @@ folder) every conversation counts as free, as before.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-try:
+if sys.platform != "win32":  # Windows has no flock (a check mypy understands, unlike a failed import)
     import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 _UNTRACKED = -1  # the lock could not be attempted at all
 
@@ -59,7 +58,7 @@ class Presence:
     def _lock(self, conversation_id: int) -> int | None:
         """An open file holding the lock; None when another window holds it; _UNTRACKED when locks are
         unavailable here."""
-        if fcntl is None:
+        if sys.platform == "win32":
             return _UNTRACKED
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
-"""What the keys do: the app's actions on the chat and its conversations, and the command palette's list.
+"""What the keys do: the app's actions on the chat and its conversations, also offered in the command palette.
 
 QwenChatApp (app.py) builds on this class; the hooks at the top are the app's own (sending, drawing, loading).
+The keys and the palette's entries themselves are listed in bindings.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from pathlib import Path
 
 from textual import work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
@@ -25,6 +25,7 @@ from qwen_chat.store.presence import Presence
 from qwen_chat.store.records import Attachment, Conversation, StoreError
 from qwen_chat.system.clipboard import system_copy
 from qwen_chat.tui.attachment_bar import AttachmentBar
+from qwen_chat.tui.bindings import PALETTE
 from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.conversation_list import ConversationList
 from qwen_chat.tui.conversation_screens import ContextScreen, CopyScreen, PersonasScreen, VersionsScreen, copy_choices
@@ -34,31 +35,6 @@ from qwen_chat.tui.messages import AssistantMessage, UserMessage
 from qwen_chat.tui.models_screen import EndpointModelsScreen, ModelsScreen
 from qwen_chat.tui.search_screen import SearchScreen
 from qwen_chat.tui.status_bar import StatusBar
-
-BINDINGS: list[Binding | tuple[str, str] | tuple[str, str, str]] = [
-    Binding("escape", "stop", "Stop", id="stop"),
-    Binding("ctrl+t", "toggle_thinking", "Think", id="toggle-thinking"),
-    Binding("ctrl+r", "regenerate", "Redo", id="regenerate"),
-    # priority like ctrl+d: with text in the prompt, ctrl+e stays the prompt's "go to end"
-    Binding("ctrl+e", "edit_message", "Edit", id="edit-message", priority=True),
-    # priority: in the composer ctrl+y would be TextArea's redo; copying the answer is what the key is for here
-    Binding("ctrl+y", "copy_message", "Copy", id="copy-message", priority=True),
-    Binding("ctrl+n", "new_conversation", "New", id="new-conversation"),
-    Binding("f2", "rename_conversation", "Rename", id="rename-conversation"),
-    # priority so it works from the prompt; check_action hands ctrl+d back to the prompt while it has text
-    Binding("ctrl+d", "delete_conversation", "Del", id="delete-conversation", priority=True),
-    Binding("ctrl+b", "toggle_sidebar", "Chats", id="toggle-sidebar"),
-    Binding("f3", "models", "Models", id="models"),
-    Binding("f4", "downloads", "Downloads", id="downloads"),
-    Binding("ctrl+f", "search", "Search", id="search"),
-    Binding("f5", "presets", "Preset", id="presets"),
-    # priority: in the composer F6 and F7 are TextArea's select line and select all
-    Binding("f6", "personas", "Persona", id="personas", priority=True),
-    Binding("f7", "context", "Context", id="context", priority=True),
-    Binding("f8", "versions", "Versions", id="versions"),
-    Binding("f9", "tools", "Tools", id="tools"),  # tui/tool_events.py (with its palette entry); also /tools
-    Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
-]
 
 ELSEWHERE = ("This conversation is open in another qwen-chat window: you can read it here, and its answers show up, "
              "but send from that window (or Ctrl+N for a new chat here).")
@@ -392,26 +368,5 @@ class ChatActions(App[None]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Stop generation", "Stop the answer being written (Esc)", self.action_stop)
-        yield SystemCommand("Thinking on/off", "Switch thinking for this conversation (Ctrl+T)",
-                            self.action_toggle_thinking)
-        yield SystemCommand("New conversation", "Start a new chat (Ctrl+N)", self.action_new_conversation)
-        yield SystemCommand("Rename conversation", "Rename this chat (F2)", self.action_rename_conversation)
-        yield SystemCommand("Delete conversation", "Delete this chat (Ctrl+D)", self.action_delete_conversation)
-        yield SystemCommand("Show/hide chats", "Toggle the conversation list (Ctrl+B)", self.action_toggle_sidebar)
-        yield SystemCommand("Models", "The Qwen3 catalog with what fits this machine (F3)", self.action_models)
-        yield SystemCommand("Downloads", "Download progress, pause, resume, cancel (F4)", self.action_downloads)
-        yield SystemCommand("Search", "Search all conversations (Ctrl+F)", self.action_search)
-        yield SystemCommand("Regenerate", "Answer the last message again; the old answer is kept (Ctrl+R)",
-                            self.action_regenerate)
-        yield SystemCommand("Edit message", "Edit your selected or last message and resend it (Ctrl+E)",
-                            self.action_edit_message)
-        yield SystemCommand("Copy", "Copy the selected message or the last answer, or one of its code blocks "
-                            "(Ctrl+Y)", self.action_copy_message)
-        yield SystemCommand("Sampling presets", "View and edit the sampling preset in use (F5)", self.action_presets)
-        yield SystemCommand("Persona", "Choose or save a system prompt for this conversation (F6)",
-                            self.action_personas)
-        yield SystemCommand("Context size", "Native, 64K/128K with YaRN, or 256K; reloads the model (F7)",
-                            self.action_context)
-        yield SystemCommand("Earlier versions", "Versions of an edited or regenerated turn (F8)",
-                            self.action_versions)
+        for title, help_text, action in PALETTE:
+            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))

@@ -1,0 +1,114 @@
+"""A paste into the composer in a real terminal: the real `qwen-chat` in a detached tmux session, chatting
+through the loopback replay server, gets a multi-line text as a bracketed paste, and Enter stores exactly that
+text (tabs, indentation, blank lines, trailing whitespace) in the real SQLite database.
+
+The Pilot tests post a Paste event straight to the widget; only a terminal shows what the escape-sequence
+parser makes of the bytes: tmux sends the paste between ESC[200~ and ESC[201~ with each newline as a carriage
+return, as terminals do, so a parser that took the paste for typed keys would send the first line alone."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from replay_server import ReplayServer
+
+from helpers import wait_until
+
+TMUX = shutil.which("tmux")
+pytestmark = pytest.mark.skipif(TMUX is None, reason="needs tmux (apt-get install tmux)")
+
+PASTED = ("Please review this:\n"
+          "\n"
+          "def total(items):\n"
+          "\tresult = 0\n"
+          "\tfor item in items:\n"
+          "\t\tresult += item  \t# a tab and spaces inside\n"
+          "\n"
+          "\n"
+          "        return result    \n"
+          "  indented by two, then a blank line with spaces\n"
+          "   \n"
+          "café, 你好, done\n")
+
+
+class Tmux:
+    """A tmux server of this test's own (a unique socket), so nothing else's sessions are touched."""
+
+    def __init__(self) -> None:
+        self.socket = f"qwen-chat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.session = "paste"
+        # a test run inside tmux must not reach the outer server, nor nest in it
+        self.env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+        self.socket_path: Path | None = None
+
+    def __call__(self, *args: str) -> str:
+        assert TMUX is not None
+        result = subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, text=True, env=self.env,
+                                timeout=30)
+        assert result.returncode == 0, f"tmux {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", f"={self.session}:")
+
+    def start(self, command: str) -> None:
+        self("new-session", "-d", "-s", self.session, "-x", "120", "-y", "40", command)
+        self.socket_path = Path(self("display-message", "-p", "-t", f"={self.session}:", "#{socket_path}").strip())
+
+    def close(self) -> None:
+        assert TMUX is not None
+        for args in (["kill-session", "-t", f"={self.session}"], ["kill-server"]):  # the server is ours alone
+            subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, env=self.env, timeout=30)
+        if self.socket_path is not None:  # tmux leaves its socket file behind
+            self.socket_path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def replay() -> Iterator[ReplayServer]:
+    server = ReplayServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def user_messages(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return [row[0] for row in conn.execute("SELECT content FROM messages WHERE role = 'user' ORDER BY id")]
+
+
+def test_a_bracketed_paste_is_stored_exactly(tmp_path: Path, replay: ReplayServer) -> None:
+    db, text = tmp_path / "chat.db", tmp_path / "pasted.txt"
+    text.write_bytes(PASTED.encode("utf-8"))
+    env = {"QWEN_CHAT_DATA_DIR": str(tmp_path / "data"), "QWEN_CHAT_CONFIG_DIR": str(tmp_path / "config"),
+           "TERM": "xterm-256color", "LANG": "C.UTF-8", "TEXTUAL_DISABLE_KITTY_KEY": "1"}
+    command = shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "qwen_chat",
+                          "--endpoint", replay.url, "--db", str(db)])
+    tmux = Tmux()
+    try:
+        tmux.start(command)
+        wait_until(lambda: "ready" in tmux.screen(), timeout=60, what="the chat to open on the endpoint")
+        tmux("load-buffer", "-b", "pasted", str(text))
+        tmux("paste-buffer", "-p", "-d", "-b", "pasted", "-t", f"={tmux.session}:")  # -p: bracketed
+        # the paste is one event: its last line on screen means all of it is in the composer (which scrolls)
+        wait_until(lambda: "café, 你好, done" in tmux.screen(), timeout=30, what="the pasted text in the composer")
+        assert user_messages(db) == []  # the newlines in the paste sent nothing
+        tmux("send-keys", "-t", f"={tmux.session}:", "Enter")
+        stored = wait_until(lambda: user_messages(db), timeout=30, what="the message in the database")
+        assert stored == [PASTED], tmux.screen()
+        wait_until(lambda: "Hello there!" in tmux.screen(), timeout=30, what="the replayed answer")
+        assert replay.requests[-1]["messages"][-1] == {"role": "user", "content": PASTED}
+    finally:
+        tmux.close()
