@@ -114,7 +114,7 @@ async def test_collapsed_thinking_is_not_drawn_and_open_thinking_streams(parses:
         await stream(pilot, live, "Then one more thought about the oven.\n\n", Part.THINKING)
         await pilot.pause()
         assert all(len(s) <= SEGMENT_CHARS + LONGEST_BLOCK for s in parses[opened:])
-        assert "one more thought about the oven" in "\n".join(lines_of(live.query_one(".thinking-text")))
+        assert "one more thought about the oven" in " ".join(lines_of(live.query_one(".thinking-text")))  # wrapped
 
 
 @pytest.mark.parametrize("text", [LIST, CODE, TABLE, PROSE], ids=["list", "code", "table", "prose"])

@@ -231,14 +231,15 @@ async def test_kill_9_during_real_generation(real_model: Path, tiny_models: dict
 
 async def test_thinking_is_collapsed_and_streams_once_opened(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     from textual.containers import VerticalScroll
-    from textual.widgets import Collapsible
+
+    from qwen_chat.tui.thinking_title import ThinkingTitle
 
     app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
     async with app.run_test(size=SIZE) as pilot:
         transcript = app.query_one("#transcript", VerticalScroll)
         live = AssistantMessage()
         await transcript.mount(live)
-        box = live.query_one(".thinking", Collapsible)
+        box = live.query_one(".thinking", ThinkingTitle)
         assert not box.display  # no thinking yet: no empty block
         live.add_thinking("Let me consider the question. " * 3)
         await pilot.pause(0.1)
@@ -279,7 +280,7 @@ async def test_auto_scroll_follows_until_the_user_scrolls_up(tiny_models: dict[s
 async def test_every_action_has_a_key_in_the_footer_and_a_palette_entry(tiny_models: dict[str, Path],
                                                                         tmp_path: Path) -> None:
     app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
-    async with app.run_test(size=(180, 36)) as pilot:
+    async with app.run_test(size=(190, 36)) as pilot:
         await wait_for(pilot, lambda: "palette" in screen_text(app).splitlines()[-1], what="footer")
         palette = {c.callback.__name__ for c in app.get_system_commands(app.screen)}
         footer = screen_text(app).splitlines()[-1]

@@ -10,12 +10,13 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.message import Message as TextualMessage
-from textual.widgets import Collapsible, Static
+from textual.widgets import Static
 
 from qwen_chat.qwen3.thinking import Part, StreamText
 from qwen_chat.store.records import Attachment, Message
 from qwen_chat.tui.printable import printable, printable_line
 from qwen_chat.tui.streaming_markdown import StreamingMarkdown
+from qwen_chat.tui.thinking_title import ThinkingTitle
 from qwen_chat.tui.tool_calls_view import ToolCalls
 
 _STATUS_LABEL = {
@@ -125,10 +126,11 @@ class AssistantMessage(Vertical):
         self._show_again = False
         self._answer_started = bool(message and message.content)
         self.thinking_tokens = 0
-        # held, not queried: the cut marker sits inside the Collapsible, whose contents may mount after this
-        # widget's on_mount (seen as NoMatches when a stored conversation opened on a busy machine)
+        # held, not queried: seen as NoMatches when a stored conversation opened on a busy machine and the
+        # children mounted after this widget's on_mount
         self._cut = Static("", classes="thinking-cut", markup=False)
         self._cut.display = False
+        self._has_cut = False  # the marker is shown while the thinking is open
         self._meta = Static("", classes="meta", markup=False)
         self.tool_calls = ToolCalls(message.tool_calls if message else ())
 
@@ -147,10 +149,13 @@ class AssistantMessage(Vertical):
             self._text, self._own_text = stream, False
 
     def compose(self) -> ComposeResult:
-        with Collapsible(title="Thinking", collapsed=True, classes="thinking") as box:
-            box.display = bool(self._text.length(Part.THINKING))
-            yield StreamingMarkdown(classes="thinking-text")  # filled when it is opened
-            yield self._cut
+        title = ThinkingTitle()
+        title.display = bool(self._text.length(Part.THINKING))
+        yield title
+        thinking = StreamingMarkdown(classes="thinking-text")  # filled when it is opened
+        thinking.display = False
+        yield thinking
+        yield self._cut
         yield StreamingMarkdown(drawn_part(self._text.answer), classes="answer")
         yield self.tool_calls
         yield self._meta
@@ -166,12 +171,16 @@ class AssistantMessage(Vertical):
             log.debug("message %s removed while mounting", self.message_id)
 
     @property
-    def _thinking_box(self) -> Collapsible:
-        return self.query_one(".thinking", Collapsible)
+    def _thinking_box(self) -> ThinkingTitle:
+        return self.query_one(ThinkingTitle)
 
-    @on(Collapsible.Expanded, ".thinking")
-    async def _thinking_opened(self) -> None:
-        await self._show_thinking()
+    @on(ThinkingTitle.Changed)
+    async def _thinking_toggled(self, event: ThinkingTitle.Changed) -> None:
+        event.stop()
+        self.query_one(".thinking-text", StreamingMarkdown).display = not event.collapsed
+        self._cut.display = self._has_cut and not event.collapsed
+        if not event.collapsed:
+            await self._show_thinking()
 
     def add_thinking(self, text: str) -> None:
         if self._own_text:
@@ -234,8 +243,9 @@ class AssistantMessage(Vertical):
         if message.thinking_cut_at is not None and self._shown_thinking > message.thinking_cut_at:
             old = self.query_one(".thinking-text", StreamingMarkdown)
             await old.remove()  # drawn past the cut while streaming: redraw up to it, the marker shows the rest
-            await self._thinking_box.query_one(Collapsible.Contents).mount(StreamingMarkdown(classes="thinking-text"),
-                                                                 before=self._cut)
+            redrawn = StreamingMarkdown(classes="thinking-text")
+            redrawn.display = not self._thinking_box.collapsed
+            await self.mount(redrawn, before=self._cut)
             self._shown_thinking = 0
         if not self._thinking_box.collapsed:
             await self._show_thinking()
@@ -249,7 +259,8 @@ class AssistantMessage(Vertical):
         if message.thinking_cut_at is not None:
             box.title = f"Thinking (cut by the {message.thinking_budget:,}-token budget)"
             marker.update(_cut_marker(message))
-            marker.display = True
+            self._has_cut = True
+            marker.display = not box.collapsed
         else:
             box.title = "Thinking (cut off)" if cut else "Thinking"
         parts = []
