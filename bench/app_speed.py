@@ -77,7 +77,8 @@ def run_all(args: argparse.Namespace, cases: list[str]) -> dict[str, dict[str, l
     env = _environment(work, args.tokens)
     os.environ.update(env)  # the reference reads the same settings (sampling presets, output limit)
     reference = Reference(args.model)
-    results: dict[str, dict[str, list[float]]] = {c: {"app": [], "ref": [], "cpu": [], "frame": []} for c in cases}
+    results: dict[str, dict[str, list[float]]] = {c: {"app": [], "ref": [], "cpu": [], "frame": [], "frame_cpu": []}
+                                                  for c in cases}
     # a session that keeps the tmux server up between the app's windows (it exits with its last session)
     subprocess.run(["tmux", "new-session", "-d", "-s", f"{SESSION}-keep", "sleep 3600"], check=True)
     try:
@@ -99,11 +100,13 @@ def run_all(args: argparse.Namespace, cases: list[str]) -> dict[str, dict[str, l
                                 results[case]["app"].append(stats["tokens_per_second"])
                                 results[case]["cpu"].append(stats["ui_cpu_share"])
                                 results[case]["frame"].append(stats["longest_frame_ms"])
+                                results[case]["frame_cpu"].append(stats["longest_frame_cpu_ms"])
                                 results[case].setdefault("frame_at", []).append(stats["longest_frame_after_s"])
                         r = results[case]
                         print(f"run {run + 1} {case:8}: app {r['app'][-1]:6.1f} tok/s, plain llama-cpp-python "
                               f"{r['ref'][-1]:6.1f} tok/s, UI thread {r['cpu'][-1]:5.1%} of a core, longest frame "
-                              f"{r['frame'][-1]:5.1f} ms ({r['frame_at'][-1]:.1f} s into the answer)", flush=True)
+                              f"{r['frame'][-1]:5.1f} ms ({r['frame_at'][-1]:.1f} s into the answer, UI CPU in it "
+                              f"{r['frame_cpu'][-1]:.1f} ms)", flush=True)
             finally:
                 app.close()
     finally:
@@ -116,14 +119,15 @@ def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace)
     print(f"\nmodel {args.model.name}, {args.tokens} tokens per answer, {args.runs} alternating runs, terminal "
           f"{args.size} (tmux); medians")
     print("| case | app (TUI) tok/s | plain llama-cpp-python tok/s | ratio | UI thread, share of a core | "
-          "longest frame |")
-    print("|---|---|---|---|---|---|")
+          "longest frame | UI CPU in that frame |")
+    print("|---|---|---|---|---|---|---|")
     for case, r in results.items():
         if not r["app"]:
             continue
         app, ref = statistics.median(r["app"]), statistics.median(r["ref"])
+        worst = max(range(len(r["frame"])), key=r["frame"].__getitem__)
         print(f"| {case} | {app:.1f} | {ref:.1f} | {app / ref:.3f} | {statistics.median(r['cpu']):.1%} | "
-              f"{max(r['frame']):.1f} ms |")
+              f"{r['frame'][worst]:.1f} ms | {r['frame_cpu'][worst]:.1f} ms |")
 
 
 def _environment(work: Path, tokens: int) -> dict[str, str]:

@@ -1,8 +1,10 @@
 """The app side of bench/app_speed.py: the real QwenChatApp in the tmux window, with a monitor.
 
 The monitor records, from the start of each answer to its end, the UI thread's CPU time (its share of one
-core) and the longest time the event loop did not come back to it (the longest frame), and writes one JSON
-line per answer. With `replay`, the session is handed the scripted-thinking engine below.
+core) and the longest time the event loop did not come back to it (the longest frame), with the UI thread's
+CPU time within that frame: on 2 cores shared with llama.cpp's threads the rest of a long frame is the thread
+waiting for a core, not work of the app. It writes one JSON line per answer. With `replay`, the session
+is handed the scripted-thinking engine below.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def _monitored_app_class() -> type:
         stats_path: Path
         _longest = 0.0
         _longest_at = 0.0
+        _longest_cpu = 0.0
         _started: tuple[float, float] | None = None
 
         def on_mount(self) -> None:
@@ -50,17 +53,19 @@ def _monitored_app_class() -> type:
 
         async def _watch_loop(self) -> None:
             while True:
-                before = time.perf_counter()
+                before, cpu = time.perf_counter(), time.thread_time()
                 await asyncio.sleep(LAG_PROBE)
                 lag = time.perf_counter() - before - LAG_PROBE
                 if lag > self._longest:
                     self._longest, self._longest_at = lag, time.monotonic()
+                    self._longest_cpu = time.thread_time() - cpu
 
         @contextlib.asynccontextmanager
         async def _in_order(self, message: Any) -> AsyncIterator[Any]:
             """Around every session event the app handles (tui/app.py): the answer's start and end."""
             if isinstance(message, AnswerBegan):
-                self._longest, self._started = 0.0, (time.thread_time(), time.monotonic())
+                self._longest, self._longest_cpu = 0.0, 0.0
+                self._started = (time.thread_time(), time.monotonic())
             async with super()._in_order(message) as transcript:
                 yield transcript
             if isinstance(message, ModelLoaded):
@@ -71,6 +76,7 @@ def _monitored_app_class() -> type:
                 self._write({"event": "answer", "message_id": message.event.message.id, "ui_cpu_s": cpu,
                              "wall_s": wall, "ui_cpu_share": cpu / wall if wall else 0.0,
                              "longest_frame_ms": self._longest * 1000,
+                             "longest_frame_cpu_ms": self._longest_cpu * 1000,
                              "longest_frame_after_s": self._longest_at - self._started[1],
                              "replay_tokens_per_second": done.tokens_per_second if done else 0.0})
                 self._started = None
