@@ -16,6 +16,8 @@ from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.store.database import Store
 from qwen_chat.system.paths import config_dir
 from qwen_chat.tui.app import QwenChatApp
+from qwen_chat.tui.attachment_bar import AttachmentBar
+from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.search_screen import HitItem
 
 from fake_engine import FakeEngine, Reply
@@ -162,6 +164,30 @@ async def test_escape_sequences_never_reach_the_terminal(tiny_models: dict[str, 
         _no_controls(screen_text(app), "the delete dialog")
         assert ESC_SHOWN in screen_text(app)
         await pilot.press("n")
+
+
+async def test_notifications_show_file_names_as_named_never_as_escapes_or_markup(tiny_models: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    hostile = tmp_path / "\x1b]0;pwned\x07x.txt"
+    loud = tmp_path / "[bold red]loud.txt"
+    for path in (hostile, loud):
+        path.write_text("a few words\n")
+    app = _app(tmp_path / "chat.db", tiny_models["hybrid"])
+    async with app.run_test(size=SIZE, notifications=True) as pilot:  # toasts drawn, as in a terminal
+        await wait_for(pilot, lambda: "ready" in status(app), what="load")
+        composer = app.query_one("#prompt", Composer)
+        for path in (hostile, loud):
+            composer.focus()
+            composer.value = f"/file {path}"
+            await pilot.press("enter")
+        await wait_for(pilot, lambda: len(app.query_one(AttachmentBar).files) == 2, what="both files attached")
+        await wait_for(pilot, lambda: "[bold red]loud.txt (about" in _toasts(app), timeout=10,
+                       what="the second toast, its name as written")
+        shown = _toasts(app)
+        _no_controls(shown, "the toasts")
+        assert f"Attached {ESC_SHOWN}]0;pwned\u2407x.txt (about" in shown, shown
+        for note in app._notifications:  # what a toast is built from: plain text, nothing left to interpret
+            assert not note.markup and not any(c in note.message for c in CONTROLS)
 
 
 # -- a start leaves settings.toml alone ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 if sys.platform != "win32":  # Windows has no flock (a check mypy understands, unlike a failed import)
@@ -42,13 +43,30 @@ class Presence:
 
     def open_elsewhere(self, conversation_id: int) -> bool:
         """Another window holds it (tried without keeping it)."""
-        if conversation_id in self._held:
+        return bool(self.held_elsewhere([conversation_id]))
+
+    def held_elsewhere(self, conversation_ids: Iterable[int]) -> set[int]:
+        """Those another window holds. Only lock files that exist are tried: a conversation no window has
+        opened has none, and trying with O_CREAT would leave a file per listed conversation."""
+        if sys.platform == "win32":
+            return set()
+        try:
+            names = set(os.listdir(self.folder))
+        except OSError:
+            return set()
+        return {i for i in conversation_ids if str(i) in names and i not in self._held and self._taken(i)}
+
+    def _taken(self, conversation_id: int) -> bool:
+        try:
+            descriptor = os.open(self.folder / str(conversation_id), os.O_RDWR)
+        except OSError:
             return False
-        descriptor = self._lock(conversation_id)
-        if descriptor is None:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             return True
-        if descriptor != _UNTRACKED:
-            os.close(descriptor)
+        finally:
+            os.close(descriptor)  # a lock of ours on another descriptor stays: flock locks are per open file
         return False
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from textual import work
 from textual.app import App, SystemCommand
 from textual.containers import VerticalScroll
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input
@@ -33,6 +34,7 @@ from qwen_chat.tui.dialogs import ConfirmDialog, RenameDialog
 from qwen_chat.tui.downloads_screen import DownloadsScreen
 from qwen_chat.tui.messages import AssistantMessage, UserMessage
 from qwen_chat.tui.models_screen import EndpointModelsScreen, ModelsScreen
+from qwen_chat.tui.printable import printable, printable_line
 from qwen_chat.tui.search_screen import SearchScreen
 from qwen_chat.tui.status_bar import StatusBar
 
@@ -77,6 +79,16 @@ class ChatActions(App[None]):
 
     def use_source(self, source: LocalModel | Server) -> None:
         raise NotImplementedError
+
+    # -- notifications --
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every toast, the screens' included (Widget.notify calls this): file names, paths and errors are
+        quoted in them, so control characters are made visible and nothing is read as markup (`markup` is
+        ignored: no message here uses markup, and a file named "[bold]x" must show as named)."""
+        super().notify(printable(message), title=printable_line(title), severity=severity, timeout=timeout,
+                       markup=False)
 
     # -- conversations --
 
@@ -123,7 +135,7 @@ class ChatActions(App[None]):
     def _refresh_list(self) -> None:
         current = self.conversation.id if self.conversation else None
         conversations = self.store.conversations()
-        elsewhere = {c.id for c in conversations if self.presence.open_elsewhere(c.id)}
+        elsewhere = self.presence.held_elsewhere(c.id for c in conversations)
         self.query_one("#conversations", ConversationList).show(conversations, current, elsewhere)
 
     # -- actions --

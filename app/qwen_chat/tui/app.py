@@ -91,7 +91,7 @@ class QwenChatApp(Sending):
                 yield AttachmentBar()
                 yield Composer(placeholder=PROMPT_HINT, id="prompt")
         yield self._status
-        yield Footer(compact=True)  # 19 actions: all of them fit a 180-column terminal
+        yield Footer(compact=True)  # 20 actions: all of them fit a 190-column terminal
 
     def on_mount(self) -> None:
         from qwen_chat.config.check import check as check_settings
@@ -110,6 +110,10 @@ class QwenChatApp(Sending):
             self.notify(f"{self.store.recovered} answer(s) were cut off when qwen-chat last ended; "
                         "they are kept and marked interrupted.", severity="warning", timeout=8)
         self._load_model()
+        # taken before the list is first read, so the first look sees whatever another window changed since
+        # (if it cannot be read now, the first look refreshes the list anyway)
+        with contextlib.suppress(StoreError):
+            self._data_version = self.store.data_version()
         self._open(self._first_conversation())
         self.set_interval(OTHER_WINDOWS_EVERY, self._watch_other_windows)
         self.query_one("#prompt", Composer).focus()
@@ -139,16 +143,19 @@ class QwenChatApp(Sending):
 
     def _watch_other_windows(self) -> None:
         """Other windows' new conversations, titles and answers show up here without a restart."""
+        if not self._chat_visible():
+            return  # the version stays unread: what changed meanwhile shows when the panel closes
         try:
             version = self.store.data_version()
         except StoreError:
             return
         if version == self._data_version:
+            # nothing written, but another window may have switched to another conversation (no write):
+            # the marks follow its locks
+            conversations = self.query_one("#conversations", ConversationList)
+            conversations.mark(self.presence.held_elsewhere(conversations.listed))
             return
-        first = self._data_version < 0
         self._data_version = version
-        if first or not self._chat_visible():
-            return
         self._refresh_list()
         if self.conversation is not None and not self.presence.claim(self.conversation.id) \
                 and not self.session.generating:

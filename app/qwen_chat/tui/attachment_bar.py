@@ -33,8 +33,13 @@ class AttachmentBar(Static):
         if argument == "clear":
             self.set_files([])
             return "The attached files were removed.", False
+        return self.attach(Path(argument.strip("'\"")), room)
+
+    def attach(self, path: Path, room: int | None) -> tuple[str, bool]:
+        """Attach the file at `path`, as `/file PATH` does (Ctrl+O's picker too): what to tell the user, and
+        whether it is an error."""
         try:
-            file = read_attachment(Path(argument.strip("'\"")))
+            file = read_attachment(path)
         except AttachmentError as exc:
             return f"Not attached: {exc}.", True
         total = sum(f.tokens for f in self.files) + file.tokens

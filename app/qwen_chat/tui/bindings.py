@@ -27,6 +27,7 @@ BINDINGS: list[Binding | tuple[str, str] | tuple[str, str, str]] = [
     Binding("f7", "context", "Context", id="context", priority=True),
     Binding("f8", "versions", "Versions", id="versions"),
     Binding("f9", "tools", "Tools", id="tools"),  # tui/tool_events.py (with its palette entry); also /tools
+    Binding("ctrl+o", "attach_file", "File", id="attach-file"),  # the file picker (sending.py); also /file PATH
     Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
 ]
 
@@ -48,4 +49,5 @@ PALETTE: tuple[tuple[str, str, str], ...] = (
     ("Persona", "Choose or save a system prompt for this conversation (F6)", "personas"),
     ("Context size", "Native, 64K/128K with YaRN, or 256K; reloads the model (F7)", "context"),
     ("Earlier versions", "Versions of an edited or regenerated turn (F8)", "versions"),
+    ("Attach a file", "Pick or type a text file for your next message (Ctrl+O; also /file PATH)", "attach_file"),
 )

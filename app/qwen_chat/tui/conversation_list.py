@@ -35,6 +35,16 @@ class ConversationItem(ListItem):
 
 
 class ConversationList(ListView):
+    @property
+    def listed(self) -> list[int]:
+        return [c.conversation_id for c in self.children if isinstance(c, ConversationItem)]
+
+    def mark(self, elsewhere: set[int]) -> None:
+        """Mark (◆) the conversations open in another window, unmark the rest; titles stay."""
+        for item in self.children:
+            if isinstance(item, ConversationItem):
+                item.retitle(item.title, item.conversation_id in elsewhere)
+
     def show(self, conversations: list[Conversation], current: int | None, elsewhere: set[int] | None = None) -> None:
         """`elsewhere`: the conversations another window has open (marked ◆)."""
         elsewhere = elsewhere or set()

@@ -1,5 +1,6 @@
 """The composer's side of the app: what Enter does with the draft (a message, an edit resent, `/file`,
-`/tools`), the turn started off the UI thread with the draft given back if it fails, and Ctrl+G's editor.
+`/tools`), Ctrl+O's file picker, the turn started off the UI thread with the draft given back if it fails, and
+Ctrl+G's editor.
 
 QwenChatApp (app.py) builds on this class.
 """
@@ -7,6 +8,7 @@ QwenChatApp (app.py) builds on this class.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from textual import on, work
 
@@ -14,6 +16,7 @@ from qwen_chat.store.records import Attachment, StoreError
 from qwen_chat.tui.attachment_bar import AttachmentBar
 from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.external_editor import EditorError, edit_in_editor
+from qwen_chat.tui.file_picker import FilePicker
 from qwen_chat.tui.tool_events import ToolEvents
 
 PROMPT_HINT = "Message Qwen…  (Alt+Enter or Ctrl+J: new line; Ctrl+G: editor; /think, /no_think; Esc stops)"
@@ -57,12 +60,27 @@ class Sending(ToolEvents):
         self._start_turn(lambda: self.session.send(conversation_id, text, files), text, files)
 
     def _file_command(self, composer: Composer, bar: AttachmentBar, argument: str) -> None:
-        session = self.session
-        room = session.n_ctx - session.context_used if session.n_ctx else None
-        message, error = bar.command(argument, room)
-        self.notify(message, severity="error" if error else "information", timeout=8 if error else 4)
+        message, error = bar.command(argument, self._context_room())
+        self._tell_attached(message, error)
         if not error:
             composer.value = ""  # a refused path stays, to be corrected
+
+    def action_attach_file(self) -> None:
+        """Ctrl+O: a file picked (or its path typed) in a dialog, attached as `/file PATH` attaches it."""
+
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self._tell_attached(*self.query_one(AttachmentBar).attach(path, self._context_room()))
+
+        self.push_screen(FilePicker(Path.cwd()), chosen)
+
+    def _context_room(self) -> int | None:
+        """Tokens the context has left for attached files; None while no model says how large it is."""
+        session = self.session
+        return session.n_ctx - session.context_used if session.n_ctx else None
+
+    def _tell_attached(self, message: str, error: bool) -> None:
+        self.notify(message, severity="error" if error else "information", timeout=8 if error else 4)
 
     @work(thread=True, group="send", exit_on_error=False)
     def _start_turn(self, start: Callable[[], object], text: str = "", files: tuple[Attachment, ...] = ()) -> None:
