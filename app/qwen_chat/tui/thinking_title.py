@@ -3,7 +3,7 @@
 It is not a `Collapsible`: the thinking text is its sibling in the message, shown or hidden on `Changed`. A
 Collapsible puts two more containers of automatic height between the transcript and the streaming text, and
 Textual measures every such container again on each redraw: opened thinking cost twice the frame time of an
-answer of the same length (`bench/long_answer_frames.py`: longest frame 35 ms at 40,000 tokens, 17 ms after).
+answer of the same length (`bench/long_answer_frames.py`: longest frame 35 ms at 40,000 tokens, 17-20 ms after).
 """
 
 from __future__ import annotations
