@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from hub_server import Hub, hub_env  # noqa: E402
+from replay_server import ReplayServer  # noqa: E402
 
 from real_model import Unavailable, real_model_path  # noqa: E402
 from tiny_models import write_tiny_hybrid, write_tiny_qwen3  # noqa: E402
@@ -138,3 +139,13 @@ def tiny_hub_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]
     for part in sorted(folder.glob("Tiny-Q8_0-*-of-*.gguf")):
         files[part.name] = part.read_bytes()
     return files
+
+
+@pytest.fixture
+def replay() -> Iterator[ReplayServer]:
+    """The loopback OpenAI-compatible server of tests/replay_server.py (a test module may define its own)."""
+    server = ReplayServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

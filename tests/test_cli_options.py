@@ -146,15 +146,6 @@ def test_a_message_too_long_for_the_context_names_ctx_not_a_key(tiny_models: dic
     assert "does not fit the context" in err and "--ctx N (this run had 256 tokens" in err and "F7" not in err
 
 
-@pytest.fixture
-def replay() -> Iterator[ReplayServer]:
-    server = ReplayServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_ask_answers_through_an_endpoint(replay: ReplayServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--endpoint", replay.url, "ask", "Say hello"]) == 0
     captured = capsys.readouterr()

@@ -21,13 +21,6 @@ from replay_server import ERROR_MIDSTREAM, INLINE, REASONING, ReplayServer
 from helpers import wait_until
 
 
-@pytest.fixture
-def replay():
-    server = ReplayServer().start()
-    yield server
-    server.stop()
-
-
 class Events:
     def __init__(self) -> None:
         self.items: list[tuple[float, EngineEvent]] = []

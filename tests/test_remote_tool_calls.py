@@ -88,13 +88,6 @@ REASONING_INLINE = [chunk(role="assistant"), chunk(reasoning_content="Use add.")
 # ---- the engine against the replay server ------------------------------------------------------------------
 
 
-@pytest.fixture
-def replay():
-    server = ReplayServer().start()
-    yield server
-    server.stop()
-
-
 def connected(url: str, recorder: Recorder, engine_type: type[RemoteEngine] = RemoteEngine) -> RemoteEngine:
     engine = engine_type(recorder, url).start()
     engine.load(LoadRequest(Path(url), 0))

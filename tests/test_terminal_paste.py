@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,15 +70,6 @@ class Tmux:
             subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, env=self.env, timeout=30)
         if self.socket_path is not None:  # tmux leaves its socket file behind
             self.socket_path.unlink(missing_ok=True)
-
-
-@pytest.fixture
-def replay() -> Iterator[ReplayServer]:
-    server = ReplayServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def user_messages(db: Path) -> list[str]:
