@@ -21,6 +21,9 @@ from helpers import SIZE, make_app, screen_text, status, type_and_send, wait_for
 CODE_ANSWER = "Here it is:\n\n```python\ndef reverse(text: str) -> str:\n    return text[::-1]\n```\n"
 NUMBERS = "\n".join(f"{n} is number {n}" for n in range(1, 400))
 
+# wide enough that the phrases these tests look for are not wrapped across two screen lines
+WIDE = (140, 36)
+
 
 async def test_chat_streams_stops_and_persists(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
@@ -81,7 +84,7 @@ async def test_model_output_markup_is_literal(tiny_models: dict[str, Path], tmp_
     store.finish_answer(answer.id, "complete", "[dim]thought[/dim] [/]", nasty, True)
     store.close()
     app = make_app(db, tiny_models["hybrid"], n_ctx=512)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=WIDE) as pilot:
         await wait_for(pilot, lambda: bool(app.query(AssistantMessage)), what="history")
         await pilot.pause(0.3)
         shown = screen_text(app)
@@ -125,7 +128,7 @@ async def test_think_commands_on_hybrid_model(tiny_models: dict[str, Path], tmp_
 
 async def test_think_command_on_a_model_that_cannot_switch(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     app = make_app(tmp_path / "chat.db", tiny_models["thinking"], n_ctx=512)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=WIDE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="load")
         assert "always thinks" in status(app)
         await type_and_send(pilot, "/no_think")
