@@ -3,6 +3,7 @@ and the logits its last token left (the tests of reuse and of context checkpoint
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ def llama(path: Path, n_ctx: int = 512) -> Any:
     import llama_cpp
 
     return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, n_threads_batch=2, verbose=False)
+
+
+def loaded(path: Path) -> Iterator[tuple[Any, DecodeLoop]]:
+    """A model and a DecodeLoop on it, closed after (the body of the tests' module-scoped fixtures)."""
+    llm = llama(path)
+    loop = DecodeLoop(llm)
+    yield llm, loop
+    loop.close()
+    llm.close()
 
 
 def tokens(llm: Any, text: str) -> list[int]:

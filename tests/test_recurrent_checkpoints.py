@@ -15,6 +15,7 @@ from decode_reference import GREEDY
 from decode_reference import answer as _answer
 from decode_reference import fresh as _fresh
 from decode_reference import llama as _llama
+from decode_reference import loaded as _loaded
 from decode_reference import logits as _logits
 from decode_reference import tokens as _tokens
 from qwen_chat.engines.decode_loop import DecodeLoop, Generation
@@ -54,11 +55,7 @@ def _matches_fresh(loop: DecodeLoop, path: Path, prompt: list[int], first: Gener
 
 @pytest.fixture(scope="module", params=["qwen35", "qwen3next", "qwen35moe"])
 def hybrid(request: pytest.FixtureRequest, tiny_hybrid_models: dict[str, Path]) -> Iterator[tuple[object, DecodeLoop]]:
-    llm = _llama(tiny_hybrid_models[request.param])
-    loop = DecodeLoop(llm)
-    yield llm, loop
-    loop.close()
-    llm.close()
+    yield from _loaded(tiny_hybrid_models[request.param])
 
 
 def _first_turn(llm, loop: DecodeLoop) -> tuple[list[int], int]:  # noqa: ANN001

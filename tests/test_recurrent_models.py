@@ -16,6 +16,7 @@ from decode_reference import GREEDY
 from decode_reference import answer as _answer
 from decode_reference import fresh as _fresh
 from decode_reference import llama as _llama
+from decode_reference import loaded as _loaded
 from decode_reference import logits as _logits
 from decode_reference import tokens as _tokens
 from llama_reports import llama_cpp_reported_sizes
@@ -138,11 +139,7 @@ def test_predictions_within_5_percent_of_llama_cpp(tmp_path: Path, arch: str, mt
 
 @pytest.fixture(scope="module", params=["qwen35", "qwen3next"])
 def hybrid(request: pytest.FixtureRequest, tiny_hybrid_models: dict[str, Path]) -> Iterator[tuple[object, DecodeLoop]]:
-    llm = _llama(tiny_hybrid_models[request.param])
-    loop = DecodeLoop(llm)
-    yield llm, loop
-    loop.close()
-    llm.close()
+    yield from _loaded(tiny_hybrid_models[request.param])
 
 
 
