@@ -89,10 +89,15 @@ async def test_allow_once_runs_the_call_shows_its_result_and_the_loop_goes_on(
         assert "Allow once (a)" in shown and "Always allow this tool (t)" in shown and "Deny (d)" in shown
         assert "waiting for your approval" in shown and '"text": "hi there"' in shown and "· test" in shown
         assert "<tool_call>" not in shown and "Return the text unchanged." in shown  # the tool's description
-        assert isinstance(app.focused, Button) and app.focused.name == "once"  # focus moved to the prompt
+        assert app.focused is app.query_one("#prompt")  # the prompt never takes the keyboard by itself
         assert "approval" in status(app)
 
-        await pilot.press("enter")
+        await pilot.press("shift+tab")  # the deliberate move to the prompt; no button is focused there
+        assert isinstance(app.focused, ApprovalBar) and not isinstance(app.focused, Button)
+        await pilot.press("enter")  # no default answer
+        await pilot.pause(0.2)
+        assert view.asking and view.call.status == "pending"
+        await pilot.press("a")
         await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 2 and idle(app), what="the second reply")
         assert view.call.status == "ok" and not view.asking
         assert app.query(AssistantMessage)[-1].answer_text == "The tool said hi there."
@@ -119,9 +124,8 @@ async def test_deny_tells_the_model_and_the_answer_goes_on(tiny_models: dict[str
         view = await wait_for(pilot, lambda: next((v for v in views(app) if v.asking), None), what="approval")
         await pilot.pause(0.1)
         assert app.focused is prompt and prompt.value == "a draft"
-        await pilot.press("shift+tab")  # what the notification says reaches the buttons
-        assert isinstance(app.focused, Button) and app.focused.parent is not None
-        assert isinstance(app.focused.parent.parent, ApprovalBar)
+        await pilot.press("shift+tab")  # what the notification says reaches the prompt
+        assert isinstance(app.focused, ApprovalBar)
         await pilot.press("d")
         await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 2 and idle(app), what="the second reply")
         assert view.call.status == "denied" and prompt.value == "a draft"
@@ -140,7 +144,7 @@ async def test_always_allow_this_tool_saves_the_rule_and_the_next_call_runs_with
         app.session.sink = lambda event: (asked.append(event) if isinstance(event, ToolApprovalNeeded) else None,
                                           sink(event))[-1]
         await send_and_wait_for_approval(pilot, app, "2+3?")
-        await pilot.press("t")
+        await pilot.press("shift+tab", "t")
         await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 2 and idle(app), what="the second reply")
         assert rules() == ["test/add"]
         assert "test/add" in (Path(tmp_path / "config" / "settings.toml")).read_text()
@@ -148,6 +152,51 @@ async def test_always_allow_this_tool_saves_the_rule_and_the_next_call_runs_with
         await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 4 and idle(app), what="the fourth reply")
         assert [v.call.status for v in views(app)] == ["ok", "ok"] and len(asked) == 1
         assert views(app)[-1].call.result == "9" and app.query(AssistantMessage)[-1].answer_text == "9."
+
+
+async def test_a_sentence_typed_while_a_call_waits_runs_nothing_saves_nothing_and_stays_in_the_composer(
+        tiny_models: dict[str, Path], tmp_path: Path, mcp_hub: McpHub) -> None:
+    """The audit's case: with the message box empty, "sure, go ahead" then Enter ran the call (the prompt had the
+    focus) and its "s" saved "always allow this server"."""
+    engine = FakeEngine.scripted([Reply(call("echo", text="rm -rf /home"), delay=0.03), Reply("Not run.")])
+    app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], engine=engine, tools=mcp_hub)
+    async with app.run_test(size=SIZE) as pilot:
+        view = await send_and_wait_for_approval(pilot, app, "clean up")
+        prompt = app.query_one("#prompt", Composer)
+        assert prompt.value == "" and app.focused is prompt
+        await pilot.press(*"sure, go ahead", "enter")
+        await pilot.press(*" ok", "enter", "space", "y", "a", "t", "s", "d")
+        await pilot.pause(0.5)
+        assert view.asking and view.call.status == "pending" and app.session.busy()
+        assert prompt.value == "sure, go ahead ok yatsd" and app.focused is prompt
+        assert rules() == [] and not (tmp_path / "config" / "settings.toml").exists()
+        # at the prompt itself, a key that answers nothing goes back to the message with the focus
+        await pilot.press("shift+tab")
+        assert isinstance(app.focused, ApprovalBar)
+        await pilot.press("x")
+        assert app.focused is prompt and prompt.value.endswith("yatsdx") and view.asking
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: idle(app), timeout=10, what="idle after Esc")
+        assert view.call.status == "stopped" and prompt.value.endswith("yatsdx")
+    assert len(requests(engine)) == 1
+
+
+async def test_always_allow_this_server_runs_the_same_answers_next_call_without_asking(
+        tiny_models: dict[str, Path], tmp_path: Path, mcp_hub: McpHub) -> None:
+    engine = FakeEngine.scripted([Reply(call("add", a=1, b=2) + "\n" + call("echo", text="two")), Reply("Both ran.")])
+    app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], engine=engine, tools=mcp_hub)
+    asked: list[ToolApprovalNeeded] = []
+    async with app.run_test(size=SIZE) as pilot:
+        sink = app.session.sink
+        app.session.sink = lambda event: (asked.append(event) if isinstance(event, ToolApprovalNeeded) else None,
+                                          sink(event))[-1]
+        view = await send_and_wait_for_approval(pilot, app, "add, then echo")
+        await pilot.pause(0.2)
+        # a click answers too (the buttons take no focus, so only the mouse or the prompt's own keys reach them)
+        assert await pilot.click(next(b for b in view.query(Button) if b.name == "server"))
+        await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 2 and idle(app), what="the second reply")
+        assert [v.call.status for v in views(app)] == ["ok", "ok"] and len(asked) == 1
+        assert rules() == ["test"]
 
 
 async def test_esc_at_the_approval_prompt_stops_the_call_and_the_app_is_idle(
@@ -178,7 +227,7 @@ async def test_esc_while_a_call_runs_cancels_it(tiny_models: dict[str, Path], tm
     app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], engine=engine, tools=mcp_hub)
     async with app.run_test(size=SIZE) as pilot:
         view = await send_and_wait_for_approval(pilot, app, "wait forever")
-        await pilot.press("a")
+        await pilot.press("shift+tab", "a")
         await wait_for(pilot, lambda: view.call.status == "running", what="the call to run")
         assert "running the tool hang" in status(app)
         started = time.monotonic()

@@ -32,6 +32,12 @@ class ToolSettings:
     def allows(self, server: str, tool: str) -> bool:
         return server in self.allow_servers or f"{server}/{tool}" in self.allow_tools
 
+    def with_rule(self, server: str, tool: str | None = None) -> ToolSettings:
+        """These settings with one more standing approval (of `tool` on `server`, or of the whole server)."""
+        if tool:
+            return replace(self, allow_tools=(*self.allow_tools, f"{server}/{tool}"))
+        return replace(self, allow_servers=(*self.allow_servers, server))
+
 
 def load_tool_settings(problems: list[str] | None = None) -> ToolSettings:
     return interpreted("tools", _tools, problems)

@@ -177,10 +177,14 @@ class ToolRunner:
                 self._change(call, "stopped", STOPPED)
                 continue
             spec = round_.tools[call.name]
-            if not settings.allows(spec.server, spec.name) and not self._approved(call, spec, round_):
-                self._change(call, "stopped" if self._stop.is_set() else "denied",
-                             STOPPED if self._stop.is_set() else DENIED)
-                continue
+            if not settings.allows(spec.server, spec.name):
+                decision = self._approval(call, spec, round_)
+                if decision is None or decision == "deny":
+                    self._change(call, "stopped" if decision is None else "denied",
+                                 STOPPED if decision is None else DENIED)
+                    continue
+                if decision in ("tool", "server"):  # holds for this round's next calls at once, saved or not
+                    settings = settings.with_rule(spec.server, spec.name if decision == "tool" else None)
             self._execute(call, spec, settings)
         if self._stop.is_set():
             round_.end("Stopped: the tool loop ended here.")
@@ -190,7 +194,8 @@ class ToolRunner:
         else:
             round_.next_answer()
 
-    def _approved(self, call: ToolCallRecord, spec: ToolSpec, round_: ToolRound) -> bool:
+    def _approval(self, call: ToolCallRecord, spec: ToolSpec, round_: ToolRound) -> Decision | None:
+        """The user's answer to the prompt for `call` (None: stopped); an "always" answer is saved as a rule."""
         waiting = self._waiting = _Waiting(call.id)
         try:
             self.sink(ToolApprovalNeeded(round_.conversation_id, call, spec.server, spec.description))
@@ -198,13 +203,13 @@ class ToolRunner:
         finally:
             self._waiting = None
         if self._stop.is_set():
-            return False
+            return None
         if waiting.decision in ("tool", "server"):
             try:
                 add_rule(spec.server, spec.name if waiting.decision == "tool" else None)
             except OSError as exc:  # the call is still allowed this once
                 self.sink(Notice(f"The rule could not be saved: {exc}", error=True))
-        return waiting.decision != "deny"
+        return waiting.decision
 
     def _execute(self, call: ToolCallRecord, spec: ToolSpec, settings: ToolSettings) -> None:
         assert self.box is not None

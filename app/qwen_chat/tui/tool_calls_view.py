@@ -12,7 +12,7 @@ import json
 import re
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import HorizontalGroup, VerticalGroup
@@ -60,37 +60,69 @@ def _drawn(text: str, note: str = "", style: str = "") -> Text:
     return drawn
 
 
-class ApprovalBar(VerticalGroup):
-    """Allow once / Deny / Always allow this tool / Always allow this server, by button or key."""
+class ApprovalBar(VerticalGroup, can_focus=True):
+    """Allow once / Deny / Always allow this tool / Always allow this server.
+
+    A decision is never taken from keys meant for the composer: the bar does not take focus by itself (the user
+    moves to it with Shift+Tab or a click, and it shows that it has focus), its buttons are not focusable (so no
+    button is a default that Enter or Space presses), and a key that is not one of its four letters goes back to
+    the composer with the focus, so nothing typed is lost."""
 
     DEFAULT_CSS = """
     ApprovalBar { height: auto; padding: 0 0 0 2; }
     ApprovalBar HorizontalGroup { height: auto; }
     ApprovalBar Button { margin: 0 1 0 0; }
     ApprovalBar .tool-approval-hint { color: $text-muted; }
+    ApprovalBar:focus { background: $warning 15%; }
+    ApprovalBar:focus .tool-approval-hint { color: $text; text-style: bold; }
     """
     BINDINGS = [Binding(key, f"decide('{decision}')", label, key_display=key) for decision, label, key in DECISIONS]
+    KEYS = frozenset(key for _, _, key in DECISIONS)
+    HINT = "Shift+Tab or a click answers here · Esc stops the answer (the call does not run)"
+    FOCUSED_HINT = "a allows once · d denies · t / s always allow · any other key goes back to your message"
 
     class Chosen(Message):
         def __init__(self, decision: str) -> None:
             super().__init__()
             self.decision = decision
 
+    class TypedAway(Message):
+        """A key that answers nothing reached the bar: the user meant to type; the key goes to the composer."""
+
+        def __init__(self, character: str) -> None:
+            super().__init__()
+            self.character = character
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hint = Static(Text(self.HINT), classes="tool-approval-hint", markup=False)
+
     def compose(self) -> ComposeResult:
         for row in (DECISIONS[:2], DECISIONS[2:]):
             with HorizontalGroup():
                 for decision, label, key in row:
-                    yield Button(f"{label} ({key})", variant="error" if decision == "deny" else "primary"
-                                 if decision == "once" else "default", name=decision, compact=True)
-        yield Static(Text("a / d / t / s, or Tab and Enter · Esc stops the answer (the call does not run)"),
-                     classes="tool-approval-hint", markup=False)
+                    button = Button(f"{label} ({key})", variant="error" if decision == "deny" else "primary"
+                                    if decision == "once" else "default", name=decision, compact=True)
+                    button.can_focus = False  # a click presses it; no key reaches it through focus
+                    yield button
+        yield self._hint
 
-    def focus_first(self) -> None:
-        buttons = self.query(Button)
-        if buttons:
-            buttons.first().focus()
-        else:  # not mounted yet
-            self.call_after_refresh(self.focus_first)
+    def on_focus(self) -> None:
+        self._hint.update(Text(self.FOCUSED_HINT))
+
+    def on_blur(self) -> None:
+        self._hint.update(Text(self.HINT))
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key in self.KEYS:
+            return  # the bindings answer
+        if event.is_printable and event.character:
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.TypedAway(event.character))
+        elif event.key == "enter":  # no default answer: Enter is what a message ends with
+            event.stop()
+            self.notify("Enter does not answer a tool call: a allows it once, d denies it.", severity="warning")
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
@@ -191,9 +223,6 @@ class ToolCallView(VerticalGroup):
         self._why.display = bool(first)
         self._bar.display = True
         self._head.update(self._head_text())
-
-    def focus_approval(self) -> None:
-        self._bar.focus_first()
 
     def stop_asking(self, answered: str = "") -> None:
         self.asking = False

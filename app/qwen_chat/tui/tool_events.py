@@ -13,19 +13,19 @@ from textual import on
 from textual.app import SystemCommand
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Input
 
 from qwen_chat.session.tool_loop import Decision
 from qwen_chat.tui import gc_pause
 from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.paced_tokens import PacedTokens
 from qwen_chat.tui.session_events import SessionMessage, ToolApprovalAsked, ToolCallUpdated, ToolLoopFinished
-from qwen_chat.tui.tool_calls_view import ToolCallView
+from qwen_chat.tui.tool_calls_view import ApprovalBar, ToolCallView
 
 IDLE_COLLECT_AFTER = 1.0  # as after an answer (app.py)
 _DECISIONS: tuple[Decision, ...] = ("once", "tool", "server", "deny")
-TYPING = ("A tool call waits for your approval above: you were typing, so the keys stay in the prompt. "
-          "Shift+Tab reaches its buttons; Esc stops the answer.")
+# The prompt never takes the keyboard: typing goes on in the composer, and only a deliberate move answers
+ASKING = ("A tool call waits for your approval above: Shift+Tab moves to it (then a allows once, d denies); "
+          "your typing stays in the message box. Esc stops the answer.")
 
 
 class ToolEvents(PacedTokens):
@@ -43,10 +43,6 @@ class ToolEvents(PacedTokens):
         """A call drawn in the chat, also while a panel (F9, F3…) covers it."""
         chat = self.screen_stack[0] if self.screen_stack else None
         return next((v for v in chat.query(ToolCallView) if v.call.id == call_id), None) if chat else None
-
-    def _typing(self) -> bool:
-        focused = self.focused
-        return isinstance(focused, Input | Composer) and bool(focused.value.strip())
 
     def _back_to_prompt(self) -> None:
         """After an approval prompt: focus goes back to the prompt if it was on the prompt's buttons."""
@@ -67,11 +63,9 @@ class ToolEvents(PacedTokens):
             if transcript is None:  # a panel covers the chat
                 self.notify("A tool call waits for your approval in the chat: close this panel, then Shift+Tab "
                             "reaches its buttons.", severity="warning", timeout=10)
-            elif self._typing():
-                self.notify(TYPING, severity="warning", timeout=10)
             else:
                 transcript.scroll_end(animate=False)
-                view.focus_approval()
+                self.notify(ASKING, severity="warning", timeout=10)
 
     @on(ToolCallUpdated)
     async def _call_updated(self, message: ToolCallUpdated) -> None:
@@ -103,6 +97,14 @@ class ToolEvents(PacedTokens):
     def _release_gc(self) -> None:
         if self._live is None:
             gc_pause.release()
+
+    @on(ApprovalBar.TypedAway)
+    def _typed_away(self, message: ApprovalBar.TypedAway) -> None:
+        """A key typed at the approval prompt that answers nothing: it was meant for the message."""
+        if self._chat_visible():
+            composer = self.query_one("#prompt", Composer)
+            composer.focus()
+            composer.insert(message.character)
 
     @on(ToolCallView.Decided)
     def _decided(self, message: ToolCallView.Decided) -> None:
