@@ -61,10 +61,17 @@ def _is_piped(stream: TextIO) -> bool:
 
 
 def _read(stream: TextIO) -> str:
+    """At most STDIN_LIMIT bytes: more, or an endless stdin (`< /dev/zero`, `yes |`), is refused after reading
+    STDIN_LIMIT + 1 bytes, never read to its end."""
     try:
-        raw = stream.buffer.read(STDIN_LIMIT + 1) if hasattr(stream, "buffer") else stream.read().encode()
+        # a stand-in without bytes (a StringIO) is bounded the same way, in characters: each is a byte or more
+        raw = (stream.buffer.read(STDIN_LIMIT + 1) if hasattr(stream, "buffer")
+               else stream.read(STDIN_LIMIT + 1).encode())
     except OSError as exc:
         raise AskInputError(f"cannot read stdin: {exc.strerror or exc}") from None
+    if b"\0" in raw[:8192]:  # checked first: /dev/zero is both too long and not text, and "not text" is the news
+        raise AskInputError("stdin is binary data, not text (it holds NUL bytes, like /dev/zero or a program file): "
+                            "ask takes text")
     if len(raw) > STDIN_LIMIT:
         raise AskInputError(f"stdin holds more than {STDIN_LIMIT >> 20} MiB, more than any Qwen3 context can read; "
                             "pass a shorter text (head -c, or the part that matters)")

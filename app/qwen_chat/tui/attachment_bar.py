@@ -1,7 +1,11 @@
-"""The files attached to the message being written (/file PATH), shown as chips above the composer."""
+"""The files attached to the message being written (/file PATH), shown as chips above the composer.
+
+A file is read in a worker thread, never on the UI thread: even a slow disk or a network share cannot freeze the
+app (devices and FIFOs are refused before anything is read, see session/attachments.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from rich.text import Text
@@ -25,7 +29,7 @@ class AttachmentBar(Static):
         self.display = bool(files)
         self.update(Text(file_chips(files) + "   (/file clear removes them)") if files else "")
 
-    def command(self, argument: str, room: int | None) -> tuple[str, bool]:
+    async def command(self, argument: str, room: int | None) -> tuple[str, bool]:
         """Run `/file ARGUMENT`; returns (what to tell the user, whether it is an error). `room`: tokens the
         context has left (None: not known yet)."""
         if not argument:
@@ -33,13 +37,14 @@ class AttachmentBar(Static):
         if argument == "clear":
             self.set_files([])
             return "The attached files were removed.", False
-        return self.attach(Path(argument.strip("'\"")), room)
+        return await self.attach(Path(argument.strip("'\"")), room)
 
-    def attach(self, path: Path, room: int | None) -> tuple[str, bool]:
+    async def attach(self, path: Path, room: int | None) -> tuple[str, bool]:
         """Attach the file at `path`, as `/file PATH` does (Ctrl+O's picker too): what to tell the user, and
-        whether it is an error."""
+        whether it is an error. The file is read in a thread; the checks against the files already attached run
+        back on the UI thread, after the read, so two attachments read at once are both counted."""
         try:
-            file = read_attachment(path)
+            file = await asyncio.to_thread(read_attachment, path)
         except AttachmentError as exc:
             return f"Not attached: {exc}.", True
         total = sum(f.tokens for f in self.files) + file.tokens

@@ -1,13 +1,15 @@
 """Ctrl+O: pick a file to attach to the next message, by typing its path or choosing it in a folder tree.
 
 The screen only chooses the path; attaching it (the size, binary and context checks, the chip) is `/file PATH`'s
-own code (AttachmentBar.attach), so both ways say the same things.
+own code (AttachmentBar.attach), so both ways say the same things, and refuse the same files (devices, FIFOs,
+sockets: session/attachments.py never opens them for reading in a way that waits, nor reads them).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text, TextType
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,7 +17,19 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Input, Label
 
+from qwen_chat.tui.printable import printable_line
+
 HINT = "Attach a file: type its path and press Enter, or pick it below (Tab). Esc closes."
+
+
+class PrintableTree(DirectoryTree):
+    """A folder tree that draws every name as the plain text it is: a file name may hold any byte but / and NUL,
+    so ESC ] 0 ; title BEL in one would retitle the terminal, and a newline would hide the rest of the name."""
+
+    def process_label(self, label: TextType) -> Text:
+        if isinstance(label, Text):
+            return Text(printable_line(label.plain), style=label.style)
+        return Text(printable_line(label))  # Text, never markup: "[bold]x.md" is a name, not a style
 
 
 class FilePicker(ModalScreen[Path | None]):
@@ -31,7 +45,7 @@ class FilePicker(ModalScreen[Path | None]):
         with Vertical(classes="models-dialog"):
             yield Label(HINT, markup=False)
             yield Input(placeholder="a path, e.g. notes.md or ~/src/main.py", id="file-path")
-            yield DirectoryTree(self._start, id="file-tree")
+            yield PrintableTree(self._start, id="file-tree")
 
     @on(Input.Submitted, "#file-path")
     def _typed(self, event: Input.Submitted) -> None:

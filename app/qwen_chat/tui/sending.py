@@ -60,17 +60,25 @@ class Sending(ToolEvents):
         self._start_turn(lambda: self.session.send(conversation_id, text, files), text, files)
 
     def _file_command(self, composer: Composer, bar: AttachmentBar, argument: str) -> None:
-        message, error = bar.command(argument, self._context_room())
-        self._tell_attached(message, error)
-        if not error:
-            composer.value = ""  # a refused path stays, to be corrected
+        typed = composer.value
+
+        async def attach() -> None:  # a worker: the file is read off the UI thread, which keeps answering keys
+            message, error = await bar.command(argument, self._context_room())
+            self._tell_attached(message, error)
+            if not error and composer.value == typed:
+                composer.value = ""  # a refused path stays, to be corrected (and anything typed since, kept)
+
+        self.run_worker(attach(), group="attach")
 
     def action_attach_file(self) -> None:
         """Ctrl+O: a file picked (or its path typed) in a dialog, attached as `/file PATH` attaches it."""
 
+        async def attach(path: Path) -> None:  # read off the UI thread, as /file reads it
+            self._tell_attached(*await self.query_one(AttachmentBar).attach(path, self._context_room()))
+
         def chosen(path: Path | None) -> None:
             if path is not None:
-                self._tell_attached(*self.query_one(AttachmentBar).attach(path, self._context_room()))
+                self.run_worker(attach(path), group="attach")
 
         self.push_screen(FilePicker(Path.cwd()), chosen)
 
