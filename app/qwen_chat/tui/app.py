@@ -25,7 +25,7 @@ from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.sources import LocalModel, Server
 from qwen_chat.store.presence import Presence
 from qwen_chat.store.records import Attachment, Conversation, StoreError
-from qwen_chat.tui import gc_pause, warm_up
+from qwen_chat.tui import gc_pause, paste_guard, warm_up
 from qwen_chat.tui.attachment_bar import AttachmentBar
 from qwen_chat.tui.bindings import BINDINGS
 from qwen_chat.tui.composer import Composer
@@ -63,6 +63,7 @@ class QwenChatApp(Sending):
     def __init__(self, session: ChatSession, downloads: DownloadQueue | None = None) -> None:
         """The app runs `session` (a model file or an endpoint as its source) and closes it when it exits."""
         super().__init__()
+        paste_guard.install()  # issue 25: nothing in a bracketed paste may reach Textual's parser as a key
         self.session = session
         self.store = session.store
         self.inbox = Inbox(self.post_message)
