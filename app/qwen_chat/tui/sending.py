@@ -36,8 +36,8 @@ class Sending(ToolEvents):
             return
         if (not text.strip() and not bar.files) or self.conversation is None:
             return
-        if self.refused_elsewhere():
-            return  # the text stays in the composer
+        if self.refused_while_busy() or self.refused_elsewhere():
+            return  # the text stays in the composer (never cleared and put back: typing may go on meanwhile)
         event.composer.value = ""
         if self._editing is not None:
             message_id, self._editing = self._editing, None
