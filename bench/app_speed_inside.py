@@ -48,7 +48,8 @@ def _monitored_app_class() -> type:
         _started: tuple[float, float] | None = None
 
         def on_mount(self) -> None:
-            super().on_mount()
+            # no super().on_mount(): Textual calls every class's on_mount along the MRO itself, so calling it here
+            # too opened the model twice (two engines loading at once crashed llama.cpp on CUDA)
             self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
 
         async def _watch_loop(self) -> None:

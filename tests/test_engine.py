@@ -171,6 +171,32 @@ def test_tiny_qwen3_thinking_model_streams_thinking(tiny_models: dict[str, Path]
         eng.shutdown()
 
 
+def test_expert_overrides_and_progress_reach_llama_cpp(tiny_hybrid_models: dict[str, Path]) -> None:
+    """Llama() takes neither: the engine's Llama subclass puts both on the model parameters of its own load."""
+    import logging
+
+    lines: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("qwen_chat.llama_cpp")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)  # llama.cpp says which tensors it overrode at DEBUG
+    rec = Recorder()
+    eng = Engine(rec).start()
+    try:
+        eng.load(LoadRequest(tiny_hybrid_models["qwen35moe"], n_ctx=256, n_cpu_moe=1))
+        events = rec.until(Loaded)[0]
+        assert isinstance(events[-1], Loaded), events[-1]
+        assert [e.fraction for e in events if isinstance(e, LoadProgress)][-1] == 1.0
+        overridden = [line for line in lines if "buffer type overridden" in line]
+        assert overridden and all(line.split()[1].startswith("blk.0.") for line in overridden), overridden
+    finally:
+        eng.shutdown()
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
 def test_load_failure_is_a_message_not_a_crash(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)

@@ -197,6 +197,9 @@ def _report(args: argparse.Namespace) -> int:
         if args.command == "merge":
             return run_merge(args.first_shard, args.out, delete_shards=args.delete_shards)
         return run_login()
+    from qwen_chat.system.logging_setup import setup_logging
+
+    setup_logging()  # the commands below probe the hardware: what llama.cpp says then belongs in llama.log
     if args.command == "calibrate":
         from qwen_chat.cli.reports import run_calibrate
 

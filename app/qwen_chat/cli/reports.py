@@ -24,6 +24,7 @@ from qwen_chat.models.planner import Candidate, DoesNotFit, GiB, Plan, Weights, 
 from qwen_chat.models.speed import DISPLAY_CTX, DeviceRate, Rates, Workload, predict
 from qwen_chat.models.verdicts import verdicts
 from qwen_chat.system.hardware import Machine, detect
+from qwen_chat.system.logging_setup import llama_cpp_library
 from qwen_chat.system.paths import config_dir, data_dir, database_path, log_dir, models_dir
 
 
@@ -135,7 +136,7 @@ def print_doctor(machine: Machine | None = None) -> int:
             return "not installed"
 
     show(f"qwen-chat {__version__} on Python {platform.python_version()} ({sys.platform}, {platform.machine()})")
-    show(f"llama-cpp-python {version('llama-cpp-python')}, textual {version('textual')}, "
+    show(f"llama-cpp-python {llama_cpp_version()}, textual {version('textual')}, "
           f"huggingface_hub {version('huggingface_hub')}")
     show(f"engine backend: {machine.backend}; GPU offload {'available' if machine.gpu_offload else 'not built in'}")
     show(f"RAM: {machine.ram_available / GiB:.1f} GiB available of {machine.ram_total / GiB:.1f} GiB; "
@@ -151,6 +152,23 @@ def print_doctor(machine: Machine | None = None) -> int:
     show(f"data: {data_dir()}\ndatabase: {database_path()}\nmodels: {models_dir()}\nlogs: {log_dir()}\n"
           f"config: {config_dir()}")
     return 0
+
+
+def llama_cpp_version() -> str:
+    """The installed llama-cpp-python's version. A working package may have no distribution metadata (a build
+    put on PYTHONPATH, its libraries found through LLAMA_CPP_LIB_PATH): then the package says it itself, and
+    only a failed import means "not installed"."""
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        llama_cpp = llama_cpp_library()
+    except ImportError:
+        return "not installed"
+    except (OSError, RuntimeError) as exc:
+        return f"installed, but its library does not load ({exc})"
+    return f"{getattr(llama_cpp, '__version__', 'of unknown version')} (no package metadata)"
 
 
 def run_calibrate(gguf: Path | None, model_arg: str | None = None,

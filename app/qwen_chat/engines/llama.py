@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qwen_chat.engines.llama_setup import (
-    LogWriter,
+    LOAD_LOCK,
+    ModelParamsExtras,
     cache_and_rope,
     expert_overrides,
     forget_llama_errors,
     load_failure_message,
-    model_params_hook,
-    route_llama_logs,
+    open_llama,
 )
 from qwen_chat.engines.protocol import (
     Done,
@@ -39,6 +39,7 @@ from qwen_chat.engines.protocol import (
 from qwen_chat.engines.worker import RequestWorker
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.thinking import STOP_THINKING, Part, ThinkingSplitter
+from qwen_chat.system.logging_setup import llama_cpp_library
 
 if TYPE_CHECKING:  # decode_loop imports llama_cpp, which the engine loads only when a model is
     from qwen_chat.engines.decode_loop import DecodeLoop, Generation, SamplerParams
@@ -85,49 +86,43 @@ class Engine(RequestWorker):
             self._model = None
 
     def _load(self, request: LoadRequest) -> None:
-        route_llama_logs()
-        self._unload()
-        self._cancel.clear()
-        forget_llama_errors()  # a failure message quotes this load's errors, never an earlier one's
-        started = time.perf_counter()
-        try:
-            llm = self._open(request)
-        except ValueError as exc:
-            if self._cancel.is_set():
-                self._emit(Failed(None, "Loading was cancelled."))
-            else:
-                self._emit(Failed(None, load_failure_message(request, exc)))
-            return
+        self._cancel.clear()  # before waiting for the lock: a stop while another engine loads cancels this load
+        with LOAD_LOCK:  # one load at a time in the process (llama_setup.py); this engine's unload is part of it
+            self._unload()
+            forget_llama_errors()  # a failure message quotes this load's errors, never an earlier one's
+            started = time.perf_counter()
+            try:
+                llm = self._open(request)
+            except ValueError as exc:
+                if self._cancel.is_set():
+                    self._emit(Failed(None, "Loading was cancelled."))
+                else:
+                    self._emit(Failed(None, load_failure_message(request, exc)))
+                return
         llm.verbose = False  # no per-call prints from here on
         self._model = self._prepare(llm, request)
         self._emit(Loaded(request.model_path, llm.n_ctx(), request.n_gpu_layers, time.perf_counter() - started))
 
     def _open(self, request: LoadRequest) -> Any:
         """The `Llama` object for the request, its load reported as LoadProgress and stopped by `stop()`."""
-        import llama_cpp
         import psutil
 
-        overrides = expert_overrides(request.n_cpu_moe)
         physical = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
-        # verbose=True keeps llama-cpp-python from pointing fds 1 and 2 at /dev/null (which blanks a
-        # full-screen terminal); its Python prints go to our log instead.
-        with (model_params_hook(self._progress_callback(), overrides),
-              contextlib.redirect_stderr(LogWriter()), contextlib.redirect_stdout(LogWriter())):
-            return llama_cpp.Llama(
-                model_path=str(request.model_path),
-                n_ctx=request.n_ctx,
-                n_gpu_layers=request.n_gpu_layers,
-                n_threads=request.n_threads or physical,
-                n_threads_batch=request.n_threads_batch or psutil.cpu_count() or physical,
-                n_batch=min(512, request.n_ctx),
-                flash_attn=request.flash_attn,
-                **cache_and_rope(request),
-                verbose=True,
-            )
+        extras = ModelParamsExtras(self._progress_callback(), expert_overrides(request.n_cpu_moe))
+        return open_llama(
+            extras,
+            model_path=str(request.model_path),
+            n_ctx=request.n_ctx,
+            n_gpu_layers=request.n_gpu_layers,
+            n_threads=request.n_threads or physical,
+            n_threads_batch=request.n_threads_batch or psutil.cpu_count() or physical,
+            n_batch=min(512, request.n_ctx),
+            flash_attn=request.flash_attn,
+            **cache_and_rope(request),
+        )
 
     def _progress_callback(self) -> Any:
-        import llama_cpp
-
+        llama_cpp = llama_cpp_library()
         last = [0.0]
 
         @llama_cpp.llama_progress_callback

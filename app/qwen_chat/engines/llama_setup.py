@@ -1,6 +1,7 @@
-"""What a llama.cpp load needs around the `Llama(...)` call: llama.cpp's logging routed to our log file, the
-hook that passes a progress callback and tensor placement overrides, the KV cache and RoPE arguments, and the
-message for a load that failed.
+"""What a llama.cpp load needs around the `Llama(...)` call: the process-wide load lock, llama.cpp's errors kept
+for the failure message, llama-cpp-python's own prints sent to our log, the `Llama` subclass that passes a
+progress callback and tensor placement overrides, the KV cache and RoPE arguments, and the message for a load
+that failed.
 """
 
 from __future__ import annotations
@@ -8,60 +9,57 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import functools
 import io
 import logging
 import re
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from qwen_chat.engines.protocol import LoadRequest
+from qwen_chat.system.logging_setup import llama_cpp_library, llama_log
 
-llama_log = logging.getLogger("qwen_chat.llama_cpp")
-
-
-# ---- llama.cpp logging ----------------------------------------------------------------------------------
-
-# enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line)
-_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
-_CONT = 5
-_log_callback_ref: Any = None
-_last_level = logging.INFO
-# The last error lines llama.cpp logged since the current load began: a refused file's real cause (a duplicated
-# tensor, a shard out of place, an unknown architecture) is only ever in the log, the exception says "failed".
-_recent_errors: collections.deque[str] = collections.deque(maxlen=8)
+# One model load at a time in the whole process: llama.cpp's loader is not safe to run twice at once (two
+# engines loading together crashed in llama_model_load on CUDA), and the streams a load swaps are the process's.
+# Re-entrant: the engine holds it around its whole load, open_llama takes it again to be safe for any caller.
+# Decoding with models already loaded needs no lock.
+LOAD_LOCK = threading.RLock()
 
 
-def route_llama_logs() -> None:
-    """Send llama.cpp's own logging to our logger (a file), never to the terminal."""
-    global _log_callback_ref
-    if _log_callback_ref is not None:
-        return
-    import llama_cpp
-
-    @llama_cpp.llama_log_callback
-    def _callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-        global _last_level
-        _last_level = _LEVELS.get(level, _last_level)
-        message = text.decode("utf-8", "replace").rstrip("\n")
-        if message:
-            llama_log.log(_last_level, message)
-            if _last_level >= logging.ERROR:
-                _keep_error(message, continued=level == _CONT)
-
-    _log_callback_ref = _callback  # ctypes callbacks must outlive every call from C
-    llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+# ---- llama.cpp's errors during a load -------------------------------------------------------------------
 
 
-def _keep_error(message: str, continued: bool) -> None:
-    if continued and _recent_errors:
-        _recent_errors[-1] += message  # llama.cpp's CONT level goes on with the previous line
-    else:
-        _recent_errors.append(message.strip())
+class _ErrorKeeper(logging.Handler):
+    """The last error lines llama.cpp logged on the loading thread since its load began: a refused file's real
+    cause (a duplicated tensor, a shard out of place, an unknown architecture) is only ever in the log, the
+    exception says "failed". Lines from other threads (another model decoding) are not this load's."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: collections.deque[str] = collections.deque(maxlen=8)
+        self.thread: int | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
+        message = record.getMessage()
+        if getattr(record, "llama_continues", False) and self.lines:
+            self.lines[-1] += message  # llama.cpp's CONT level goes on with the previous line
+        else:
+            self.lines.append(message.strip())
+
+
+_errors = _ErrorKeeper()
 
 
 def forget_llama_errors() -> None:
-    """Called as a load starts: only that load's errors are reported for it."""
-    _recent_errors.clear()
+    """Called as a load starts, on its thread: only that load's errors are reported for it."""
+    _errors.lines.clear()
+    _errors.thread = threading.get_ident()
+    if _errors not in llama_log.handlers:
+        llama_log.addHandler(_errors)
 
 
 # lines that only say that the load failed, not why
@@ -72,11 +70,14 @@ _PREFIX = re.compile(r"^\w+: (?:error loading model: )?")  # the C function's na
 def llama_error_detail() -> str | None:
     """llama.cpp's own reason for the last failure: the first line since the load began that says more than
     "failed" (the root cause comes first; the lines after it report the failure up the call chain)."""
-    lines = [_PREFIX.sub("", line).strip() for line in list(_recent_errors)]
+    lines = [_PREFIX.sub("", line).strip() for line in list(_errors.lines)]
     telling = [line for line in lines if line and not _GENERIC.search(line)]
     if telling:
         return telling[0]
     return lines[-1] if lines else None
+
+
+# ---- llama-cpp-python's own prints ----------------------------------------------------------------------
 
 
 class LogWriter(io.TextIOBase):
@@ -88,30 +89,65 @@ class LogWriter(io.TextIOBase):
         return len(text)
 
 
+@contextlib.contextmanager
+def prints_to_log() -> Iterator[None]:
+    """sys.stdout and sys.stderr point at the log while a load runs (with verbose=True llama-cpp-python prints
+    the system info there), then back at what they were. They are the process's, so only the holder of LOAD_LOCK
+    may swap them: two loads swapping them at once left them pointing at the log for good."""
+    with LOAD_LOCK, contextlib.redirect_stderr(LogWriter()), contextlib.redirect_stdout(LogWriter()):
+        yield
+
+
 # ---- what `Llama(...)` cannot be given directly ---------------------------------------------------------
 
 
-@contextlib.contextmanager
-def model_params_hook(progress: Any, overrides: Any) -> Iterator[None]:
-    """For one load, set the progress callback and the buffer overrides on the model parameters: `Llama()`
-    takes neither, so the model class it builds them for is wrapped until the load returns."""
-    from llama_cpp import llama as llama_module
+@dataclass(frozen=True)
+class ModelParamsExtras:
+    """What this load sets on llama.cpp's model parameters beyond Llama()'s arguments."""
 
-    original = llama_module.internals.LlamaModel
+    progress: Any  # a llama_progress_callback; returning False aborts the load
+    overrides: BuftOverrides | None = None
 
-    def with_progress(*, path_model: str, params: Any, verbose: bool = True) -> Any:
-        params.progress_callback = progress
-        if overrides is not None:
-            params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p).value
-        return original(path_model=path_model, params=params, verbose=verbose)
 
-    # setattr: the wrapper stands in for the class only as the callable Llama() calls, which a type checker
-    # cannot see
-    setattr(llama_module.internals, "LlamaModel", with_progress)  # noqa: B010
-    try:
-        yield
-    finally:
-        setattr(llama_module.internals, "LlamaModel", original)  # noqa: B010
+@functools.cache
+def _llama_class() -> type:
+    """llama_cpp.Llama with its `model_params` attribute made a property: Llama.__init__ creates the parameters
+    with `self.model_params = llama_model_default_params()`, fills them in and then loads the model from them,
+    so the setter sees them first and adds this instance's progress callback and buffer overrides. Nothing
+    outside the instance changes, so loads in other threads (or other Llama objects) never see them."""
+    llama: Any = llama_cpp_library().Llama  # Any: llama_cpp ships no type information
+
+    class LlamaWithExtras(llama):
+        def __init__(self, *args: Any, extras: ModelParamsExtras, **kwargs: Any) -> None:
+            self._extras = extras  # kept with the object: the parameters llama.cpp reads point into them
+            super().__init__(*args, **kwargs)
+            if self._model.params is not self.__dict__.get("_params"):
+                # a llama-cpp-python that builds the parameters another way: say so, never load without them
+                self.close()
+                raise RuntimeError("llama-cpp-python no longer sets Llama.model_params before loading; "
+                                   "the load progress hook needs updating")
+
+        @property
+        def model_params(self) -> Any:
+            return self._params
+
+        @model_params.setter
+        def model_params(self, params: Any) -> None:
+            params.progress_callback = self._extras.progress
+            if self._extras.overrides is not None:
+                params.tensor_buft_overrides = self._extras.overrides.address
+            self._params = params
+
+    return LlamaWithExtras
+
+
+def open_llama(extras: ModelParamsExtras, **kwargs: Any) -> Any:
+    """`llama_cpp.Llama(**kwargs)` with the progress callback and buffer overrides of `extras`, loaded under
+    LOAD_LOCK with llama-cpp-python's prints in our log. verbose=True: verbose=False would point file
+    descriptors 1 and 2 at /dev/null for the whole process while it loads, which blanks a full-screen terminal."""
+    cls = _llama_class()
+    with prints_to_log():
+        return cls(extras=extras, verbose=True, **kwargs)
 
 
 class _BuftOverride(ctypes.Structure):
@@ -119,23 +155,31 @@ class _BuftOverride(ctypes.Structure):
     _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
 
 
-def expert_overrides(n_cpu_moe: int) -> Any:
-    """A NULL-terminated override array putting the experts of blocks 0..n-1 in CPU memory, or None."""
+@dataclass(frozen=True)
+class BuftOverrides:
+    """A NULL-terminated llama_model_tensor_buft_override array, with the pattern bytes its entry points at."""
+
+    array: Any
+    pattern: bytes
+
+    @property
+    def address(self) -> int | None:
+        return ctypes.cast(self.array, ctypes.c_void_p).value
+
+
+def expert_overrides(n_cpu_moe: int) -> BuftOverrides | None:
+    """Overrides putting the experts of blocks 0..n-1 in CPU memory, or None. The caller keeps the result for
+    as long as the load runs (llama.cpp reads the patterns then)."""
     if n_cpu_moe <= 0:
         return None
-    import llama_cpp
-
+    llama_cpp = llama_cpp_library()
     cpu_buffer = llama_cpp.llama_cpp._lib.ggml_backend_cpu_buffer_type
     cpu_buffer.restype = ctypes.c_void_p
     blocks = "|".join(str(i) for i in range(n_cpu_moe))
     pattern = rf"blk\.({blocks})\.ffn_(up|down|gate|gate_up)_(ch|)exps".encode()
     array = (_BuftOverride * 2)()
     array[0].pattern, array[0].buft = pattern, cpu_buffer()
-    _keep_alive[:] = [(array, pattern)]  # llama.cpp reads the patterns during the load
-    return array
-
-
-_keep_alive: list[Any] = []
+    return BuftOverrides(array, pattern)
 
 
 def cache_and_rope(request: LoadRequest) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from abc import ABC, abstractmethod
 from typing import Any
 
 from qwen_chat.engines.protocol import EngineEvent, EventSink, Failed, GenerateRequest, LoadRequest
@@ -13,11 +14,11 @@ log = logging.getLogger("qwen_chat.engines")
 _SHUTDOWN = object()
 
 
-class RequestWorker:
+class RequestWorker(ABC):
     """One thread answers queued requests in order with events: the loop the local and HTTP engines share.
 
-    Subclasses are dataclasses with `on_event`, `_queue`, `_cancel` and `_thread` fields, and implement
-    `_load`, `_generate` and `_shutting_down`.
+    Subclasses are dataclasses with `on_event`, `_queue`, `_cancel` and `_thread` fields, implement `_load` and
+    `_generate`, and may implement `_shutting_down`.
     """
 
     thread_name = "engine"
@@ -70,11 +71,13 @@ class RequestWorker:
         except Exception:
             log.exception("event handler failed")
 
+    @abstractmethod
     def _load(self, request: LoadRequest) -> None:
-        raise NotImplementedError
+        """On the worker thread: load (or connect), then emit Loaded or Failed."""
 
+    @abstractmethod
     def _generate(self, request: GenerateRequest) -> None:
-        raise NotImplementedError
+        """On the worker thread: answer, emitting Token events and then Done or Failed."""
 
-    def _shutting_down(self) -> None:
+    def _shutting_down(self) -> None:  # noqa: B027 (optional: the HTTP engine has nothing to release)
         """On the worker thread, after the last request."""

@@ -3,6 +3,8 @@ retry), the context size, and the engine that goes with it. ChatSession (chat.py
 
 from __future__ import annotations
 
+import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from qwen_chat.store.records import StoreError
 from qwen_chat.system.hardware import Machine
 
 
-class ModelSide:
+class ModelSide(ABC):
     def __init__(self, sink: Callable[[SessionEvent], None], engine: ChatEngine | None, source: Source | None,
                  remote: Callable[[Callable[[EngineEvent], None], Server], ChatEngine]) -> None:
         self.sink = sink
@@ -39,12 +41,17 @@ class ModelSide:
         self.context_used = 0
         self._fresh_context = True  # the next answer may try the whole conversation (a new context)
         self.planner_chose_context = True
+        # The engine is created, swapped and handed its load under this lock: two loads asked for at once (the
+        # app opening its model twice) must find one engine, never each make their own and load side by side.
+        self._engine_lock = threading.RLock()
 
+    @abstractmethod
     def _on_engine_event(self, event: EngineEvent) -> None:
-        raise NotImplementedError
+        """Every engine event, on the engine's thread (ChatSession)."""
 
+    @abstractmethod
     def busy(self) -> str | None:
-        raise NotImplementedError
+        """Why the model cannot be changed now (an answer is streaming), or None."""
 
     # -- model --
 
@@ -76,11 +83,12 @@ class ModelSide:
     def connect(self, base_url: str, api_key: str | None = None, model: str | None = None) -> None:
         """Use an OpenAI-compatible server (llama-server, vLLM, SGLang) instead of a local file."""
         endpoint = Server(base_url, api_key, model)
-        self.source = endpoint
-        self._swap_engine(self._make_remote(self._on_engine_event, endpoint))
-        self.remote_model = model or ""
-        self.info, self.template, self.plan, self.ready = None, None, None, False
-        self._engine().load(LoadRequest(Path(base_url), 0))
+        with self._engine_lock:
+            self.source = endpoint
+            self._swap_engine(self._make_remote(self._on_engine_event, endpoint))
+            self.remote_model = model or ""
+            self.info, self.template, self.plan, self.ready = None, None, None, False
+            self._engine().load(LoadRequest(Path(base_url), 0))
 
     def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None,
                    context: str = "auto") -> Plan:
@@ -88,15 +96,16 @@ class ModelSide:
         prepared = prepare_load(path, n_ctx, machine, context)
         if prepared.notice is not None:
             self.sink(prepared.notice)
-        if self.remote_model is not None or self.engine is None:
-            self._swap_engine(self._local or local_engine(self._on_engine_event))
-        self.source = LocalModel(path, n_ctx)
-        self.remote_model = None
-        self.planner_chose_context = prepared.planner_chose_context
-        self._fit_key, self._retried = prepared.fit_key, False
-        self.info, self.template, self.plan, self.ready = prepared.info, prepared.template, prepared.plan, False
-        self._load_request = prepared.request
-        self._engine().load(prepared.request)
+        with self._engine_lock:  # the slow part (reading the file, planning) stays outside
+            if self.remote_model is not None or self.engine is None:
+                self._swap_engine(self._local or local_engine(self._on_engine_event))
+            self.source = LocalModel(path, n_ctx)
+            self.remote_model = None
+            self.planner_chose_context = prepared.planner_chose_context
+            self._fit_key, self._retried = prepared.fit_key, False
+            self.info, self.template, self.plan, self.ready = prepared.info, prepared.template, prepared.plan, False
+            self._load_request = prepared.request
+            self._engine().load(prepared.request)
         return prepared.plan
 
     def _swap_engine(self, engine: ChatEngine) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import psutil
 
+from qwen_chat.system.logging_setup import llama_cpp_library
+
 GiB = 1 << 30
 # enum ggml_backend_dev_type
 _DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
@@ -87,9 +89,11 @@ def _vendor_of(name: str, description: str) -> str:
 def llama_cpp_devices() -> tuple[tuple[Device, ...], bool, str]:
     """(GPU devices, built with GPU offload, backend names) as llama.cpp reports them."""
     try:
-        import llama_cpp
+        llama_cpp = llama_cpp_library()  # llama.cpp's logging routed first: the backends speak at their first call
     except ImportError:
         return (), False, "none (llama-cpp-python is not installed)"
+    except (OSError, RuntimeError) as exc:  # installed, but its shared library does not load
+        return (), False, f"none (llama-cpp-python's library does not load: {exc})"
     offload = bool(llama_cpp.llama_supports_gpu_offload())
     lib = llama_cpp.llama_cpp._lib
     try:

@@ -73,8 +73,7 @@ class Composer(TextArea):
             event.stop()
             event.prevent_default()
             self.insert("\n")
-            return
-        await super()._on_key(event)
+            # any other key: Textual calls TextArea._on_key next itself (handlers run along the MRO)
 
     def action_cursor_up(self, select: bool = False) -> None:
         if select or not self.cursor_at_first_line or not self.prompts or self._walk == 0:
