@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -118,6 +119,7 @@ def test_import_refuses_absurd_input_with_the_limit(tmp_path: Path, capsys: pyte
               "message 1's thinking is 1,048,577 characters"),
              (export_with(title="t" * 1001), "the title is 1,001 characters; at most 1,000"),
              ('{"n": ' + "9" * 5000 + "}", "not JSON")]
+    cases += _bad_numbers()
     for text, why in cases:
         with pytest.raises(StoreError, match=why):
             from_json(store, text)
@@ -143,6 +145,56 @@ def attached(tokens: str) -> str:
 
 def answer_with(**fields) -> str:
     return export_with(messages=[{"role": "assistant", "content": "a", **fields}])
+
+
+def raw_in(text: str, value: str) -> str:
+    """`text` with its "RAW" replaced by `value` as raw JSON: NaN, Infinity and 1e400 are JSON to Python."""
+    return text.replace('"RAW"', value)
+
+
+def _bad_numbers() -> list[tuple[str, str]]:
+    """Every number an export holds, wrong: a text, a flag, NaN, an infinity, a fraction, out of range. Each is
+    refused naming its field; "many" and NaN token counts were once imported as they were."""
+    tokens = "message 1's completion_tokens must be a whole number from 0 to 8,388,608, not "
+    rate = "message 1's tokens_per_second must be a number from 0 to 1,000,000,000, not "
+    when = "message 1's created_at must be a date and time like 2025-01-31T12:00:00+00:00, not "
+    cases = [(raw_in(answer_with(completion_tokens="RAW"), bad), tokens + shown) for bad, shown in (
+        ('"many"', '"many"'), ("NaN", "NaN"), ("1e400", "Infinity"), ("-Infinity", "-Infinity"), ("true", "true"),
+        ("1.5", "1.5"), ("-1", "-1"), ("8388609", "8388609"), ('"12"', '"12"'), ("[3]", "[3]"))]
+    cases += [(raw_in(answer_with(tokens_per_second="RAW"), bad), rate + shown) for bad, shown in (
+        ('"fast"', '"fast"'), ("NaN", "NaN"), ("Infinity", "Infinity"), ("1e400", "Infinity"), ("false", "false"),
+        ("-0.5", "-0.5"), ("1e10", "10000000000.0"))]
+    cases += [(raw_in(answer_with(created_at="RAW"), bad), when + shown) for bad, shown in (
+        ('"yesterday"', '"yesterday"'), ("1700000000", "1700000000"), ("NaN", "NaN"), ('"2025-13-40"', '"2025-13-40"'))]
+    cases += [(raw_in(export_with(created_at="RAW"), '"many"'), "the export's created_at must be a date and time"),
+              (raw_in(export_with(messages=[{"role": "user", "content": "q", "created_at": "RAW"}]), "Infinity"),
+               when + "Infinity"),
+              (raw_in(answer_with(sampling={"temperature": "RAW"}), "NaN"),
+               "message 1's sampling: \"temperature\" must be a finite number, not NaN"),
+              (raw_in(answer_with(sampling={"top_k": "RAW"}), '"many"'), '"top_k" must be a finite number, not "many"'),
+              (raw_in(answer_with(sampling={"seed": "RAW"}), "true"), '"seed" must be a finite number, not true'),
+              (raw_in(answer_with(tool_calls=[{"name": "t", "truncated": "RAW"}]), '"yes"'),
+               "message 1's tool call 't': truncated must be true or false, not \"yes\""),
+              # a good first message changes nothing: the whole file is checked before anything is written
+              (raw_in(export_with(messages=[{"role": "user", "content": "fine"},
+                                            {"role": "assistant", "content": "a", "completion_tokens": "RAW"}]),
+                      '"many"'),
+               'message 2\'s completion_tokens must be a whole number from 0 to 8,388,608, not "many"')]
+    return [(text, re.escape(why)) for text, why in cases]
+
+
+def test_import_keeps_the_checked_numbers(tmp_path: Path) -> None:
+    """What passes the checks is kept: an answer's token count and speed come back as exported."""
+    store = Store(tmp_path / "c.db")
+    text = export_with(created_at="2025-01-31T12:00:00Z", messages=[
+        {"role": "user", "content": "q", "created_at": "2025-01-31T12:00:00+00:00"},
+        {"role": "assistant", "content": "a", "completion_tokens": 42, "tokens_per_second": 12.5,
+         "sampling": {"temperature": 0.6, "top_k": 20, "seed": None},
+         "tool_calls": [{"name": "t", "truncated": True}]}])
+    answer = store.messages(from_json(store, text).id)[-1]
+    assert (answer.completion_tokens, answer.tokens_per_second) == (42, 12.5)
+    again = json.loads(to_json(store, store.conversations()[0]))["messages"][-1]
+    assert (again["completion_tokens"], again["tokens_per_second"]) == (42, 12.5)
 
 
 def _refused_by_the_cli(tmp_path: Path) -> None:
@@ -175,7 +227,9 @@ def _refused_by_the_cli(tmp_path: Path) -> None:
               (answer_with(tool_calls=[{"name": "t", "arguments": [1]}]), "tool call 't': arguments must be an obj"),
               (answer_with(tool_calls=["t"]), "message 1's tool call 1 must be an object with a name"),
               (export_with(title="\ud800"), "a lone surrogate (\\ud800)"),  # SQLite cannot store it
-              (answer_with(sampling={"\udfff": 1}), "a lone surrogate (\\udfff)")]
+              (answer_with(sampling={"\udfff": 1}), "a lone surrogate (\\udfff)"),
+              (raw_in(answer_with(completion_tokens="RAW"), '"many"'),
+               'message 1\'s completion_tokens must be a whole number from 0 to 8,388,608, not "many"')]
     db, file = tmp_path / "cli.db", tmp_path / "bad.json"
     for text, why in cases:
         file.write_text(text, encoding="utf-8")

@@ -2,13 +2,15 @@
 database, so nothing is kept), its answer streamed to stdout.
 
 A call runs only with an approval: a rule in settings.toml, `--allow-tool NAME` / `--allow-server NAME`, or the
-user answering on the terminal (the question on stderr, the answer read from the terminal even when stdin is a
-pipe). With no terminal and no rule the call is refused, the model is told, and stderr says how to allow it.
+user answering on the terminal (the question written to it and the answer read from it, /dev/tty, even when
+stdin or stdout is a pipe). With no terminal and no rule the call is refused, the model is told, and stderr
+says how to allow it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import queue
 import sys
 import tempfile
@@ -122,18 +124,36 @@ def _decide(event: ToolApprovalNeeded, tools: AskTools, asker: Asker, err: TextI
 
 
 def _terminal_asker(event: ToolApprovalNeeded) -> Decision | None:
-    """Ask on the terminal (stderr for the question, the terminal itself for the answer); None without one."""
+    """Ask on the terminal itself (the question and the answer both go through /dev/tty, so a pipe on stdin or
+    stdout changes nothing); None when there is no terminal to ask on, or it hangs up while asking."""
     import json
 
     try:
-        terminal = open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115 - closed below
-    except OSError:
+        terminal = _open_terminal()
+    except OSError:  # no controlling terminal (cron, CI, a service), or no /dev/tty at all
         return None
+    arguments = json.dumps(event.call.arguments, ensure_ascii=False, indent=2)
     with terminal:
-        arguments = json.dumps(event.call.arguments, ensure_ascii=False, indent=2)
-        terminal.write(f"\nThe model wants to run {printable(event.call.name)} on {printable(event.server)}:\n"
-                       f"{printable(arguments)}\n"
-                       "Allow [o]nce, always this [t]ool, always this [s]erver, or [d]eny? ")
-        terminal.flush()
-        answer = terminal.readline().strip().lower()[:1]
-    return CHOICES.get(answer, "deny")
+        try:
+            terminal.write(f"\nThe model wants to run {printable(event.call.name)} on {printable(event.server)}:\n"
+                           f"{printable(arguments)}\n"
+                           "Allow [o]nce, always this [t]ool, always this [s]erver, or [d]eny? ")
+            line = terminal.readline()
+            if not line:  # end of input (Ctrl+D): no answer is no approval; end the prompt's line
+                terminal.write("\n")
+        except OSError:  # the terminal went away mid-question (its window closed): nobody is there to answer
+            return None
+    return CHOICES.get(line.strip().lower()[:1], "deny")
+
+
+def _open_terminal() -> TextIO:
+    """/dev/tty for reading and writing. Not `open("/dev/tty", "r+")`: text "r+" puts a BufferedRandom under it,
+    which needs a seekable file, and a terminal is not one (io.UnsupportedOperation, itself an OSError, so it
+    read as "no terminal"). Unbuffered bytes under a write-through text layer need no seeking: the question
+    reaches the screen before the answer is read, and a read takes one typed line, never the next one's input."""
+    raw = open("/dev/tty", "rb+", buffering=0)  # noqa: SIM115 - the TextIOWrapper owns and closes it
+    try:
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", write_through=True)
+    except BaseException:
+        raw.close()
+        raise

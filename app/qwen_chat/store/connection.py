@@ -30,7 +30,7 @@ class Connection:
                                    isolation_level=None)
             self.db = sqlite_utils.Database(conn)
             conn.execute("PRAGMA foreign_keys = ON")
-            self.db.enable_wal()
+            self._enable_wal(busy_timeout)
             self._migrate()
         except BaseException as exc:
             if conn is not None:  # closed now, not by the garbage collector: no -wal left beside a damaged file
@@ -38,6 +38,21 @@ class Connection:
             if isinstance(exc, sqlite3.DatabaseError):
                 raise StoreError(explain(self.path, exc)) from exc
             raise
+
+    def _enable_wal(self, busy_timeout: float) -> None:
+        """WAL mode, tried again until `busy_timeout` has passed. The switch needs the new file to itself for a
+        moment and SQLite answers "database is locked" at once rather than wait (its busy handler is not used
+        there), so a second first start reading the file just then failed; once any start has switched the
+        file, the others find it in WAL mode and have nothing to do."""
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self.db.enable_wal()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -64,18 +79,28 @@ class Connection:
                 raise StoreError(explain(self.path, exc)) from exc
 
     def _migrate(self) -> None:
+        """Bring the file to the current schema, every missing step in one transaction. The version is read again
+        once BEGIN IMMEDIATE holds the write lock: two first starts on a new file both read version 0 before
+        either has it, and the second, running the steps the first has just committed, failed with "table
+        conversations already exists". Under the lock it sees the first one's version and has nothing to do."""
         with self._lock:
-            version = self.db.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} was written by a newer qwen-chat (schema {version}, this one knows "
-                    f"{SCHEMA_VERSION}). Upgrade qwen-chat; your conversations are untouched.")
-            for step in range(version, SCHEMA_VERSION):
-                with self._tx() as conn:
+            if self._current_version() == SCHEMA_VERSION:  # the usual start: no write lock taken
+                return
+            with self._tx() as conn:
+                version = self._current_version()
+                for step in range(version, SCHEMA_VERSION):
                     # executescript would commit on its own; run the statements inside our transaction
                     for statement in statements(MIGRATIONS[step]):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {step + 1}")
+
+    def _current_version(self) -> int:
+        version = int(self.db.conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer qwen-chat (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}). Upgrade qwen-chat; your conversations are untouched.")
+        return version
 
     def schema_version(self) -> int:
         with self._lock:

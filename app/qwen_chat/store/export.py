@@ -146,7 +146,7 @@ def _store(store: Store, imported: Imported) -> Conversation:
                 store.add_user_message(conversation.id, m.content, files=m.files)
                 continue
             answer = store.start_answer(conversation.id, m.model, m.mode, m.sampling)
-            store.finish_answer(answer.id, m.status, m.thinking, m.content, True)
+            store.finish_answer(answer.id, m.status, m.thinking, m.content, True, m.stats)
             if m.calls:
                 store.add_tool_calls(answer.id, m.calls)
         store.rename(conversation.id, imported.title)  # the first question names a chat; the export's name wins

@@ -9,11 +9,13 @@ store writes a conversation message by message, and a refusal halfway would leav
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from qwen_chat.store.records import TOOL_STATUSES, Attachment, StoreError
+from qwen_chat.store.records import TOOL_STATUSES, Attachment, Stats, StoreError
 from qwen_chat.store.tool_calls import NewCall
 
 # What an import accepts. A conversation qwen-chat exported stays far below these; a file beyond them is a
@@ -27,6 +29,9 @@ MAX_MESSAGES = 100_000  # each is its own write; far more than any conversation 
 # a byte-level tokenizer's token is at least one UTF-8 byte and a character at most four, so no count of a
 # file's tokens can be above four per character
 TOKENS_PER_CHAR = 4
+# an answer's tokens: its text and its thinking, at most MAX_TEXT_CHARS each, at most four tokens a character
+MAX_ANSWER_TOKENS = 2 * TOKENS_PER_CHAR * MAX_TEXT_CHARS
+MAX_RATE = 1e9  # tokens per second: no machine comes near; beyond it the number is a mistake, not a measurement
 NOTHING = "nothing was imported"
 _SURROGATE = re.compile("[\ud800-\udfff]")  # JSON's \ud800 escapes give them; UTF-8 (and SQLite) cannot hold one
 ANSWER_STATUSES = ("stopped", "failed", "interrupted")  # any other status, or none, comes back complete
@@ -47,6 +52,7 @@ class Answer:
     sampling: dict[str, Any]
     status: str
     calls: list[NewCall]
+    stats: Stats
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,47 @@ def _whole(where: str, value: Any, top: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
         raise StoreError(f"{where} must be a whole number from 0 to {top:,}, not {shown(value)}; {NOTHING}")
     return value
+
+
+def _rate(where: str, value: Any) -> float:
+    """A rate: a JSON number from 0 to MAX_RATE. NaN fails every comparison and Infinity (or 1e400) the upper
+    bound, so neither passes; true, "fast" and "3" are refused by type."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_RATE:
+        raise StoreError(f"{where} must be a number from 0 to {MAX_RATE:,.0f}, not {shown(value)}; {NOTHING}")
+    return float(value)
+
+
+def _moment(where: str, value: Any) -> None:
+    """A time as the export writes it (ISO 8601, e.g. 2025-01-31T12:00:00+00:00). Not stored (the import is
+    dated now), but checked all the same: a file whose dates are "yesterday" or 1e400 is not an export."""
+    if value is None:
+        return
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            datetime.fromisoformat(value.removesuffix("Z") + ("+00:00" if value.endswith("Z") else ""))
+            return
+        except ValueError:
+            pass
+    raise StoreError(f"{where} must be a date and time like 2025-01-31T12:00:00+00:00, not {shown(value)}; "
+                     f"{NOTHING}")
+
+
+def _flag(where: str, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise StoreError(f"{where} must be true or false, not {shown(value)}; {NOTHING}")
+
+
+def _sampling(where: str, value: Any) -> dict[str, Any]:
+    """The sampling an answer was made with: names to numbers (a seed may be null). A NaN or Infinity stored
+    here would come back out of the next export as JSON no other program reads."""
+    sampling = _object(where, value)
+    for name, number in sampling.items():
+        finite = isinstance(number, int) or isinstance(number, float) and math.isfinite(number)
+        if number is not None and (isinstance(number, bool) or not finite):
+            raise StoreError(f"{where}: {shown(name)} must be a finite number, not {shown(number)}; {NOTHING}")
+    return sampling
 
 
 def _object(where: str, value: Any) -> dict[str, Any]:
@@ -129,6 +176,7 @@ def checked(data: dict[str, Any]) -> Imported:
         raise StoreError(f"the export's messages must be a list, not {shown(raw)}; {NOTHING}")
     if len(raw) > MAX_MESSAGES:
         raise StoreError(f"the export has {len(raw):,} messages; at most {MAX_MESSAGES:,} are imported")
+    _moment("the export's created_at", data.get("created_at"))
     messages = [_message(number, m) for number, m in enumerate(raw, 1)]
     return Imported(title, _text("the model", data.get("model"), "", MAX_NAME_CHARS),
                     _text("the system prompt", data.get("system_prompt"), ""), messages)
@@ -140,15 +188,19 @@ def _message(number: int, m: Any) -> Question | Answer:
                          f"(message {number} has not); {NOTHING}")
     where = f"message {number}"
     content = _text(where, m["content"])
+    _moment(f"{where}'s created_at", m.get("created_at"))
     if m["role"] == "user":
         return Question(content, _files(where, m.get("attachments")))
     status = m.get("status")
+    stats = Stats(completion_tokens=_whole(f"{where}'s completion_tokens", m.get("completion_tokens"),
+                                           MAX_ANSWER_TOKENS),
+                  tokens_per_second=_rate(f"{where}'s tokens_per_second", m.get("tokens_per_second")))
     return Answer(content, _text(f"{where}'s thinking", m.get("thinking"), ""),
                   _text(f"{where}'s model", m.get("model"), "", MAX_NAME_CHARS),
                   _text(f"{where}'s mode", m.get("mode"), "", MAX_NAME_CHARS),
-                  _object(f"{where}'s sampling", m.get("sampling")),
+                  _sampling(f"{where}'s sampling", m.get("sampling")),
                   status if isinstance(status, str) and status in ANSWER_STATUSES else "complete",
-                  _calls(where, m.get("tool_calls")))
+                  _calls(where, m.get("tool_calls")), stats)
 
 
 def _files(where: str, raw: Any) -> tuple[Attachment, ...]:
@@ -177,6 +229,7 @@ def _calls(where: str, raw: Any) -> list[NewCall]:
         call = f"{where}'s tool call {name!r}"
         status = c.get("status")
         status = status if isinstance(status, str) and status in TOOL_STATUSES else "interrupted"
+        _flag(f"{call}: truncated", c.get("truncated"))
         calls.append(NewCall(_text(f"{call}: id", c.get("id"), "", MAX_NAME_CHARS) or f"call_{number - 1}", name,
                              _object(f"{call}: arguments", c.get("arguments")), "",
                              "interrupted" if status in ("pending", "running") else status,

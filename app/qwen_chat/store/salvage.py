@@ -3,9 +3,9 @@ beside it. The original is only ever opened read-only, so it stays exactly as it
 
 First `VACUUM INTO` (SQLite's own copy: it reads every row and writes a fresh file), kept only when the copy
 passes `PRAGMA integrity_check`. When it fails (a damaged page stops it), the rows are copied table by table
-into a file with the current schema: rows are read in ranges of ids, and a range that cannot be read is read
-again one row at a time, so only the rows on damaged pages are skipped. Messages whose conversation row was
-lost get a stand-in conversation, so nothing readable ends up out of reach.
+into a file with the current schema: rows are read in ranges of ids, and where a damaged page stops a range,
+each id after the last row read is looked up on its own, so only the rows on damaged pages are skipped.
+Messages whose conversation row was lost get a stand-in conversation, so nothing readable ends up out of reach.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qwen_chat.store.database import Store
 from qwen_chat.store.records import StoreError
@@ -153,23 +154,37 @@ def _copy_table(original: sqlite3.Connection, out: sqlite3.Connection, table: st
     if "id" not in columns:
         return 0
     names = ", ".join(columns)
-    select = f"SELECT {names} FROM {table} WHERE rowid BETWEEN ? AND ?"
     insert = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
     unreadable = 0
     last = _last_id(original, table)
     for low in range(1, last + 1, RANGE):
-        high = min(low + RANGE - 1, last)
-        try:
-            rows = original.execute(select, (low, high)).fetchall()
-        except sqlite3.DatabaseError:  # a damaged page in this range: read it again row by row
-            rows = []
-            for rowid in range(low, high + 1):
-                try:
-                    rows += original.execute(select, (rowid, rowid)).fetchall()
-                except sqlite3.DatabaseError:
-                    unreadable += 1
-        out.executemany(insert, rows)
+        rows, lost = _read_range(original, f"SELECT rowid, {names} FROM {table}", low, min(low + RANGE - 1, last))
+        unreadable += lost
+        out.executemany(insert, [row[1:] for row in rows])
     return unreadable
+
+
+def _read_range(original: sqlite3.Connection, select: str, low: int, high: int) -> tuple[list[Any], int]:
+    """The rows with ids `low` to `high` (each led by its rowid), and how many ids in it could not be read.
+
+    When a damaged page stops the range, the rows read before it are kept and every later id is looked up
+    alone with `rowid = ?`: a point lookup reads only the pages on the way down to that row. `BETWEEN id AND
+    id` would not do: it steps on to the next row to see that the range has ended, and for the last row before
+    a damaged page that step reads the damaged page and fails, losing a row that had been read whole."""
+    rows: list[Any] = []
+    try:
+        for row in original.execute(f"{select} WHERE rowid BETWEEN ? AND ? ORDER BY rowid", (low, high)):
+            rows.append(row)
+        return rows, 0
+    except sqlite3.DatabaseError:
+        pass
+    unreadable = 0
+    for rowid in range(rows[-1][0] + 1 if rows else low, high + 1):
+        try:
+            rows += original.execute(f"{select} WHERE rowid = ?", (rowid,)).fetchall()
+        except sqlite3.DatabaseError:  # it lived on a damaged page (or, deleted, would have)
+            unreadable += 1
+    return rows, unreadable
 
 
 def _stand_ins(out: sqlite3.Connection) -> int:
