@@ -93,11 +93,13 @@ def test_gpu_rates_from_the_table_or_a_stored_measurement() -> None:
     h200 = Device("CUDA0", "NVIDIA H200", "gpu", 140 * GiB, 141 * GiB, "nvidia")
     box = machine(gpus=(h200,))
     guessed = calibration.rates_for(box, cpu="EPYC").gpu
-    assert guessed is not None and guessed.bandwidth == pytest.approx(4.8e12 * 0.7) and not guessed.measured
-    measured_gpu = DeviceRate(3.9e12, 300e12, 20e12)
+    assert guessed is not None and guessed.bandwidth == pytest.approx(4.8e12 * 0.8) and not guessed.measured
+    assert guessed.layer_seconds > 0 and guessed.token_seconds > 0  # the fixed costs a fast GPU is bound by
+    measured_gpu = DeviceRate(3.9e12, 300e12, 20e12, layer_seconds=70e-6)
     calibration.store(box, {2: CPU}, measured_gpu, cpu="EPYC")
     rates = calibration.rates_for(box, 2, cpu="EPYC")
     assert rates.gpu is not None and rates.gpu.bandwidth == 3.9e12 and rates.measured
+    assert rates.gpu.layer_seconds == 70e-6
 
 
 def _fake_probe(model: Path, threads: int, n_gpu_layers: int) -> ProbeRun:

@@ -188,9 +188,13 @@ def run_calibrate(gguf: Path | None, model_arg: str | None = None,
     if path is None:
         output.error("no model to probe with: qwen-chat calibrate MODEL.gguf (any small GGUF will do)")
         return 2
-    show(f"probing {one_line(path.name)} on {machine.physical_cores} cores (about 20 s)...")
+    use_gpu = gpu and machine.gpu_offload and bool(machine.gpus)
+    if gpu and not use_gpu:
+        show(_no_gpu_to_probe(machine))
+    show(f"probing {one_line(path.name)} on {machine.physical_cores} cores"
+         f"{' and the GPU (about 40 s)' if use_gpu else ' (about 20 s)'}...")
     try:
-        cpu, gpu_rate = calibrate(path.expanduser(), machine, gpu=gpu and machine.gpu_offload)
+        cpu, gpu_rate = calibrate(path.expanduser(), machine, gpu=use_gpu)
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:  # llama.cpp's load failures are ValueError
         output.error(f"the probe failed: {exc}")
         return 1
@@ -198,8 +202,22 @@ def run_calibrate(gguf: Path | None, model_arg: str | None = None,
         show(f"CPU, {threads} thread{'s' if threads > 1 else ''}: {_rate_line(rate)}")
     if gpu_rate is not None:
         show(f"GPU: {_rate_line(gpu_rate)}")
+        show(f"GPU fixed costs: {gpu_rate.layer_seconds * 1e6:.0f} µs per layer and token, "
+             f"{gpu_rate.moe_layer_seconds * 1e6:.0f} µs more per MoE layer, {gpu_rate.token_seconds * 1e3:.2f} ms "
+             f"per token (sampling), {gpu_rate.batch_layer_seconds * 1e6:.0f} µs per layer and prompt batch")
     show(f"stored for this machine in {data_dir()}; `qwen-chat models` now shows measured speeds")
     return 0
+
+
+def _no_gpu_to_probe(machine: Machine) -> str:
+    """Why --gpu probes nothing here: no GPU at all, or one this llama-cpp-python cannot use."""
+    if not machine.gpus:
+        return (f"--gpu: no GPU found here (llama.cpp backend: {one_line(machine.backend)}); "
+                "probing the CPU only, GPU speeds stay estimated")
+    names = ", ".join(one_line(d.description) for d in machine.gpus)
+    return (f"--gpu: {names} found, but this llama-cpp-python was built without GPU support "
+            f"({one_line(machine.backend)} only); probing the CPU only. Rebuild it with the GPU's backend "
+            "(qwen-chat doctor says how), then run calibrate --gpu again")
 
 
 def _rate_line(rate: DeviceRate) -> str:

@@ -3,7 +3,7 @@
 Decode is memory-bound: each generated token reads once every weight it touches, plus the KV cache so far.
 Per device d (the CPU, the GPU), for one token with `ctx` tokens in the cache:
 
-    t_d = max((W_d + KV_d(ctx)) / B_d,  2·P_d / F_d)  +  A_d(ctx) / Fa_d
+    t_d = max((W_d + KV_d(ctx)) / B_d,  2·P_d / F_d)  +  A_d(ctx) / Fa_d  +  L_d·c_d + M_d·m_d + s_d
     decode tok/s = 1 / Σ_d t_d       (llama.cpp runs the CPU part and the GPU part one after the other)
 
 W_d   weight bytes on d one token reads: for a dense model every block tensor plus the output head; for MoE the
@@ -16,15 +16,31 @@ A_d   attention FLOPs, 4·n_head·head_dim·ctx per cached layer (q·Kᵀ, then 
       costs more than reading KV_d does (f16 dot products and the softmax), so it has its own measured rate.
 B_d, F_d, Fa_d  effective bandwidth, matrix FLOP/s and attention FLOP/s of d: measured once by a probe
       (speed_probe.py) or guessed from the hardware (calibration.py).
+L_d·c_d + M_d·m_d + s_d  the fixed costs a bandwidth-only model leaves out, which decide a fast GPU's speed: c_d
+      per layer on d (a layer is some 25 graph nodes: kernel launches, each a few microseconds however little
+      it reads), m_d more per MoE layer whose experts run on d (router, top-k, the expert dispatch), s_d once per
+      token when d takes part (graph launch, synchronisation, the logits' copy and the sampler on the CPU).
+      The CPU's are 0: its measured rates already hold them, and its time is the weights' reading.
 
-Prefill is compute-bound: prompt tok/s = 1 / Σ_d 2·P'_d / F_d, P' without the output head (llama.cpp computes
-logits for the last prompt token only), for a prompt into an empty cache.
+Prefill runs in micro-batches of n = PROMPT_BATCH tokens; per device and batch
+
+    t_d(n) = max(2n·(Pd'_d / F_d + Pe'_d / Fe_d(n)),  Wb_d / B_d)  +  L_d·b_d
+    prompt tok/s = n / Σ_d t_d(n)      for a prompt into an empty cache
+
+Pd', Pe' the dense and the active routed-expert parameters without the output head (llama.cpp computes logits
+for the last prompt token only); Wb the weights one batch reads (a batch of 512 touches nearly every expert);
+b_d a fixed cost per layer and batch. Fe_d(n) = F_d·min(1, n·experts_used/experts / T_d): an expert sees only
+its share of the batch's tokens, and a quantized product of fewer than T_d tokens leaves the GPU's tiles part
+empty (T_d = 0: no such loss, the CPU's case). With the fixed costs 0 and T 0 (a CPU) this is 2·P'/F per token.
+When a plan uses the GPU, a batch of OP_OFFLOAD_BATCH tokens or more does its RAM-resident layers' products on
+the GPU too (llama.cpp's op offload): their weights cross to it at U (PCIe), t_cpu = Wb_cpu / U + t at the GPU's
+rates.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qwen_chat.models.catalog import CatalogModel, Quant
 from qwen_chat.models.gguf_files import ModelInfo
@@ -32,6 +48,8 @@ from qwen_chat.models.plan_inputs import weights_from_catalog, weights_from_head
 from qwen_chat.models.planner import KV_BYTES, Plan, Weights
 
 DISPLAY_CTX = 2048  # the context the tables quote speeds at: a few turns of conversation
+PROMPT_BATCH = 512  # llama.cpp's micro-batch (the engine's n_batch and n_ubatch): a prompt runs in these
+OP_OFFLOAD_BATCH = 32  # from this many tokens on, llama.cpp multiplies RAM-resident weights on the GPU
 
 
 @dataclass(frozen=True)
@@ -40,10 +58,20 @@ class DeviceRate:
     flops: float  # FLOP/s of batched matrix products (prompt processing)
     attention_flops: float  # FLOP/s of one token's attention over the cache
     measured: bool = False
+    # the fixed costs of the module docstring (0 for a CPU); stored by `calibrate --gpu` beside the three above
+    layer_seconds: float = 0.0  # c: per layer per decoded token
+    moe_layer_seconds: float = 0.0  # m: more per MoE layer whose experts run here, per token
+    token_seconds: float = 0.0  # s: per token when this device takes part
+    batch_layer_seconds: float = 0.0  # b: per layer per prompt micro-batch
+    expert_batch_tokens: float = 0.0  # T: tokens an expert needs in a batch for its products to reach `flops`
+    upload_bandwidth: float = 0.0  # U: host-to-device bytes/s of llama.cpp's op offload (0: none, a CPU's)
 
 
-# A GPU nothing is known about (calibration.py's table has the known ones): a mid-range card's ~300 GB/s.
-UNKNOWN_GPU = DeviceRate(bandwidth=0.3e12 * 0.7, flops=20e12 * 0.4, attention_flops=20e12 * 0.05)
+# A GPU nothing is known about (calibration.py's table has the known ones, and the public figures behind these
+# fixed costs): a mid-range card's ~300 GB/s and 20 TFLOPS, with a consumer card's fixed costs.
+UNKNOWN_GPU = DeviceRate(bandwidth=0.3e12 * 0.8, flops=20e12 * 0.8, attention_flops=20e12 * 0.05,
+                         layer_seconds=30e-6, moe_layer_seconds=20e-6, token_seconds=0.4e-3,
+                         batch_layer_seconds=50e-6, expert_batch_tokens=256, upload_bandwidth=25e9)
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,10 @@ class Load:
     weight_bytes: float
     prefill_bytes: float  # the same without the output head
     kv_share: float  # of the cached layers
+    layers: int = 0  # blocks run here
+    moe_layers: int = 0  # blocks whose routed experts run here
+    expert_bytes: float = 0.0  # the active routed-expert part of prefill_bytes
+    batch_bytes: float = 0.0  # weights one prompt micro-batch reads here (all the experts it touches)
 
 
 @dataclass(frozen=True)
@@ -90,6 +122,7 @@ class Estimate:
     measured: bool
     bytes_per_token: int  # weights and KV read per generated token, all devices
     compute_bound: bool  # some device's decode is limited by FLOPs, not by reading memory
+    fixed_share: float = 0.0  # of a token's time, the fixed costs (a fast GPU's kernel launches, the sampler)
 
     def short(self) -> str:
         """For a table cell: "~12 tok/s"."""
@@ -97,9 +130,11 @@ class Estimate:
 
     def describe(self, rates: Rates) -> str:
         how = "measured on this machine" if self.measured else "estimated, not measured (qwen-chat calibrate)"
-        bound = "compute" if self.compute_bound else "memory"
+        bound = "compute-bound" if self.compute_bound else "memory-bound"
+        if self.fixed_share > 0.5:
+            bound = f"{self.fixed_share:.0%} of it fixed per-layer and per-token costs"
         return (f"decode ~{_figure(self.decode)} tok/s at {self.ctx:,} tokens of context "
-                f"({self.bytes_per_token / 1e9:.2f} GB read per token, {bound}-bound), "
+                f"({self.bytes_per_token / 1e9:.2f} GB read per token, {bound}), "
                 f"prompt ~{_figure(self.prompt)} tok/s; {rates.threads} CPU threads; {how}")
 
 
@@ -111,37 +146,68 @@ def placement(work: Workload, plan: Plan) -> tuple[Load, Load]:
     """(CPU, GPU) shares of one token under the plan's -ngl / --n-cpu-moe."""
     w, layers = work.weights, len(work.weights.layer_dense)
     n_gpu = layers if plan.n_gpu_layers < 0 else min(plan.n_gpu_layers, layers)
-    cpu = gpu = 0.0
+    # per device: [weights read, active expert bytes, layers, MoE layers, batch bytes]
+    cpu, gpu = [0.0, 0.0, 0, 0, 0.0], [0.0, 0.0, 0, 0, 0.0]
+    touched = 1 - (1 - work.expert_fraction) ** PROMPT_BATCH  # share of the experts a batch's tokens route to
     for i in range(layers):
-        on_gpu = i >= layers - n_gpu
+        here = gpu if i >= layers - n_gpu else cpu
+        experts_here = cpu if here is gpu and i < plan.n_cpu_moe else here
         experts = w.layer_experts[i] * work.expert_fraction
-        if on_gpu:
-            gpu += w.layer_dense[i]
-            if i < plan.n_cpu_moe:
-                cpu += experts
-            else:
-                gpu += experts
-        else:
-            cpu += w.layer_dense[i] + experts
+        here[0] += w.layer_dense[i]
+        here[2] += 1
+        here[4] += w.layer_dense[i]
+        experts_here[0] += experts
+        experts_here[1] += experts
+        experts_here[4] += w.layer_experts[i] * touched
+        experts_here[3] += bool(w.layer_experts[i])
     head_on_gpu = n_gpu > 0
     share = n_gpu / layers if layers else 0.0
-    cpu_load = Load(cpu + (0 if head_on_gpu else w.output), cpu, 1 - share)
-    gpu_load = Load(gpu + (w.output if head_on_gpu else 0), gpu, share)
+    cpu_load = Load(cpu[0] + (0 if head_on_gpu else w.output), cpu[0], 1 - share, int(cpu[2]), int(cpu[3]),
+                    cpu[1], cpu[4])
+    gpu_load = Load(gpu[0] + (w.output if head_on_gpu else 0), gpu[0], share, int(gpu[2]), int(gpu[3]),
+                    gpu[1], gpu[4])
     return cpu_load, gpu_load
 
 
-def _decode_seconds(work: Workload, load: Load, rate: DeviceRate, ctx: int, kv_type: str) -> tuple[float, bool]:
+def _decode_seconds(work: Workload, load: Load, rate: DeviceRate, ctx: int, kv_type: str,
+                    ) -> tuple[float, bool, float]:
+    """(seconds, compute-bound, of them the fixed costs) of one decoded token on this device."""
     if load.weight_bytes == 0 and load.kv_share == 0:
-        return 0.0, False
+        return 0.0, False, 0.0
     kv = ctx * work.kv_elements_per_layer * KV_BYTES[kv_type] * work.kv_layers * load.kv_share
     memory = (load.weight_bytes + kv) / rate.bandwidth
     compute = 2 * load.weight_bytes / work.bytes_per_param / rate.flops
     attention = ctx * work.attention_flops_per_layer * work.kv_layers * load.kv_share / rate.attention_flops
-    return max(memory, compute) + attention, compute > memory
+    fixed = load.layers * rate.layer_seconds + load.moe_layers * rate.moe_layer_seconds + rate.token_seconds
+    return max(memory, compute) + attention + fixed, compute > memory, fixed
+
+
+def _batch_seconds(work: Workload, load: Load, rate: DeviceRate, n: int = PROMPT_BATCH) -> float:
+    """One prompt micro-batch of `n` tokens on this device (the module docstring's t_d(n))."""
+    if not load.prefill_bytes:
+        return 0.0
+    expert_rate = rate.flops
+    if rate.expert_batch_tokens and load.expert_bytes:
+        expert_rate *= min(1.0, n * work.expert_fraction / rate.expert_batch_tokens)
+    dense = load.prefill_bytes - load.expert_bytes
+    compute = 2 * n * (dense / rate.flops + load.expert_bytes / expert_rate) / work.bytes_per_param
+    return max(compute, load.batch_bytes / rate.bandwidth) + load.layers * rate.batch_layer_seconds
 
 
 def kv_bytes(work: Workload, ctx: int, kv_type: str = "f16") -> float:
     return ctx * work.kv_elements_per_layer * KV_BYTES[kv_type] * work.kv_layers
+
+
+def prompt_batch_seconds(work: Workload, plan: Plan, rates: Rates, n: int = PROMPT_BATCH) -> float:
+    """Seconds of one prompt micro-batch of `n` tokens into an empty cache, all devices (module docstring)."""
+    cpu_load, gpu_load = placement(work, plan)
+    gpu_rate = rates.gpu or UNKNOWN_GPU
+    cpu_s = _batch_seconds(work, cpu_load, rates.cpu, n)
+    if plan.n_gpu_layers != 0 and n >= OP_OFFLOAD_BATCH and gpu_rate.upload_bandwidth and cpu_load.prefill_bytes:
+        # llama.cpp's op offload: the batch copies the weights it reads in RAM to the GPU and multiplies there
+        on_gpu = replace(cpu_load, batch_bytes=0.0)
+        cpu_s = cpu_load.batch_bytes / gpu_rate.upload_bandwidth + _batch_seconds(work, on_gpu, gpu_rate, n)
+    return cpu_s + _batch_seconds(work, gpu_load, gpu_rate, n)
 
 
 def predict(work: Workload, plan: Plan, rates: Rates, ctx: int = DISPLAY_CTX) -> Estimate:
@@ -150,15 +216,14 @@ def predict(work: Workload, plan: Plan, rates: Rates, ctx: int = DISPLAY_CTX) ->
     ctx = min(ctx, plan.n_ctx)
     cpu_load, gpu_load = placement(work, plan)
     gpu_rate = rates.gpu or UNKNOWN_GPU
-    cpu_s, cpu_bound = _decode_seconds(work, cpu_load, rates.cpu, ctx, plan.kv_type)
-    gpu_s, gpu_bound = _decode_seconds(work, gpu_load, gpu_rate, ctx, plan.kv_type)
-    prompt_s = sum(2 * load.prefill_bytes / work.bytes_per_param / rate.flops
-                   for load, rate in ((cpu_load, rates.cpu), (gpu_load, gpu_rate)) if load.prefill_bytes)
+    cpu_s, cpu_bound, cpu_fixed = _decode_seconds(work, cpu_load, rates.cpu, ctx, plan.kv_type)
+    gpu_s, gpu_bound, gpu_fixed = _decode_seconds(work, gpu_load, gpu_rate, ctx, plan.kv_type)
+    batch_s = prompt_batch_seconds(work, plan, rates)
     total = cpu_load.weight_bytes + gpu_load.weight_bytes + kv_bytes(work, ctx, plan.kv_type)
     uses_gpu = plan.n_gpu_layers != 0
     measured = rates.cpu.measured and (not uses_gpu or (rates.gpu is not None and rates.gpu.measured))
-    return Estimate(1 / (cpu_s + gpu_s), 1 / prompt_s if prompt_s else math.inf, ctx, measured, int(total),
-                    bool(cpu_bound or gpu_bound))
+    return Estimate(1 / (cpu_s + gpu_s), PROMPT_BATCH / batch_s if batch_s else math.inf, ctx, measured,
+                    int(total), bool(cpu_bound or gpu_bound), (cpu_fixed + gpu_fixed) / (cpu_s + gpu_s))
 
 
 # ---- workloads from the catalog or a GGUF file --------------------------------------------------------------

@@ -1,12 +1,21 @@
 """The calibration probe: a short llama.cpp run on a GGUF whose sizes are known, turned into this machine's
 effective rates (speed.DeviceRate) by inverting speed.py's formula.
 
-One run at a thread count: a 256-token prompt into an empty cache (-> matrix FLOP/s), then 32 single-token
+CPU, one run per thread count: a 256-token prompt into an empty cache (-> matrix FLOP/s), then 32 single-token
 decode steps there and 32 more after filling the cache to 1,024 tokens. The two decode depths give two
 equations  t = (W + KV(ctx)) / B + A(ctx) / Fa  for the two unknowns B (bandwidth) and Fa (attention FLOP/s).
 Per-token times are the lower quartile of the steps: other programs on the machine only ever slow steps down.
 The difference between the depths is small (~10%) and noise can swamp it: an attention rate outside
 [F/20, F] is not believed, and the measured ratio ATTENTION_RATIO stands in for it.
+
+GPU (`calibrate --gpu`), every layer on the GPU: on a fast GPU a token's time is mostly fixed costs (speed.py),
+so the run separates them from the bandwidth. Decode steps with and without logits read the same graph but for
+the output head: their difference, less the logits' copy to the CPU, is the head's bytes over B. What is left
+of a step without logits, less its weights and cache over B, is the fixed cost; one model cannot tell a
+per-layer cost from a per-token one, so the per-token part is the sampler, timed on its own, and the rest is
+counted per layer (for an MoE model split between layers and MoE layers as the defaults are). The deeper
+steps give the attention rate; prompt batches of two sizes give the matrix FLOP/s and the fixed cost per layer
+and batch. A figure the run cannot pin down (a difference lost in noise) keeps the hardware's guess.
 """
 
 from __future__ import annotations
@@ -14,13 +23,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from qwen_chat.models.speed import DeviceRate, Workload, kv_bytes, weights_touched
+from qwen_chat.models.speed import PROMPT_BATCH, DeviceRate, Workload, kv_bytes, weights_touched
 from qwen_chat.system.hardware import Machine
 
 PROMPT_TOKENS, DEEP_CTX, DECODE_TOKENS = 256, 1024, 32
+SMALL_BATCH = 128  # the GPU probe's second prompt batch (the first is PROMPT_BATCH)
 # attention FLOP/s over matrix FLOP/s, from quiet probes here (AMD EPYC, 1 thread: 51 / 114 GFLOP/s)
 ATTENTION_RATIO = 0.45
 
@@ -76,19 +86,33 @@ def run_probe(model: Path, threads: int, n_gpu_layers: int = 0, clock: Callable[
     return ProbeRun(threads, PROMPT_TOKENS, prompt_seconds, shallow, deep)
 
 
-def _decode(llm: object, tokens: list[int], depth: int, clock: Callable[[], float]) -> tuple[float, float]:
+def _decode(llm: object, tokens: list[int], depth: int, clock: Callable[[], float], logits: bool = True,
+            ) -> tuple[float, float]:
+    """Lower-quartile seconds of DECODE_TOKENS single-token steps from `depth` on (the cache past it is dropped
+    first). Without `logits` no output is asked for, and llama.cpp leaves the output head out of the graph."""
+    llm.n_tokens = depth  # type: ignore[attr-defined]  # a llama_cpp.Llama
+    llm._ctx.kv_cache_seq_rm(-1, depth, -1)  # type: ignore[attr-defined]
     steps = []
     for i in range(DECODE_TOKENS):
         started = clock()
-        llm.eval([tokens[i]])  # type: ignore[attr-defined]  # a llama_cpp.Llama
+        if logits:
+            llm.eval([tokens[i]])  # type: ignore[attr-defined]
+        else:
+            batch = llm._batch  # type: ignore[attr-defined]
+            batch.set_batch([tokens[i]], n_past=depth + i, logits_all=False)
+            batch.batch.logits[0] = False
+            llm._ctx.decode(batch)  # type: ignore[attr-defined]
         steps.append(clock() - started)
+    llm.n_tokens = depth + DECODE_TOKENS  # type: ignore[attr-defined]
     return depth + DECODE_TOKENS / 2, statistics.quantiles(steps, n=4)[0]
 
 
 def calibrate(model: Path, machine: Machine, gpu: bool = False, probe: Callable[[Path, int, int], ProbeRun] = run_probe,
+              gpu_probe: Callable[[Path, int], GpuProbeRun] | None = None,
               ) -> tuple[dict[int, DeviceRate], DeviceRate | None]:
     """Probe at one thread and at every physical core (what the engine uses), on the CPU; with `gpu`, once more
-    with every layer on the GPU. Stores the result for this machine (calibration.py) and returns it."""
+    with every layer on the GPU (run_gpu_probe). Stores the result for this machine (calibration.py) and
+    returns it."""
     from qwen_chat.models import calibration
     from qwen_chat.models.gguf_files import read_model_info
     from qwen_chat.models.speed import workload_from_gguf
@@ -96,6 +120,119 @@ def calibrate(model: Path, machine: Machine, gpu: bool = False, probe: Callable[
     work = workload_from_gguf(read_model_info(model))
     counts = sorted({1, machine.physical_cores})
     cpu = {threads: derive(probe(model, threads, 0), work) for threads in counts}
-    gpu_rate = derive(probe(model, machine.physical_cores, -1), work) if gpu else None
+    gpu_rate = None
+    if gpu:
+        base = min((calibration.default_gpu(d) for d in machine.gpus), key=lambda r: r.bandwidth,
+                   default=calibration.UNKNOWN_GPU)
+        gpu_rate = derive_gpu((gpu_probe or run_gpu_probe)(model, machine.physical_cores), work, base)
     calibration.store(machine, cpu, gpu_rate, probe_model=model.name)
     return cpu, gpu_rate
+
+
+# ---- the GPU probe: fixed costs and bandwidth -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuProbeRun:
+    """Seconds per prompt batch at two sizes, per decode step at two depths and without logits, per sample."""
+
+    batches: tuple[tuple[int, float], tuple[int, float]]  # (tokens, seconds) into an empty cache
+    shallow: tuple[float, float]  # (mean context, seconds per step), logits of each step computed
+    no_logits: tuple[float, float]  # the same steps asking for no logits: llama.cpp skips the output head
+    deep: tuple[float, float]
+    sampler_seconds: float  # one sampling step over the vocabulary, on the CPU
+    vocab: int = 0  # logits per step: their copy to the CPU is the rest of what a step with logits costs more
+
+
+def derive_gpu(run: GpuProbeRun, work: Workload, base: DeviceRate) -> DeviceRate:
+    """The fixed costs and rates that reproduce the run (module docstring); `base` (the hardware's guess)
+    stands in for what the run cannot tell."""
+    weights = weights_touched(work.weights, work.expert_fraction)
+    layers = len(work.weights.layer_dense)
+    moe_layers = sum(1 for e in work.weights.layer_experts if e)
+    (c1, t1), (_, t0), (c2, t2) = run.shallow, run.no_logits, run.deep
+    head_time = t1 - t0 - (4 * run.vocab / base.upload_bandwidth if base.upload_bandwidth else 0.0)
+    bandwidth = work.weights.output / head_time if head_time > 0 else 0.0
+    if not 20e9 <= bandwidth <= 20e12:  # a difference lost in noise, or a model without a head of its own
+        bandwidth = base.bandwidth
+    flops, batch_layer = _prompt_fit(run, work, base, layers)
+    attention = ctx_attention = base.attention_flops
+    extra_kv = (kv_bytes(work, round(c2)) - kv_bytes(work, round(c1))) / bandwidth
+    extra_attention = (c2 - c1) * work.attention_flops_per_layer * work.kv_layers
+    if t2 - t1 > extra_kv and extra_attention:
+        ctx_attention = extra_attention / (t2 - t1 - extra_kv)
+        attention = ctx_attention if flops / 100 <= ctx_attention <= 2 * flops else attention
+    reading = (weights - work.weights.output + kv_bytes(work, round(c1))) / bandwidth
+    fixed = max(0.0, t0 - reading - c1 * work.attention_flops_per_layer * work.kv_layers / attention)
+    share = base.moe_layer_seconds / base.layer_seconds if base.layer_seconds else 0.0
+    layer = fixed / (layers + moe_layers * share) if layers else 0.0
+    return replace(base, bandwidth=bandwidth, flops=flops, attention_flops=attention, measured=True,
+                   layer_seconds=layer, moe_layer_seconds=layer * share, token_seconds=run.sampler_seconds,
+                   batch_layer_seconds=batch_layer)
+
+
+def _prompt_fit(run: GpuProbeRun, work: Workload, base: DeviceRate, layers: int) -> tuple[float, float]:
+    """(FLOP/s, seconds per layer and batch) from  t(n) = L·b + g(n)/F  at the two batch sizes, g(n) the
+    batch's FLOPs with the experts' share slowed as speed.py's Fe(n) does."""
+    expert = sum(work.weights.layer_experts) * work.expert_fraction / work.bytes_per_param
+    dense = (weights_touched(work.weights, work.expert_fraction) - work.weights.output) / work.bytes_per_param
+    dense -= expert
+
+    def flops_of(n: int) -> float:
+        slow = min(1.0, n * work.expert_fraction / base.expert_batch_tokens) if base.expert_batch_tokens else 1.0
+        return 2 * n * (dense + (expert / slow if expert else 0.0))
+
+    (n1, s1), (n2, s2) = run.batches
+    g1, g2 = flops_of(n1), flops_of(n2)
+    inv_flops = (s2 - s1) / (g2 - g1) if g2 != g1 else 0.0
+    if inv_flops <= 0:  # noise: the larger batch was not slower; all of it is the FLOPs
+        return g2 / s2, 0.0
+    batch_layer = max(0.0, s2 - g2 * inv_flops) / layers if layers else 0.0
+    return 1 / inv_flops, batch_layer
+
+
+def run_gpu_probe(model: Path, threads: int, n_gpu_layers: int = -1, clock: Callable[[], float] = time.perf_counter,
+                  ) -> GpuProbeRun:
+    """Load `model` with every layer on the GPU and flash attention (as GPU plans load) and time it."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(model), n_ctx=DEEP_CTX + DECODE_TOKENS + 64, n_threads=threads,
+                          n_threads_batch=threads, n_batch=PROMPT_BATCH, n_gpu_layers=n_gpu_layers,
+                          flash_attn=True, verbose=False)
+    try:
+        vocab = llm.n_vocab()
+        tokens = [(i * 7919) % (vocab - 1000) + 500 for i in range(DEEP_CTX)]
+        llm.eval(tokens[:8])  # warm up
+        small = (SMALL_BATCH, _batch_time(llm, tokens[:SMALL_BATCH], clock))
+        full = (PROMPT_BATCH, _batch_time(llm, tokens[:PROMPT_BATCH], clock))
+        llm.reset()
+        llm.eval(tokens[:PROMPT_TOKENS])
+        shallow = _decode(llm, tokens, PROMPT_TOKENS, clock)
+        sampler = _sampler_time(llm, clock)  # while the last step's logits are there
+        no_logits = _decode(llm, tokens, PROMPT_TOKENS, clock, logits=False)
+        llm.n_tokens = PROMPT_TOKENS
+        llm.eval(tokens[PROMPT_TOKENS:DEEP_CTX])
+        deep = _decode(llm, tokens, DEEP_CTX, clock)
+    finally:
+        llm.close()
+    return GpuProbeRun((small, full), shallow, no_logits, deep, sampler, vocab)
+
+
+def _batch_time(llm: object, tokens: list[int], clock: Callable[[], float], repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        llm.reset()  # type: ignore[attr-defined]  # a llama_cpp.Llama
+        started = clock()
+        llm.eval(tokens)  # type: ignore[attr-defined]
+        times.append(clock() - started)
+    return min(times)
+
+
+def _sampler_time(llm: object, clock: Callable[[], float]) -> float:
+    """One sampling step as the engine's defaults sample (top-k 20, top-p 0.8, temperature 0.7)."""
+    times = []
+    for _ in range(16):
+        started = clock()
+        llm.sample(top_k=20, top_p=0.8, min_p=0.0, temp=0.7)  # type: ignore[attr-defined]
+        times.append(clock() - started)
+    return statistics.median(times)
