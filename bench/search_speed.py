@@ -28,8 +28,8 @@ def main() -> None:
         store = Store(Path(tmp) / "bench.db")
         started = time.perf_counter()
         per_conversation = 100
-        with store._lock:
-            conn = store.db.conn
+        with store.connection.lock:
+            conn = store.connection.db.conn
             conn.execute("BEGIN")
             for c in range(args.messages // per_conversation):
                 cid = conn.execute("INSERT INTO conversations (title, created_at, updated_at) VALUES (?, 0, 0)",

@@ -21,7 +21,7 @@ from qwen_chat.store.schema import SCHEMA_VERSION
 def test_fresh_database_is_migrated_and_wal(tmp_path: Path) -> None:
     store = Store(tmp_path / "c.db")
     assert store.schema_version() == SCHEMA_VERSION
-    assert store.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.connection.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
     assert Store(tmp_path / "c.db").schema_version() == SCHEMA_VERSION  # reopening migrates nothing twice
 
@@ -101,7 +101,7 @@ def test_two_instances_write_at_once_without_loss(tmp_path: Path) -> None:
         p.join(120)
         assert p.exitcode == 0
     store = Store(Path(db))
-    assert store.db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert store.connection.db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     for conv in store.conversations():
         texts = [m.content for m in store.messages(conv.id)]
         assert texts == [x for i in range(60) for x in (f"{conv.title}-{i}", f"{conv.title}-answer-{i}")]

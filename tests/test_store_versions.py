@@ -182,7 +182,7 @@ def test_migration_from_version_2_keeps_everything_active(tmp_path: Path) -> Non
 
     store = Store(db)
     assert store.schema_version() == SCHEMA_VERSION >= 3
-    assert store.db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert store.connection.db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conv = store.conversation(1)
     assert (conv.title, conv.system_prompt) == ("Old", "Be brief.")
     question, reply = store.messages(1)

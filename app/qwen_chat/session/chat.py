@@ -47,7 +47,7 @@ from qwen_chat.session.events import (
     UserSaved,
 )
 from qwen_chat.session.model_side import ModelSide
-from qwen_chat.session.prompt import answer_input, sendable
+from qwen_chat.session.prepare import EarlyStop, answer_to_replace, last_switch, prepare, stopped_done
 from qwen_chat.session.sources import Server, Source, looks_quantized, remote_engine
 from qwen_chat.session.tool_loop import Decision, ToolBox, ToolRound, ToolRunner, functions, new_calls, offered
 from qwen_chat.store.database import Store
@@ -69,6 +69,7 @@ class _Streaming:
     tools: dict[str, ToolSpec] = field(default_factory=dict)  # what this answer was offered, by the model's names
     thinking: bool = False
     rounds: int = 0  # tool rounds before this answer in its turn
+    left_out: int = 0  # older turns never read for it (they could not fit): added to what the engine drops
 
 
 class ChatSession(ModelSide):
@@ -87,6 +88,7 @@ class ChatSession(ModelSide):
         self.context_used = 0
         self._lock = threading.Lock()
         self._streaming: _Streaming | None = None
+        self._esc = EarlyStop()  # Esc while an answer is still being prepared
         self._told_switch = False
 
     @property
@@ -100,10 +102,17 @@ class ChatSession(ModelSide):
         return BUSY if self.generating else None
 
     def stop(self) -> None:
-        """Esc: stops the answer being written, and a tool loop wherever it is (approval, running call)."""
+        """Esc: stops the answer being written or prepared, and a tool loop wherever it is (approval, running call)."""
+        self._end_unbegun()
         if self.engine is not None:
             self.engine.stop()
         self._runner.stop()
+
+    def _end_unbegun(self) -> None:
+        """Esc: an answer the engine has not begun yet ends now, stopped (see session/prepare.py)."""
+        answer_id = int(getattr(self._streaming, "message_id", 0))  # one read: the writer thread may clear it
+        if self._esc.end(answer_id):
+            self._writer.submit(lambda: self._finish(answer_id, stopped_done(answer_id)))
 
     def decide(self, call_id: int, decision: Decision) -> bool:
         """The user's answer to a ToolApprovalNeeded; False if that call no longer waits."""
@@ -135,9 +144,8 @@ class ChatSession(ModelSide):
 
     def thinking_now(self, conversation: Conversation, adding: str | None = None) -> bool:
         """Whether the next answer thinks: the conversation's mode and the last soft switch (in `adding` too)."""
-        history = sendable(self.store.messages(conversation.id))
         texts = [conversation.system_prompt] if conversation.system_prompt else []
-        texts += [m.content for m in history if m.role == "user"]
+        texts += last_switch(self.store, conversation.id)
         return effective_thinking(self.variant, conversation.enable_thinking,
                                   texts + ([adding] if adding is not None else []))
 
@@ -228,10 +236,7 @@ class ChatSession(ModelSide):
     def regenerate(self, conversation_id: int) -> None:
         """Answer the last question again; the old answer stays as an earlier version."""
         conversation = self.store.conversation(conversation_id)
-        messages = self.store.messages(conversation_id)
-        question = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
-        # the whole answer goes: every step of its tool loop, which all come after the last question
-        first = next((m for m in messages[question + 1:] if m.role == "assistant"), None)
+        first = answer_to_replace(self.store, conversation_id)
         if first is None:
             raise StoreError("there is no answer to regenerate yet")
         with self._claim():
@@ -259,6 +264,7 @@ class ChatSession(ModelSide):
             if busy:
                 raise StoreError(busy)
             self._streaming = _Streaming(0, 0)
+            self._esc.new_turn()
         try:
             yield
         except BaseException:
@@ -271,22 +277,24 @@ class ChatSession(ModelSide):
         """Start the answer to the conversation's last user message, or the next step of its tool loop (called
         with the answer slot claimed)."""
         conversation = self.store.conversation(conversation.id)  # /think, budget and persona may have changed
-        rows = sendable(self.store.messages(conversation.id))
         tools = offered(self.tools, conversation)
         specs = functions(tools)
-        built = answer_input(conversation, rows, self.template if self.remote_model is None else None, replaces,
-                             self._fresh_context, specs, self._runner.settings().result_limit)
-        self._fresh_context = False
+        prepared = prepare(self.store, conversation, self.template if self.remote_model is None else None, replaces,
+                           self._fresh_context, specs, self._runner.settings().result_limit, self.n_ctx, self._esc.turn)
         budget = self.thinking_budget(conversation) if thinking and self.remote_model is None else 0
         sampling = sampling_for(self.variant, thinking, self.quantized)
         answer = self.store.start_answer(conversation.id, self.model_name, "think" if thinking else "no_think",
                                          vars(sampling).copy(), replaces=replaces, thinking_budget=budget,
-                                         context_from_id=built.context_from_id)
+                                         context_from_id=prepared.context_from_id)
+        self.sink(AnswerStarted(answer))  # before Esc can see the answer and end it (AnswerSaved comes after)
         with self._lock:
-            self._streaming = _Streaming(answer.id, conversation.id, last_save=time.monotonic(),
-                                         turn_starts=built.turn_starts, tools=tools, thinking=thinking,
-                                         rounds=rounds)
-        self.sink(AnswerStarted(answer))
+            self._streaming = _Streaming(answer.id, conversation.id, last_save=time.monotonic(), tools=tools,
+                                         turn_starts=prepared.turn_starts, thinking=thinking, rounds=rounds,
+                                         left_out=prepared.left_out)
+        if (built := prepared.built) is None or not self._esc.send(answer.id):
+            self._end_unbegun()  # Esc while it was prepared: stopped before its first token
+            return
+        self._fresh_context = False
         self._engine().generate(GenerateRequest(
             answer.id, built.prompt, sampling, prompt_opens_thinking(built.prompt), built.messages,
             conversation.enable_thinking, budget, built.trim, tools=specs))
@@ -294,6 +302,8 @@ class ChatSession(ModelSide):
     # -- engine thread --
 
     def _on_engine_event(self, event: EngineEvent) -> None:
+        if self._esc.late(event, self.engine):
+            return
         if isinstance(event, Token):
             self._on_token(event)
         elif isinstance(event, Trimmed):
@@ -332,14 +342,14 @@ class ChatSession(ModelSide):
         if streaming is None or streaming.message_id != event.request_id or not streaming.turn_starts:
             return
         first = streaming.turn_starts[min(event.dropped, len(streaming.turn_starts) - 1)]
-        conversation_id = streaming.conversation_id
+        conversation_id, left_out = streaming.conversation_id, streaming.left_out
 
         def record() -> None:  # on the writer thread
             try:
                 self.store.set_context_from(event.request_id, first)
             except StoreError as exc:  # the marker is lost, not the answer
                 self.sink(Notice(f"Could not record where the context starts: {exc}", error=True))
-            self.sink(ContextTrimmed(conversation_id, event.request_id, first, event.dropped, event.n_ctx))
+            self.sink(ContextTrimmed(conversation_id, event.request_id, first, event.dropped + left_out, event.n_ctx))
 
         self._writer.submit(record)
 

@@ -42,19 +42,27 @@ def turns_of(m: Message, result_limit: int) -> list[Turn]:
     return [answer, *(Turn("tool", model_result(c, result_limit), tool_call_id=c.call_id) for c in m.tool_calls)]
 
 
+def carried_start(rows: list[Message], fresh_context: bool) -> int | None:
+    """Where the last answer's view began when its oldest turns had to be left out: the next answer starts there
+    too (the KV cache still holds the rest as a prefix), unless the context is fresh. None: the whole history."""
+    return None if fresh_context else next((m.context_from_id for m in reversed(rows) if m.role == "assistant"), None)
+
+
 def answer_input(conversation: Conversation, rows: list[Message], template: ChatTemplate | None,
                  replaces: int | None, fresh_context: bool, tools: tuple[dict[str, Any], ...] = (),
-                 result_limit: int = 20_000) -> AnswerInput:
+                 result_limit: int = 20_000, cut_before: int | None = None) -> AnswerInput:
     """The input for the answer to the last user message in `rows` (sendable messages, oldest first).
 
     Without a template the answer comes from a server. A regeneration (`replaces`) leaves out the old answer
-    and what followed it. The oldest turns that had to be left out for the last answer stay out (the KV cache
-    still holds the rest as a prefix), unless the context is fresh.
+    and what followed it. The oldest turns that had to be left out for the last answer stay out (see
+    `carried_start`). `cut_before`: `rows` begin at this message because the older ones were never read (they
+    could not fit, session/prepare.py); the answer is then recorded as seeing only these.
     """
     if replaces is not None:
         rows = [m for m in rows if m.id < replaces]
-    start = None if fresh_context else next(
-        (m.context_from_id for m in reversed(rows) if m.role == "assistant"), None)
+    start = carried_start(rows, fresh_context)
+    if cut_before is not None and (start is None or start < cut_before):
+        start = cut_before
     if start is not None:
         rows = [m for m in rows if m.id >= start]
     last_user = max(i for i, m in enumerate(rows) if m.role == "user")

@@ -1,5 +1,6 @@
 """The SQLite file under the store: one connection guarded by a lock, opened in WAL mode and migrated to the
-current schema, with the transactions and queries every part of the store goes through.
+current schema, with the transactions and queries every part of the store goes through. The `Store` holds one
+(`store.connection`); so can any store module that reads rows the `Store` does not hand out.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ from qwen_chat.store.schema import MIGRATIONS, SCHEMA_VERSION, statements
 
 
 class Connection:
-    def __init__(self, path: Path, busy_timeout: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+    """Thread-safe: every query and transaction holds `lock` (an RLock: a caller may hold it across several
+    queries that must see one state, as the versions walk does)."""
+
+    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
-        self._clock = clock
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         conn: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,8 +58,10 @@ class Connection:
                 time.sleep(0.005)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE): committed when the block ends, rolled back if it raises; a
+        database error comes out as a StoreError that says what to do."""
+        with self.lock:
             conn = self.db.conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -71,8 +76,8 @@ class Connection:
                     conn.execute("ROLLBACK")
                 raise
 
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._lock:
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self.lock:
             try:
                 return list(self.db.query(sql, params))
             except sqlite3.DatabaseError as exc:
@@ -83,10 +88,10 @@ class Connection:
         once BEGIN IMMEDIATE holds the write lock: two first starts on a new file both read version 0 before
         either has it, and the second, running the steps the first has just committed, failed with "table
         conversations already exists". Under the lock it sees the first one's version and has nothing to do."""
-        with self._lock:
+        with self.lock:
             if self._current_version() == SCHEMA_VERSION:  # the usual start: no write lock taken
                 return
-            with self._tx() as conn:
+            with self.tx() as conn:
                 version = self._current_version()
                 for step in range(version, SCHEMA_VERSION):
                     # executescript would commit on its own; run the statements inside our transaction
@@ -103,11 +108,11 @@ class Connection:
         return version
 
     def schema_version(self) -> int:
-        with self._lock:
+        with self.lock:
             return int(self.db.conn.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             self.db.conn.close()
 
 
