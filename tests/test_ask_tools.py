@@ -103,11 +103,12 @@ def test_the_ask_command_offers_mcp_json_servers_and_takes_allow_options(
     (config / "mcp.json").write_text(json.dumps({"mcpServers": {
         "test": {"command": sys.executable, "args": [str(SERVER)]}, "bad": {"args": "not a list"}}}),
         encoding="utf-8")
-    assert main(["ask", "--endpoint", replay.url, "--allow-server", "test", "Echo something"]) == 0
+    assert main(["ask", "--endpoint", replay.url, "--allow-server", "test", "--seed", "5", "Echo something"]) == 0
     captured = capsys.readouterr()
     assert captured.out.strip() == "The echo said: done."
     assert "mcpServers.bad" in captured.err  # the broken entry is reported and skipped
     assert replay.requests[-1]["messages"][-1]["content"] == "from the tool"
+    assert [request["seed"] for request in replay.requests] == [5, 5]  # --seed: each step of the tool loop
     replay.requests.clear()
-    assert main(["ask", "--endpoint", replay.url, "--no-tools", "Echo something"]) == 0
-    assert "tools" not in replay.requests[0]
+    assert main(["--seed", "6", "ask", "--endpoint", replay.url, "--no-tools", "Echo something"]) == 0
+    assert "tools" not in replay.requests[0] and replay.requests[0]["seed"] == 6

@@ -68,8 +68,8 @@ async def test_attach_send_show_search_export_and_import(tiny_models: dict[str, 
         composer.focus()
         composer.value = f"/file {notes}"
         await pilot.press("enter")
-        await pilot.pause(0.1)
         bar = app.query_one(AttachmentBar)
+        await wait_for(pilot, lambda: bar.files and "📎 notes.md" in screen_text(app), what="the file's chip")
         assert [f.name for f in bar.files] == ["notes.md"] and bar.display and composer.value == ""
         assert "📎 notes.md · about" in " ".join(screen_text(app).split())  # the chip, before sending
         composer.value = "How long did it run?"
@@ -105,9 +105,9 @@ async def test_a_file_too_big_for_the_context_or_unreadable_is_refused_and_the_p
         for path, reason in [(big, "the context has room for 512"), (tmp_path / "nope.txt", "there is no file")]:
             composer.value = f"/file {path}"
             await pilot.press("enter")
-            await pilot.pause(0.1)
+            await wait_for(pilot, lambda why=reason: any(why in str(n.message) for n in app._notifications),
+                           what=reason)
             assert composer.value == f"/file {path}"  # kept, to be corrected
-            assert any(reason in str(n.message) for n in app._notifications), reason
         assert not app.query_one(AttachmentBar).files
 
 

@@ -34,8 +34,7 @@ async def test_a_paste_keeps_every_line_and_is_sent_exactly(tiny_models: dict[st
         await pilot.press(*"Review this:")
         await pilot.press("shift+enter")
         app.post_message(events.Paste(PASTED))  # as the driver delivers a bracketed paste
-        await pilot.pause(0.1)
-        assert composer.text == "Review this:\n" + PASTED
+        await wait_for(pilot, lambda: composer.text == "Review this:\n" + PASTED, what="the paste in the box")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
         (question, _) = app.store.messages(app.conversation.id)
@@ -63,10 +62,9 @@ async def test_the_box_grows_to_ten_lines_then_scrolls(tiny_models: dict[str, Pa
         composer = await _ready(pilot, app)
         one_line = composer.size.height
         composer.value = "1\n2\n3"
-        await pilot.pause(0.1)
-        assert composer.size.height == one_line + 2
+        await wait_for(pilot, lambda: composer.size.height == one_line + 2, what="three lines tall")
         composer.value = "\n".join(str(n) for n in range(40))
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: composer.size.height >= one_line + 9, what="the box to grow")
         assert composer.size.height == one_line + 9  # ten lines of text, the rest scrolls
         assert composer.max_scroll_y > 0
 
@@ -80,7 +78,8 @@ async def test_up_and_down_walk_this_conversations_prompts(tiny_models: dict[str
             await pilot.press("enter")
             await wait_for(pilot, lambda: app._live is None and not app.session.generating
                            and len(app.store.messages(app.conversation.id)) % 2 == 0, what="answer")
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: composer.prompts == ["first question", "second\nquestion"],
+                       what="the prompt history")
         await pilot.press(*"draft")
         await pilot.press("up")
         assert composer.text == "second\nquestion"
@@ -103,8 +102,7 @@ async def test_a_draft_stays_with_its_conversation(tiny_models: dict[str, Path],
         await wait_for(pilot, lambda: app.conversation.id != first, what="new conversation")
         assert composer.text == ""
         app._open(app.store.conversation(first))
-        await pilot.pause(0.1)
-        assert composer.text == "half-written\nthought"
+        await wait_for(pilot, lambda: composer.text == "half-written\nthought", what="the draft back")
 
 
 async def test_ctrl_g_edits_the_draft_in_the_users_editor(tiny_models: dict[str, Path], tmp_path: Path,
@@ -118,13 +116,12 @@ async def test_ctrl_g_edits_the_draft_in_the_users_editor(tiny_models: dict[str,
         composer = await _ready(pilot, app)
         composer.value = "begun here"
         await pilot.press("ctrl+g")
-        await pilot.pause(0.2)
-        assert composer.text == "begun here\nwritten in the editor"
+        await wait_for(pilot, lambda: composer.text == "begun here\nwritten in the editor", what="the edit")
         monkeypatch.setenv("VISUAL", os.fspath(tmp_path / "no-such-editor"))
         await pilot.press("ctrl+g")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: any("Could not start the editor" in str(n.message) for n in app._notifications),
+                       what="the editor's failure")
         assert composer.text == "begun here\nwritten in the editor"  # a missing editor loses nothing
-        assert any("Could not start the editor" in str(n.message) for n in app._notifications)
 
 
 async def test_slash_commands_still_work_and_an_empty_answer_says_so(tiny_models: dict[str, Path],
@@ -138,8 +135,8 @@ async def test_slash_commands_still_work_and_an_empty_answer_says_so(tiny_models
         composer.value = "hello"
         await pilot.press("enter")
         await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
-        await pilot.pause(0.2)
-        assert "the model ended its answer without any text" in " ".join(screen_text(app).split())
+        note = "the model ended its answer without any text"
+        await wait_for(pilot, lambda: note in " ".join(screen_text(app).split()), what="the empty answer's note")
 
 
 @pytest.mark.parametrize(("sequence", "key"), [("\x1b\r", "alt+enter"), ("\r", "enter"), ("\n", "ctrl+j"),

@@ -98,7 +98,8 @@ async def test_models_screen_downloads_then_loads(served, tiny_models: dict[str,
         await pilot.press("escape")
         await pilot.press("f4")
         await wait_for(pilot, lambda: bool(app.screen.query("#downloads-table")), what="downloads screen")
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: app.screen.query_one("#downloads-table", DataTable).row_count == 1,
+                       what="the download's row")
         row = app.screen.query_one("#downloads-table", DataTable).get_row("1")
         assert str(row[0]) == "tiny-test:F32" and str(row[1]) == "done"
         await pilot.press("escape")

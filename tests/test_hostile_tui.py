@@ -80,11 +80,13 @@ async def test_broken_user_themes_are_reported_and_skipped(tiny_models: dict[str
                        what="the warning on screen")
         assert app.theme == "qwen-dark"
         assert "The saved theme 'bad-colour' is not available; using qwen-dark." in _notes(app)
-        await pilot.pause(0.3)  # Textual announces the fallback a tick later: it must not replace the setting
+        # Textual announces the fallback a tick later (the app then drops the theme it started with): the
+        # announcement must not replace the setting
+        await wait_for(pilot, lambda: app._theme_at_start is None, what="Textual's announcement of the theme")
         assert 'theme = "bad-colour"' in settings_path().read_text(encoding="utf-8")  # fixed file: chosen again
         for good in ("mine", "qwen-light", "qwen-dark"):  # the others still work
             app.theme = good
-            await pilot.pause(0.1)
+            await pilot.pause()  # one refresh: the theme's colours are applied (a bad one would fail here)
             assert app.theme == good and app.current_theme.name == good
 
 
@@ -205,7 +207,8 @@ async def test_starting_and_quitting_does_not_rewrite_settings(tiny_models: dict
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="load")
         assert app.theme == "qwen-light"
-        await pilot.pause(0.3)  # Textual announces the theme change on a later tick
+        # Textual announces the theme change on a later tick: the app then drops the theme it started with
+        await wait_for(pilot, lambda: app._theme_at_start is None, what="Textual's announcement of the theme")
         await pilot.press("ctrl+q")
     assert path.read_bytes() == before
     assert path.stat().st_mtime_ns == an_hour_ago

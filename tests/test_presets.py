@@ -14,6 +14,8 @@ from qwen_chat.qwen3.sampling import PresetValues, Sampling, parse, qwen_preset,
 from qwen_chat.qwen3.template import Variant
 from qwen_chat.tui.presets_screen import PresetsScreen
 
+from helpers import wait_for
+
 
 def write(text: str) -> None:
     settings_path().parent.mkdir(parents=True, exist_ok=True)
@@ -36,16 +38,23 @@ def test_range_messages_show_the_valid_range() -> None:
         "thinking_budget must be between 0 and 262144, 0 = off (got 262145)"
     assert validate("temperature", True) == "temperature must be a number between 0.0 and 2.0 (got True)"
     assert validate("temperature", float("nan")) == "temperature must be between 0.0 and 2.0 (got nan)"
-    assert validate("seed", 1) == ("seed is not a preset field (fields: temperature, top_p, top_k, min_p, "
-                                   "presence_penalty, max_output, thinking_budget)")
+    assert validate("seed", -1) == "seed must be between 0 and 4294967295, empty = random (got -1)"
+    assert validate("seed", 2**32) == "seed must be between 0 and 4294967295, empty = random (got 4294967296)"
+    assert validate("seed", 7.0) == "seed must be a whole number between 0 and 4294967295, empty = random (got 7.0)"
+    assert validate("temperature", None) == "temperature must be a number between 0.0 and 2.0 (got None)"
+    assert validate("colour", 1) == ("colour is not a preset field (fields: temperature, top_p, top_k, min_p, "
+                                     "presence_penalty, max_output, thinking_budget, seed)")
     for field, ok in [("temperature", 0), ("temperature", 2), ("top_p", 1), ("top_k", 0), ("min_p", 1.0),
-                      ("max_output", 262144), ("thinking_budget", 0)]:
+                      ("max_output", 262144), ("thinking_budget", 0), ("seed", 0), ("seed", 2**32 - 1),
+                      ("seed", None)]:
         assert validate(field, ok) is None, field
     assert parse("temperature", " 0.3 ") == (0.3, None)
     assert parse("temperature", "1") == (1.0, None) and isinstance(parse("temperature", "1")[0], float)
     assert parse("top_k", "40") == (40, None)
     assert parse("top_k", "4.5") == (None, "top_k must be a whole number between 0 and 1000, 0 = off (got 4.5)")
     assert parse("temperature", "hot") == (None, "temperature must be a number between 0.0 and 2.0 (got 'hot')")
+    assert parse("seed", " 42 ") == (42, None) and parse("seed", " ") == (None, None)  # empty: a random seed
+    assert parse("temperature", "") == (None, "temperature must be a number between 0.0 and 2.0 (got '')")
 
 
 @pytest.mark.parametrize("quantized", [False, True])
@@ -152,7 +161,7 @@ instruct-2507 = "bad"
         p + "presets.bad.temperature: must be between 0.0 and 2.0 (got 3); Qwen's value is used",
         p + "presets.bad.top_k: must be a whole number between 0 and 1000, 0 = off (got 1.5); Qwen's value is used",
         p + "presets.bad.colour: unknown field (fields: temperature, top_p, top_k, min_p, presence_penalty, "
-            "max_output, thinking_budget); ignored",
+            "max_output, thinking_budget, seed); ignored",
         p + "presets.hybrid-thinking: is the name of one of Qwen's presets: edit it as [overrides.hybrid-thinking]; "
             "ignored",
         p + "overrides.hybrid-non-thinking.top_p: must be above 0.0 and at most 1.0 (got 0); Qwen's value is used",
@@ -175,6 +184,29 @@ def test_thinking_budget_comes_from_the_preset_else_the_chat_default_and_only_wh
     save_override("thinking-2507", {"thinking_budget": 8192})
     assert thinking_budget_for(Variant.ALWAYS_THINKS, True, False) == 8192
     assert thinking_budget_for(Variant.HYBRID, True, False) == 1024
+
+
+def test_the_seed_comes_from_ask_else_the_preset_else_the_chat_setting_and_is_random_by_default() -> None:
+    assert sampling_for(Variant.HYBRID, True, False).seed is None  # Qwen's presets carry none: random
+    write("[chat]\nseed = 7\n")
+    assert sampling_for(Variant.HYBRID, True, False).seed == 7
+    save_override("hybrid-thinking", {"seed": 11})
+    assert stored()["overrides"] == {"hybrid-thinking": {"seed": 11}} and stored()["chat"] == {"seed": 7}
+    assert sampling_for(Variant.HYBRID, True, False).seed == 11  # the preset's is above [chat]'s
+    assert sampling_for(Variant.HYBRID, False, False).seed == 7  # another mode, another preset
+    assert sampling_for(Variant.HYBRID, True, False, seed=0).seed == 0  # --seed is above both; 0 is a seed
+    save_named("fixed", {"seed": 2**32 - 1}, base="hybrid-non-thinking")
+    use("hybrid-non-thinking", "fixed")
+    assert sampling_for(Variant.HYBRID, False, False).seed == 2**32 - 1
+    save_override("hybrid-thinking", qwen_preset("hybrid-thinking", False))  # seed None again: nothing differs
+    assert "overrides" not in stored() and sampling_for(Variant.HYBRID, True, False).seed == 7
+    write("[overrides.hybrid-thinking]\nseed = -1\ntemperature = 0.5\n")
+    problems: list[str] = []
+    presets.check(problems)
+    assert problems == [f"{settings_path()}: overrides.hybrid-thinking.seed: must be between 0 and 4294967295, "
+                        "empty = random (got -1); Qwen's value is used"]
+    assert effective("hybrid-thinking", False)[1] == PresetValues(**{**qwen_preset("hybrid-thinking", False).__dict__,
+                                                                    "temperature": 0.5})
 
 
 # --- the screen ------------------------------------------------------------------------------------------------
@@ -279,3 +311,32 @@ async def test_screen_saves_a_named_preset_and_switches_between_presets() -> Non
         await pilot.pause()
     assert app.results == [True]
     assert "chatty" in presets.named()  # choosing Qwen's keeps the named preset
+
+
+async def test_screen_sets_a_seed_and_an_empty_field_makes_it_random_again() -> None:
+    app = Host("hybrid-thinking", False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        seed = field(app, "seed")
+        assert seed.value == "" and seed.placeholder == "random"  # Qwen's preset has no seed
+        seed.value = "-1"
+        seed.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: error(app, "seed"), what="the seed's range")
+        assert error(app, "seed") == "seed must be between 0 and 4294967295, empty = random (got -1)"
+        assert not settings_path().exists()
+        seed.value = "42"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.results == [True], what="the screen to save and close")
+    assert stored() == {"overrides": {"hybrid-thinking": {"seed": 42}}}
+    assert sampling_for(Variant.HYBRID, True, False).seed == 42
+
+    app = Host("hybrid-thinking", False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert field(app, "seed").value == "42"
+        field(app, "seed").value = ""
+        field(app, "seed").focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.results == [True], what="the screen to save and close")
+    assert "overrides" not in stored() and sampling_for(Variant.HYBRID, True, False).seed is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
@@ -236,6 +237,7 @@ def test_chat_settings_invalid_values_are_reported_with_their_range_and_replaced
 thinking_budget = -5
 context = "100k"
 persona = 3
+seed = -1
 colour = "blue"
 """)
     problems: list[str] = []
@@ -246,16 +248,25 @@ colour = "blue"
             "the default 0 is used",
         p + "context: must be one of auto, native, 64k, 128k, 256k (got '100k'); the default 'auto' is used",
         p + "persona: must be a persona name in quotes, \"\" for none (got 3); the default '' is used",
-        p + "colour: unknown setting (known: thinking_budget, context, persona, min_tokens_per_second); ignored",
+        p + "seed: must be a whole number between 0 and 4294967295, or left out for a random one (got -1); a random "
+            "seed is used",
+        p + "colour: unknown setting (known: thinking_budget, context, persona, min_tokens_per_second, seed); "
+            "ignored",
     ]
-    write("[chat]\nthinking_budget = 1.5\ncontext = \"256k\"\n")
+    write("[chat]\nthinking_budget = 1.5\ncontext = \"256k\"\nseed = 4294967296\n")
     problems.clear()
     assert load_chat(problems) == ChatSettings(context="256k")
-    assert len(problems) == 1 and "chat.thinking_budget: must be a whole number" in problems[0]
-    save_chat(ChatSettings(thinking_budget=4096, context="64k", persona="tutor"))
-    assert load_chat() == ChatSettings(thinking_budget=4096, context="64k", persona="tutor")
+    assert [problem.split(": ")[1] for problem in problems] == ["chat.thinking_budget", "chat.seed"]
+    write("[chat]\nseed = 4294967295\n")  # the largest 32-bit seed
+    assert load_chat() == ChatSettings(seed=4294967295)
+    save_chat(ChatSettings(thinking_budget=4096, context="64k", persona="tutor", seed=0))
+    assert load_chat() == ChatSettings(thinking_budget=4096, context="64k", persona="tutor", seed=0)
+    save_chat(dataclasses.replace(load_chat(), seed=None))  # no seed: the key goes (TOML has no None)
+    assert load_chat().seed is None and "seed" not in settings_path().read_text(encoding="utf-8")
     with pytest.raises(ValueError, match="chat.context must be one of"):
         save_chat(ChatSettings(context="1m"))
+    with pytest.raises(ValueError, match="chat.seed must be a whole number"):
+        save_chat(ChatSettings(seed=True))
 
 
 def test_key_names_agree_with_textuals() -> None:

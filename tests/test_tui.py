@@ -41,9 +41,8 @@ async def test_chat_streams_stops_and_persists(tiny_models: dict[str, Path], tmp
         assert len(growing) < len(CODE_ANSWER) and app.query_one(AssistantMessage).answer_text == CODE_ANSWER
         transcript = app.query_one("#transcript")
         transcript.scroll_home(animate=False)
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: "Here it is:" in screen_text(app), what="the top of the transcript")
         assert "[bold]x[/]" in screen_text(app)  # the user's markup is shown literally
-        assert "Here it is:" in screen_text(app)
         transcript.scroll_end(animate=False)
         assert "tok/s" in status(app) and "ctx " in status(app) and "no thinking" in status(app)
 
@@ -54,8 +53,7 @@ async def test_chat_streams_stops_and_persists(tiny_models: dict[str, Path], tmp
         assert app._live is not None and app.session.generating
         await pilot.press("escape")
         await wait_for(pilot, lambda: app._live is None, timeout=5, what="stop")
-        await pilot.pause(0.3)
-        assert "stopped" in screen_text(app)
+        await wait_for(pilot, lambda: "stopped" in screen_text(app), what="the answer marked stopped")
     store = Store(db)
     (conv,) = store.conversations()
     messages = store.messages(conv.id)
@@ -88,7 +86,8 @@ async def test_model_output_markup_is_literal(tiny_models: dict[str, Path], tmp_
     app = make_app(db, tiny_models["hybrid"], n_ctx=512)
     async with app.run_test(size=WIDE) as pilot:
         await wait_for(pilot, lambda: bool(app.query(AssistantMessage)), what="history")
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: "Here:" in screen_text(app) and "show me markup" in screen_text(app),
+                       what="the stored answer drawn")
         shown = screen_text(app)
         assert "[bold]not bold[/]" in shown and "[link=https://x.test]l[/link]" in shown
         assert "[red on blue]c[/]" in shown
@@ -97,7 +96,8 @@ async def test_model_output_markup_is_literal(tiny_models: dict[str, Path], tmp_
         live.add_thinking(" [b]more[/b] \x1b[31mred\x0e")
         await live.add_answer(" [/] [i]tail[/i] \x1b]0;title\x07 \x9b2J")
         live.query_one(".thinking").collapsed = False
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: "more" in screen_text(app) and "tail" in screen_text(app),
+                       what="the opened thinking and the new answer text drawn")
         assert "[i]tail[/i]" in live.answer_text and "[/]" in screen_text(app)
         shown = screen_text(app)
         # terminal control characters are shown as symbols, never sent raw
@@ -147,18 +147,17 @@ async def test_conversation_list_new_rename_delete(tiny_models: dict[str, Path],
         second = app.conversation.id
         assert len(app.query_one("#conversations", ListView).children) == 2
         await pilot.press("f2")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: bool(app.screen.query("#new-title")), what="the rename dialog")
         rename = app.screen.query_one("#new-title", Input)
         rename.value = "Holiday plans [b]x[/b]"
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.store.conversation(second).title == "Holiday plans [b]x[/b]", what="rename")
-        await pilot.pause(0.2)
-        assert "Holiday plans [b]x[/b]" in screen_text(app)
+        await wait_for(pilot, lambda: "Holiday plans" in screen_text(app), what="the new title in the list")
+        assert "Holiday plans [b]x[/b]" in screen_text(app)  # shown as typed, markup and all
         await pilot.press("ctrl+d")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: "Delete “" in screen_text(app), what="the delete dialog")
         assert "Delete “Holiday plans [b]x[/b]”" in screen_text(app)  # the dialog names the current title
         await pilot.press("y")
-        await pilot.pause(0.5)
         await wait_for(pilot, lambda: app.conversation.id == first, what="delete")
         assert [c.id for c in app.store.conversations()] == [first]
         # switch back and forth through the list
@@ -185,9 +184,8 @@ async def test_killed_mid_answer_shows_interrupted(tiny_models: dict[str, Path],
     app = make_app(db, tiny_models["hybrid"], n_ctx=512)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: bool(app.query(AssistantMessage)), what="history")
-        await pilot.pause(0.3)
-        shown = screen_text(app)
-        assert "The partial answer" in shown and "interrupted" in shown
+        await wait_for(pilot, lambda: "The partial answer" in screen_text(app), what="the partial answer drawn")
+        assert "interrupted" in screen_text(app)
 
 
 REAL_WRITER = """
@@ -201,17 +199,17 @@ session.load_model(Path(sys.argv[2]), 2048)
 while not session.ready:
     time.sleep(0.05)
 conv = session.new_conversation()
-for attempt in range(5):  # sampling may give a short answer; ask again until one is long enough
-    session.send(conv.id, "Count from 1 to 2000, separated by spaces, nothing else.")
-    while True:
-        answer = store.messages(conv.id)[-1]
-        if answer.status != "streaming":
-            break
-        if len(answer.content) > 40:
-            print("partial saved", flush=True)
-            time.sleep(60)
-        time.sleep(0.05)
-print("every answer ended before a partial save", flush=True)
+session.seed = 0  # the model counts on ("1 2 3 ... 30 ..."): far past 40 characters before it ends
+session.send(conv.id, "Count from 1 to 2000, separated by spaces, nothing else.")
+while True:
+    answer = store.messages(conv.id)[-1]
+    if answer.status != "streaming":
+        break
+    if len(answer.content) > 40:
+        print("partial saved", flush=True)
+        time.sleep(60)
+    time.sleep(0.05)
+print("the answer ended before a partial save", flush=True)
 """
 
 
@@ -227,10 +225,9 @@ async def test_kill_9_during_real_generation(real_model: Path, tiny_models: dict
     app = make_app(db, real_model, n_ctx=2048)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: bool(app.query(AssistantMessage)), what="history")
-        await pilot.pause(0.3)
         answer = app.query(AssistantMessage)[-1]
         assert len(answer.answer_text) > 40
-        assert "interrupted" in screen_text(app)
+        await wait_for(pilot, lambda: "interrupted" in screen_text(app), what="the answer marked interrupted")
         assert app.store.messages(app.conversation.id)[-1].status == "interrupted"
 
 
@@ -247,19 +244,17 @@ async def test_thinking_is_collapsed_and_streams_once_opened(tiny_models: dict[s
         box = live.query_one(".thinking", ThinkingTitle)
         assert not box.display  # no thinking yet: no empty block
         live.add_thinking("Let me consider the question. " * 3)
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: "Thinking…" in screen_text(app), what="the thinking block drawn")
         # collapsed while it streams (drawing a long thinking would take the CPU the model needs)
         assert box.display and box.collapsed and box.title == "Thinking…"
         assert "Let me consider the question." not in screen_text(app)
         box.collapsed = False  # opened while thinking: it shows what was thought so far, then follows
-        await pilot.pause(0.1)
-        assert "Let me consider the question." in screen_text(app)
+        await wait_for(pilot, lambda: "Let me consider the question." in screen_text(app), what="the opened thinking")
         live.add_thinking(" Next: the follow-up thought.")
-        await pilot.pause(0.1)
-        assert "the follow-up thought" in screen_text(app)
+        await wait_for(pilot, lambda: "the follow-up thought" in screen_text(app), what="the thinking following")
         await live.add_answer("The answer.")
-        await pilot.pause(0.1)
-        assert box.title == "Thinking" and "The answer." in screen_text(app)
+        await wait_for(pilot, lambda: "The answer." in screen_text(app), what="the answer drawn")
+        assert box.title == "Thinking"
 
 
 async def test_auto_scroll_follows_until_the_user_scrolls_up(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -272,14 +267,16 @@ async def test_auto_scroll_follows_until_the_user_scrolls_up(tiny_models: dict[s
         await transcript.mount(live)
         for i in range(60):
             await live.add_answer(f"line {i}\n\n")
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: "line 59" in screen_text(app), what="the last line drawn")
         assert transcript.max_scroll_y > 0 and transcript.scroll_y == transcript.max_scroll_y
         transcript.scroll_home(animate=False)  # the user scrolls up to read
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: "line 0" in screen_text(app), what="the top of the answer")
+        height = transcript.max_scroll_y
         for i in range(60, 90):
             await live.add_answer(f"line {i}\n\n")
-        await pilot.pause(0.5)
-        assert transcript.scroll_y == 0
+        await wait_for(pilot, lambda: transcript.max_scroll_y > height, what="the longer answer laid out")
+        await pilot.pause()  # one more refresh: a scroll that follows the new lines would have happened by now
+        assert transcript.scroll_y == 0 and "line 0" in screen_text(app)
 
 
 async def test_every_action_has_a_key_in_the_footer_and_a_palette_entry(tiny_models: dict[str, Path],
@@ -333,6 +330,8 @@ async def test_starts_and_chats_offline_with_sockets_blocked(tiny_models: dict[s
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
+    from textual.widgets import DataTable
+
     attempts: list[object] = []
 
     def refuse(self: socket.socket, address: object) -> None:
@@ -349,7 +348,8 @@ async def test_starts_and_chats_offline_with_sockets_blocked(tiny_models: dict[s
         await type_and_send(pilot, "hello")
         await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
         await pilot.press("f3")  # the models screen works offline too
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: bool(app.screen.query(DataTable)) and
+                       app.screen.query_one(DataTable).row_count > 40, what="catalog rows")
     assert attempts == []  # nothing tried to reach the network
 
 
@@ -387,17 +387,18 @@ async def test_themes_shipped_user_broken_and_saved(tiny_models: dict[str, Path]
     (config / "themes" / "mine.toml").write_text('name = "mine"\nprimary = "#ff00aa"\ndark = true\n')
     (config / "themes" / "broken.toml").write_text('name = "broken"\nprimary = \n')
     app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
+    settings = config / "settings.toml"
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: "ready" in status(app), what="the app started")
         assert app.theme == "qwen-dark"
         assert {"qwen-dark", "qwen-light", "mine"} <= set(app.available_themes) and "broken" not in app.available_themes
         assert any("broken.toml was skipped" in n.message for n in app._notifications)
         app.theme = "qwen-light"
-        await pilot.pause(0.2)
-    assert 'theme = "qwen-light"' in (config / "settings.toml").read_text()
+        await wait_for(pilot, lambda: settings.is_file() and 'theme = "qwen-light"' in settings.read_text(),
+                       what="the theme saved")
     again = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
     async with again.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: "ready" in status(again), what="the app started")
         assert again.theme == "qwen-light"
 
 
@@ -420,7 +421,7 @@ async def test_a_stored_answer_removed_while_it_mounts_does_not_crash_the_app(ti
         transcript = app.query_one("#transcript", VerticalScroll)
         for _ in range(5):
             app._render_transcript()  # removes and mounts again without waiting, as a quick Ctrl+N does
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: "the answer" in screen_text(app), what="the stored answer drawn")
         assert app.is_running and len(transcript.query(AssistantMessage)) == 1
     store.close()
 

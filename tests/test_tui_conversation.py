@@ -45,8 +45,7 @@ async def test_regenerate_edit_and_copy(tiny_models: dict[str, Path], tmp_path: 
         answers = app.query(AssistantMessage)
         assert len(answers) == 1 and answers[0].message_id != first.id  # the old answer left the transcript
         assert answers[0].answer_text == HELLO_AGAIN
-        await pilot.pause(0.3)
-        assert "version 2 of 2" in screen_text(app)
+        await wait_for(pilot, lambda: "version 2 of 2" in screen_text(app), what="the answer's version line")
         assert [r[0].id for r in app.store.earlier_versions(answers[0].message_id)] == [first.id]
         # the regeneration was asked the same question, without the old answer
         assert engine.requests[-1].messages[-1]["content"].startswith("Write a one-line Python hello world")
@@ -68,7 +67,8 @@ async def test_regenerate_edit_and_copy(tiny_models: dict[str, Path], tmp_path: 
         await wait_for(pilot, lambda: not app.session.generating and app._live is None
                        and app.store.messages(app.conversation.id)[0].content == "Say just the word banana.",
                        what="edited turn answered")
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: [a.answer_text for a in app.query(AssistantMessage)] == ["banana"],
+                       what="the transcript drawn again")
         users = app.query(UserMessage)
         assert [u.text for u in users] == ["Say just the word banana."] and users[0].versions == 2
         assert [a.answer_text for a in app.query(AssistantMessage)] == ["banana"]
@@ -127,8 +127,8 @@ async def test_budget_meter_and_cut_marker_on_a_thinking_model(tiny_models: dict
         assert answer.thinking.startswith("Let me think a") and answer.content == "Done."
         assert answer.thinking[answer.thinking_cut_at:].lstrip().startswith("Considering the limited time")
         assert "thought 4/4" in status(app)  # the meter's last reading: the budget, used up
-        await pilot.pause(0.2)
         box = app.query(AssistantMessage)[-1].query_one(".thinking")
+        await wait_for(pilot, lambda: "budget" in str(box.title), what="the cut marked in the thinking's title")
         assert "4-token budget" in str(box.title)
 
 

@@ -84,7 +84,7 @@ async def test_allow_once_runs_the_call_shows_its_result_and_the_loop_goes_on(
         assert "preparing a" in str(preparing.render())
         assert "<tool_call>" not in app.query_one(AssistantMessage).answer_text
         view = await wait_for(pilot, lambda: next((v for v in views(app) if v.asking), None), what="approval")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: "Deny (d)" in screen_text(app), what="the approval prompt drawn")
         shown = screen_text(app)
         assert "Allow once (a)" in shown and "Always allow this tool (t)" in shown and "Deny (d)" in shown
         assert "waiting for your approval" in shown and '"text": "hi there"' in shown and "· test" in shown
@@ -95,7 +95,8 @@ async def test_allow_once_runs_the_call_shows_its_result_and_the_loop_goes_on(
         await pilot.press("shift+tab")  # the deliberate move to the prompt; no button is focused there
         assert isinstance(app.focused, ApprovalBar) and not isinstance(app.focused, Button)
         await pilot.press("enter")  # no default answer
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: any("Enter does not answer" in str(n.message) for n in app._notifications),
+                       what="the note that Enter answers nothing")
         assert view.asking and view.call.status == "pending"
         await pilot.press("a")
         await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 2 and idle(app), what="the second reply")
@@ -105,7 +106,7 @@ async def test_allow_once_runs_the_call_shows_its_result_and_the_loop_goes_on(
         assert box.collapsed and box.title.startswith("Result: ok · 8 characters")
         assert isinstance(app.focused, type(app.query_one("#prompt")))  # back to the prompt
         box.collapsed = False
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: view.query_one(".tool-result-text").size.height > 0, what="the result opened")
         assert "hi there" in str(view.query_one(".tool-result-text").render())
         assert "<tool_call>" not in screen_text(app)
     # the model was sent the result
@@ -122,7 +123,7 @@ async def test_deny_tells_the_model_and_the_answer_goes_on(tiny_models: dict[str
         prompt = app.query_one("#prompt", Composer)
         prompt.value = "a draft"  # typing while the answer streams: the approval does not take the keys
         view = await wait_for(pilot, lambda: next((v for v in views(app) if v.asking), None), what="approval")
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: "Deny (d)" in screen_text(app), what="the approval prompt drawn")
         assert app.focused is prompt and prompt.value == "a draft"
         await pilot.press("shift+tab")  # what the notification says reaches the prompt
         assert isinstance(app.focused, ApprovalBar)
@@ -166,7 +167,8 @@ async def test_a_sentence_typed_while_a_call_waits_runs_nothing_saves_nothing_an
         assert prompt.value == "" and app.focused is prompt
         await pilot.press(*"sure, go ahead", "enter")
         await pilot.press(*" ok", "enter", "space", "y", "a", "t", "s", "d")
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: prompt.value == "sure, go ahead ok yatsd", what="every key in the prompt")
+        await pilot.pause()  # one more refresh: an answer those keys set off would have reached the call by now
         assert view.asking and view.call.status == "pending" and app.session.busy()
         assert prompt.value == "sure, go ahead ok yatsd" and app.focused is prompt
         assert rules() == [] and not (tmp_path / "config" / "settings.toml").exists()
@@ -191,7 +193,7 @@ async def test_always_allow_this_server_runs_the_same_answers_next_call_without_
         app.session.sink = lambda event: (asked.append(event) if isinstance(event, ToolApprovalNeeded) else None,
                                           sink(event))[-1]
         view = await send_and_wait_for_approval(pilot, app, "add, then echo")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: "Deny (d)" in screen_text(app), what="the buttons drawn, to click")
         # a click answers too (the buttons take no focus, so only the mouse or the prompt's own keys reach them)
         assert await pilot.click(next(b for b in view.query(Button) if b.name == "server"))
         await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 2 and idle(app), what="the second reply")
@@ -264,18 +266,18 @@ async def test_a_reopened_conversation_draws_its_calls_and_escape_codes_stay_vis
         assert titles[0].startswith("Result: ok · ") and "500 lines" in titles[0]
         assert titles[1].startswith("Result: error") and titles[2].startswith("interrupted")
         assert all(v.query_one(".tool-result", Collapsible).collapsed for v in views(app))
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: "echo · interrupted" in screen_text(app), what="the calls drawn")
         shown = screen_text(app)
         assert "echo · test · done" in shown and "fail · test · failed" in shown and "echo · interrupted" in shown
         assert "the model ended its answer without any text" not in shown  # an answer of calls only
         ok.query_one(".tool-result", Collapsible).collapsed = False
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: ok.query_one(".tool-result-text").size.height > 0, what="the result opened")
         drawn = str(ok.query_one(".tool-result-text").render())
         assert "\x1b" not in drawn and "\x07" not in drawn and "␛[2J" in drawn
         assert "[bold]not markup[/]" in drawn  # literal: never markup
         assert "line 199" in drawn and "line 300" not in drawn and "not shown here" in drawn
         app.query_one("#transcript").scroll_home(animate=False)
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: "echo · test · done" in screen_text(app), what="the first call's head drawn")
         assert "\x1b" not in screen_text(app) and "␛[31m" in screen_text(app)
 
 
@@ -322,6 +324,6 @@ async def test_without_servers_the_panel_says_how_to_add_one(tiny_models: dict[s
         await wait_for(pilot, lambda: "ready" in status(app), what="model load")
         await pilot.press("f9")
         await wait_for(pilot, lambda: isinstance(app.screen, ToolsScreen), what="panel")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: "mcp.json" in screen_text(app), what="the panel drawn")
         shown = screen_text(app)
         assert "qwen-chat mcp add NAME -- COMMAND" in shown and "mcp.json" in shown

@@ -54,10 +54,10 @@ async def test_a_second_window_starts_its_own_conversation_and_never_answers_ano
             second._open(second.store.conversation(first.conversation.id))
             composer.value = "a question from the wrong window"
             await two.press("enter")
-            await two.pause(0.2)
+            await wait_for(two, lambda: any("open in another qwen-chat window" in str(n.message)
+                                            for n in second._notifications), what="the refusal")
             assert composer.value == "a question from the wrong window"  # kept, not sent
             assert len(second.store.messages(first.conversation.id)) == 2
-            assert any("open in another qwen-chat window" in str(n.message) for n in second._notifications)
     # the first window is closed: its conversation is free again
     assert not Presence(db).open_elsewhere(first.conversation.id)
 
@@ -93,7 +93,7 @@ async def test_an_idle_window_sees_what_another_changed_before_its_first_look(
             shown = items()
             assert shown[opened].elsewhere and not shown[answered].elsewhere and not shown[own].elsewhere
             assert second.conversation.id == own
-            await two.pause(0.1)
+            await wait_for(two, lambda: "list two fruits" in screen_text(second), what="the new title drawn")
             lines = screen_text(second).splitlines()
             assert any(ELSEWHERE_MARK + "New chat" in line for line in lines)
             assert any("list two fruits" in line and ELSEWHERE_MARK not in line for line in lines)

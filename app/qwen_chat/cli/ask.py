@@ -82,8 +82,10 @@ def _read(stream: TextIO) -> str:
 
 
 def ask(model: Path, question: str, *, think: bool | None = None, show_thinking: bool = False,
-        n_ctx: int | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """One answer from a local GGUF file."""
+        n_ctx: int | None = None, seed: int | None = None, out: TextIO | None = None,
+        err: TextIO | None = None) -> int:
+    """One answer from a local GGUF file; `seed` (--seed) makes it repeatable: the same seed and question give
+    the same answer."""
     from qwen_chat.engines.llama import Engine
     from qwen_chat.models.gguf_files import read_model_info
     from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt, effective_thinking, prompt_opens_thinking
@@ -99,7 +101,7 @@ def ask(model: Path, question: str, *, think: bool | None = None, show_thinking:
     events: queue.Queue[EngineEvent] = queue.Queue()
     load = LoadRequest(info.path, plan.n_ctx, plan.n_gpu_layers, n_cpu_moe=plan.n_cpu_moe, kv_type=plan.kv_type,
                        flash_attn=plan.flash_attn, yarn_factor=plan.yarn_factor)
-    sampling = sampling_for(template.variant, thinking, info.quantized, plan.n_ctx)
+    sampling = sampling_for(template.variant, thinking, info.quantized, plan.n_ctx, seed=seed)
     hint = (f"ask again with a larger context: --ctx N (this run had {plan.n_ctx:,} tokens; the model reads up "
             f"to {info.context_length:,})")
     request = GenerateRequest(1, prompt, sampling, prompt_opens_thinking(prompt), context_hint=hint)
@@ -107,14 +109,15 @@ def ask(model: Path, question: str, *, think: bool | None = None, show_thinking:
 
 
 def ask_endpoint(url: str, api_key: str | None, model: str | None, question: str, *, think: bool | None = None,
-                 show_thinking: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> int:
+                 show_thinking: bool = False, seed: int | None = None, out: TextIO | None = None,
+                 err: TextIO | None = None) -> int:
     """One answer from an OpenAI-compatible server, sent the way the chat sends it (a served Qwen3 is hybrid:
     thinking on unless --no-think, through chat_template_kwargs)."""
     from qwen_chat.engines.http import RemoteEngine
 
     enable = True if think is None else think
     events: queue.Queue[EngineEvent] = queue.Queue()
-    request = GenerateRequest(1, "", sampling_for(Variant.HYBRID, enable, False),
+    request = GenerateRequest(1, "", sampling_for(Variant.HYBRID, enable, False, seed=seed),
                               messages=({"role": "user", "content": question},), enable_thinking=enable)
     engine = RemoteEngine(events.put, url, api_key, model)
     return _answer(engine, events, LoadRequest(Path(url), 0), request, show_thinking, out, err)

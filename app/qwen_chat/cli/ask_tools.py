@@ -54,7 +54,7 @@ class AskTools:
 
 def ask_with_tools(source: LocalModel | Server, question: str, tools: AskTools, *, think: bool | None,
                    show_thinking: bool, out: TextIO | None = None, err: TextIO | None = None,
-                   asker: Asker | None = None) -> int:
+                   asker: Asker | None = None, seed: int | None = None) -> int:
     """One answer, its tool loop included. Returns the exit status (0 answered, 1 failed)."""
     from qwen_chat.tools.mcp_hub import McpHub
 
@@ -69,6 +69,7 @@ def ask_with_tools(source: LocalModel | Server, question: str, tools: AskTools, 
     with tempfile.TemporaryDirectory(prefix="qwen-chat-ask-") as folder:
         session = ChatSession(Store(Path(folder) / "ask.db"), events.put, source=source, tools=hub,
                               tool_settings=tools.settings)
+        session.seed = seed  # --seed: each step of the tool loop samples with it
         try:
             return _run(session, question, tools, think, show_thinking, events, out, err, asker or _terminal_asker)
         except KeyboardInterrupt:

@@ -92,7 +92,7 @@ def _main(argv: list[str] | None) -> int:
         model = first_run()
         if model is None:
             return 2
-    return _chat_local(model, args.ctx)
+    return _chat_local(model, args.ctx, args.seed)
 
 
 def _no_terminal() -> int | None:
@@ -106,7 +106,7 @@ def _no_terminal() -> int | None:
     return None
 
 
-def _chat_local(model: Path, n_ctx: int | None) -> int:
+def _chat_local(model: Path, n_ctx: int | None, seed: int | None = None) -> int:
     """Refuse before the screen opens when the file is broken or cannot fit; else open the chat on it."""
     from qwen_chat.models.gguf_files import ModelFileError, read_model_info
     from qwen_chat.models.planner import DoesNotFit
@@ -139,17 +139,20 @@ def _chat_local(model: Path, n_ctx: int | None) -> int:
 
     from qwen_chat.session.sources import LocalModel
 
-    return _run_app(store, LocalModel(info.path, n_ctx))
+    return _run_app(store, LocalModel(info.path, n_ctx), seed)
 
 
-def _run_app(store: Store, source: LocalModel | Server) -> int:
-    """Open the chat on a model file or an endpoint; problems after start are shown inside the app."""
+def _run_app(store: Store, source: LocalModel | Server, seed: int | None) -> int:
+    """Open the chat on a model file or an endpoint (`seed`: --seed, for every answer); problems after start are
+    shown inside the app."""
     from qwen_chat.session.chat import ChatSession
     from qwen_chat.tui.app import QwenChatApp
 
     hub = _tool_hub()
     try:
-        QwenChatApp(ChatSession(store, source=source, tools=hub)).run()  # the app closes the session when it exits
+        session = ChatSession(store, source=source, tools=hub)
+        session.seed = seed
+        QwenChatApp(session).run()  # the app closes the session when it exits
     finally:
         if hub is not None:
             hub.close()
@@ -258,12 +261,13 @@ def _ask_with(args: argparse.Namespace, target: Target | None, model: Path | Non
 
         source = Server(target.url, target.api_key, target.model) if target is not None else \
             LocalModel(model, args.ctx)  # type: ignore[arg-type]  # one of the two is set (checked by _ask)
-        return ask_with_tools(source, question, with_tools, think=think, show_thinking=args.show_thinking)
+        return ask_with_tools(source, question, with_tools, think=think, show_thinking=args.show_thinking,
+                              seed=args.seed)
     if target is not None:
         return ask_endpoint(target.url, target.api_key, target.model, question, think=think,
-                            show_thinking=args.show_thinking)
+                            show_thinking=args.show_thinking, seed=args.seed)
     assert model is not None
-    return ask(model, question, think=think, show_thinking=args.show_thinking, n_ctx=args.ctx)
+    return ask(model, question, think=think, show_thinking=args.show_thinking, n_ctx=args.ctx, seed=args.seed)
 
 
 def _ask_tools(args: argparse.Namespace) -> AskTools | None:
@@ -306,4 +310,4 @@ def _chat_endpoint(args: argparse.Namespace) -> int:
     remember(target, args.api_key, args.save_endpoint)
     from qwen_chat.session.sources import Server
 
-    return _run_app(store, Server(target.url, target.api_key, target.model))
+    return _run_app(store, Server(target.url, target.api_key, target.model), args.seed)

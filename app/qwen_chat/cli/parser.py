@@ -1,7 +1,7 @@
 """The `qwen-chat` arguments. Imports nothing heavy: `--help` and `--version` answer at once.
 
 The options shared by the chat and the subcommands (--model, --ctx, --db, --endpoint, --api-key,
---remote-model, --save-endpoint) are accepted on either side of every subcommand: `qwen-chat --model M ask "q"`
+--remote-model, --save-endpoint, --seed) are accepted on either side of every subcommand: `qwen-chat --model M ask "q"`
 and `qwen-chat ask --model M "q"` are the same. Where one means nothing to a subcommand (`--db` to `ask`, which
 keeps no history) it is refused, on both sides alike, rather than ignored: USED_BY says which subcommands use
 which. The subcommand's copy has SUPPRESS as its default, so leaving it out there keeps what was given before
@@ -20,11 +20,11 @@ _MODEL_HELP = ("a .gguf path (for a split model its first shard ...-00001-of-000
                "qwen3-8b:Q5_K_M) or a downloaded file's name; default: the last one")
 
 
-SHARED = ("model", "ctx", "endpoint", "api_key", "remote_model", "save_endpoint", "db")  # argparse dests
+SHARED = ("model", "ctx", "endpoint", "api_key", "remote_model", "save_endpoint", "db", "seed")  # argparse dests
 # The subcommands each shared option means something to; the chat (no subcommand) takes them all. A subcommand
 # not named here takes none of them (models, pull, merge, login, mcp).
 USED_BY: dict[str, tuple[str, ...]] = {
-    "ask": ("model", "ctx", "endpoint", "api_key", "remote_model", "save_endpoint"),  # ask keeps no history
+    "ask": ("model", "ctx", "endpoint", "api_key", "remote_model", "save_endpoint", "seed"),  # keeps no history
     "plan": ("ctx",),  # its model is its argument
     "calibrate": ("model",),  # the model to probe with when no MODEL.gguf is given
     "doctor": ("db",),  # it shows the database's path
@@ -53,6 +53,21 @@ def shared_options(parser: argparse.ArgumentParser, default: Any, shown: tuple[s
         "save_endpoint", "save --endpoint (and --remote-model) under NAME in settings.toml; later: --endpoint NAME"))
     parser.add_argument("--db", type=Path, metavar="PATH", default=default, help=helped(
         "db", "conversations database (default: in your data folder; env QWEN_CHAT_DB)"))
+    parser.add_argument("--seed", type=_seed, metavar="N", default=default, help=helped(
+        "seed", "every answer's sampling seed, 0 to 2**32-1: the same seed and question give the same answer "
+                "(default: the preset's or settings.toml's [chat] seed, else random)"))
+
+
+def _seed(text: str) -> int:
+    from qwen_chat.qwen3.sampling import MAX_SEED  # here, not at the top: --help and --version import nothing
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED} (got {text!r})")
+    return value
 
 
 def _flag(parser: argparse.ArgumentParser, dest: str) -> str:

@@ -8,7 +8,9 @@ from `settings.toml` (see settings.py):
 
 Qwen advises presence_penalty 1.5 for quantized files where the catalog says so (`presence_penalty_quantized`);
 fields a user preset does not set follow that rule, a field it sets is used as it is. Invalid stored values are
-reported (with their key and valid range) and Qwen's value is used instead, never fatal.
+reported (with their key and valid range) and Qwen's value is used instead, never fatal. A preset may carry a
+`seed` (same seed, same prompt: the same answer); Qwen's have none, and a preset without one samples at random
+unless `[chat] seed` sets one.
 """
 
 from __future__ import annotations
@@ -264,12 +266,18 @@ def use(slot: str, name: str | None) -> None:
 # --- what the chat uses ---------------------------------------------------------------------------------------
 
 
-def sampling_for(variant: Variant, thinking: bool, quantized: bool, context_left: int | None = None) -> Sampling:
-    """Never greedy in thinking mode unless the user chose temperature 0 in their own preset."""
+def sampling_for(variant: Variant, thinking: bool, quantized: bool, context_left: int | None = None,
+                 seed: int | None = None) -> Sampling:
+    """Never greedy in thinking mode unless the user chose temperature 0 in their own preset.
+
+    The seed is `seed` (`--seed`) when given, else the preset's, else `[chat] seed`, else None (random).
+    """
     _, preset = effective(preset_name(variant, thinking), quantized)
     max_tokens = preset.max_output
     if context_left is not None:
         max_tokens = max(1, min(max_tokens, context_left))
+    if seed is None:
+        seed = preset.seed if preset.seed is not None else load_chat().seed
     return Sampling(
         temperature=preset.temperature,
         top_p=preset.top_p,
@@ -277,6 +285,7 @@ def sampling_for(variant: Variant, thinking: bool, quantized: bool, context_left
         min_p=preset.min_p,
         presence_penalty=preset.presence_penalty,
         max_tokens=max_tokens,
+        seed=seed,
     )
 
 

@@ -13,6 +13,7 @@
     thinking_budget = 0                  # tokens of thinking per answer; 0 = no limit
     context = "auto"                     # auto, native, 64k, 128k or 256k
     persona = ""                         # a persona name; "" = none
+    seed = 42                            # every answer's sampling seed, 0 to 2**32-1; left out = random
 
     [presets.my-precise]                 # a named sampling preset (presets.py reads these three sections)
     base = "hybrid-thinking"
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from qwen_chat.qwen3.sampling import MAX_THINKING_BUDGET
+from qwen_chat.qwen3.sampling import MAX_SEED, MAX_THINKING_BUDGET
 from qwen_chat.system.paths import config_dir
 
 T = TypeVar("T")
@@ -73,6 +74,7 @@ class ChatSettings:
     context: str = "auto"  # one of CONTEXT_CHOICES; auto: the planner picks what fits
     persona: str = ""  # "" = no persona
     min_tokens_per_second: float = 8.0  # the recommendation's "interactive": about reading speed
+    seed: int | None = None  # every answer's sampling seed, unless its preset has one; None: random
 
 
 def settings_path() -> Path:
@@ -300,6 +302,9 @@ def _chat_problem(key: str, value: object) -> str | None:
     elif key == "min_tokens_per_second" and (isinstance(value, bool) or not isinstance(value, int | float)
                                              or not 0 < value <= 1000):
         return f"must be a number of tokens a second above 0 and at most 1000 (got {value!r})"
+    elif key == "seed" and value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                                  or not 0 <= value <= MAX_SEED):
+        return f"must be a whole number between 0 and {MAX_SEED}, or left out for a random one (got {value!r})"
     return None
 
 
@@ -320,7 +325,8 @@ def _chat(document: dict[str, Any], problems: list[str]) -> ChatSettings:
             continue
         problem = _chat_problem(key, value)
         if problem:
-            report_problem(problems, f"chat.{key}", f"{problem}; the default {getattr(default, key)!r} is used")
+            fallback = "a random seed is used" if key == "seed" else f"the default {getattr(default, key)!r} is used"
+            report_problem(problems, f"chat.{key}", f"{problem}; {fallback}")
             continue
         values[key] = value
     return ChatSettings(**values)
@@ -334,7 +340,10 @@ def save_chat(chat: ChatSettings) -> None:
     def change(document: dict[str, Any]) -> None:
         table = section(document, "chat")
         for key, value in vars(chat).items():
-            table[key] = value  # key by key: the comments in the user's [chat] stay
+            if value is None:  # TOML has no None: a key left out is one (a random seed)
+                table.pop(key, None)
+            else:
+                table[key] = value  # key by key: the comments in the user's [chat] stay
 
     update_document(change)
 

@@ -14,6 +14,7 @@ from qwen_chat.models.catalog import load_catalog
 from qwen_chat.qwen3.template import Variant
 
 MAX_THINKING_BUDGET = 262144  # tokens: the largest context any Qwen3 model has
+MAX_SEED = 2**32 - 1  # llama.cpp's sampler seeds are 32-bit
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,14 @@ class Sampling:
     min_p: float = 0.0
     presence_penalty: float = 0.0
     max_tokens: int = 32768
-    seed: int | None = None
+    seed: int | None = None  # None: a random seed for each answer
 
 
 SLOTS = ("hybrid-thinking", "hybrid-non-thinking", "instruct-2507", "thinking-2507", "qwen35-thinking",
          "qwen35-non-thinking")
 THINKING_SLOTS = ("hybrid-thinking", "thinking-2507", "qwen35-thinking")
 DEFAULT_BASE = "hybrid-thinking"
-FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "max_output", "thinking_budget")
+FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "max_output", "thinking_budget", "seed")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class PresetValues:
     presence_penalty: float
     max_output: int
     thinking_budget: int = 0  # tokens of thinking per answer; 0 = off (no limit)
+    seed: int | None = None  # the same seed and prompt give the same answer; None: random (Qwen's presets)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Range:
     integer: bool = False
     low_open: bool = False  # the low end itself is not allowed (top_p > 0)
     note: str = ""  # e.g. "0 = off"
+    optional: bool = False  # no value (None; an empty field, a key left out) is valid too
 
     def describe(self) -> str:
         """The range as a label shows it: "0.0–2.0", ">0.0–1.0", "0–1000, 0 = off"."""
@@ -61,6 +64,8 @@ class Range:
 
     def problem(self, value: object) -> str | None:
         """Why `value` is not valid here (without the field name), or None."""
+        if value is None and self.optional:
+            return None
         low, high = (int(self.low), int(self.high)) if self.integer else (self.low, self.high)
         where = f"above {low} and at most {high}" if self.low_open else f"between {low} and {high}"
         where += f", {self.note}" if self.note else ""
@@ -81,6 +86,7 @@ RANGES: dict[str, Range] = {
     "presence_penalty": Range(0.0, 2.0),
     "max_output": Range(1, 262144, integer=True),
     "thinking_budget": Range(0, MAX_THINKING_BUDGET, integer=True, note="0 = off"),
+    "seed": Range(0, MAX_SEED, integer=True, note="empty = random", optional=True),
 }
 
 
@@ -93,8 +99,11 @@ def validate(field: str, value: object) -> str | None:
 
 
 def parse(field: str, text: str) -> tuple[float | int | None, str | None]:
-    """A field typed as text: (value, None) when valid, (None, message with the valid range) when not."""
+    """A field typed as text: (value, None) when valid, (None, message with the valid range) when not; an
+    optional field left empty is (None, None)."""
     text = text.strip()
+    if not text and field in RANGES and RANGES[field].optional:
+        return None, None
     value: object = text  # text that is no number is reported below, with the valid range
     for kind in (int, float):
         with contextlib.suppress(ValueError):

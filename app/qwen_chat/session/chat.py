@@ -282,7 +282,7 @@ class ChatSession(ModelSide):
         prepared = prepare(self.store, conversation, self.template if self.remote_model is None else None, replaces,
                            self._fresh_context, specs, self._runner.settings().result_limit, self.n_ctx, self._esc.turn)
         budget = self.thinking_budget(conversation) if thinking and self.remote_model is None else 0
-        sampling = sampling_for(self.variant, thinking, self.quantized)
+        sampling = sampling_for(self.variant, thinking, self.quantized, seed=self.seed)
         answer = self.store.start_answer(conversation.id, self.model_name, "think" if thinking else "no_think",
                                          vars(sampling).copy(), replaces=replaces, thinking_budget=budget,
                                          context_from_id=prepared.context_from_id)

@@ -41,6 +41,7 @@ class ModelSide(ABC):
         self.context_used = 0
         self._fresh_context = True  # the next answer may try the whole conversation (a new context)
         self.planner_chose_context = True
+        self.seed: int | None = None  # `--seed`: every answer's sampling seed, above the preset's and [chat]'s
         # The engine is created, swapped and handed its load under this lock: two loads asked for at once (the
         # app opening its model twice) must find one engine, never each make their own and load side by side.
         self._engine_lock = threading.RLock()

@@ -76,7 +76,8 @@ class PresetsScreen(ModalScreen[bool]):
                 with Vertical(classes="field"):
                     with Horizontal(classes="row"):
                         yield Label(f"{field} ({RANGES[field].describe()})", markup=False)
-                        yield Input(self._text(field), id=f"field-{field}", compact=True)
+                        yield Input(self._text(field), id=f"field-{field}", compact=True,
+                                    placeholder="random" if RANGES[field].optional else "")
                     yield Label("", id=f"error-{field}", classes="error", markup=False)
             with Horizontal(classes="row"):
                 yield Label("Save as named preset", markup=False)
@@ -93,7 +94,8 @@ class PresetsScreen(ModalScreen[bool]):
         self.query_one(f"#field-{self.fields[0]}", Input).focus()
 
     def _text(self, field: str) -> str:
-        return str(getattr(self._values, field))
+        value = getattr(self._values, field)
+        return "" if value is None else str(value)  # no seed: the field is empty (random)
 
     def _show(self, values: PresetValues) -> None:
         self._values = values
