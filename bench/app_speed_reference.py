@@ -13,7 +13,7 @@ class Reference:
         import llama_cpp
         import psutil
 
-        from qwen_chat.models.gguf_files import read_model_info
+        from qwen_chat.gguf.files import read_model_info
         from qwen_chat.qwen3.template import ChatTemplate
 
         self.info = read_model_info(model)

@@ -276,7 +276,7 @@ def report(results: dict[str, list[Speeds]], args: argparse.Namespace, prompt_to
 
 
 def chat_prompt(model_path: Path) -> str:
-    from qwen_chat.models.gguf_files import read_model_info
+    from qwen_chat.gguf.files import read_model_info
     from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 
     template = ChatTemplate(read_model_info(model_path).chat_template)

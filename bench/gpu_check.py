@@ -131,10 +131,10 @@ def write_shapes(results: Results, names: list[str], workdir: Path) -> None:
 
 def calibration(results: Results, model: Path, gpu: bool) -> Any:
     """The probe as `calibrate` runs it; returns the measured Rates (the GPU's only in GPU mode)."""
-    from qwen_chat.models import calibration as cal
-    from qwen_chat.models.gguf_files import read_model_info
-    from qwen_chat.models.speed import Rates, workload_from_gguf
-    from qwen_chat.models.speed_probe import derive, derive_gpu, run_gpu_probe, run_probe
+    from qwen_chat.gguf.files import read_model_info
+    from qwen_chat.planning import calibration as cal
+    from qwen_chat.planning.speed import Rates, workload_from_gguf
+    from qwen_chat.planning.speed_probe import derive, derive_gpu, run_gpu_probe, run_probe
     from qwen_chat.system.hardware import detect
 
     machine = detect()
@@ -153,9 +153,9 @@ def calibration(results: Results, model: Path, gpu: bool) -> Any:
 
 
 def plan_for(path: Path, machine: Any) -> tuple[Any, Any]:
-    from qwen_chat.models.gguf_files import read_model_info
-    from qwen_chat.models.plan_inputs import arch_from_info, candidate_from_info
-    from qwen_chat.models.planner import plan
+    from qwen_chat.gguf.files import read_model_info
+    from qwen_chat.planning.plan_inputs import arch_from_info, candidate_from_info
+    from qwen_chat.planning.planner import plan
 
     info = read_model_info(path)
     return plan(arch_from_info(info), [candidate_from_info(info)], machine, None), info
@@ -232,8 +232,8 @@ class Check:
     """The measure phase: per shape, its plans on the imitated cards and, for the whole card, its speed."""
 
     def __init__(self, args: argparse.Namespace, results: Results, gpu: bool) -> None:
-        from qwen_chat.models import calibration as cal
-        from qwen_chat.models.speed import Rates
+        from qwen_chat.planning import calibration as cal
+        from qwen_chat.planning.speed import Rates
         from qwen_chat.system.hardware import detect
 
         self.args, self.results, self.gpu = args, results, gpu
@@ -287,7 +287,7 @@ class Check:
 
     def speed(self, name: str, card: int | None, path: Path, plan: Any, info: Any, loaded: dict[str, Any],
               gen: int) -> None:
-        from qwen_chat.models.speed import predict, workload_from_gguf
+        from qwen_chat.planning.speed import predict, workload_from_gguf
 
         bench = llama_bench(self.bench, path, plan, self.threads, PROMPT_TOKENS, gen, repeats=2 if card is None else 1)
         work, ctx = workload_from_gguf(info), PROMPT_TOKENS + gen // 2
@@ -317,11 +317,11 @@ class Check:
 
 def paper_plans(results: Results) -> None:
     """CPU mode: what the planner chooses for the real models on imitated cards (nothing here to load them on)."""
-    from qwen_chat.models import calibration as cal
-    from qwen_chat.models.catalog_loader import load_models
-    from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog
-    from qwen_chat.models.planner import plan
-    from qwen_chat.models.speed import Rates, predict, workload_from_catalog
+    from qwen_chat.catalog.loader import load_models
+    from qwen_chat.planning import calibration as cal
+    from qwen_chat.planning.plan_inputs import arch_from_catalog, candidates_from_catalog
+    from qwen_chat.planning.planner import plan
+    from qwen_chat.planning.speed import Rates, predict, workload_from_catalog
     from qwen_chat.system.hardware import Device, detect
 
     models, here = load_models(), detect()

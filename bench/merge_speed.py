@@ -1,4 +1,4 @@
-"""Merge speed: qwen_chat.models.gguf_split.merge_shards vs `cat shard1 shard2 shard3 > file`, same shards, same disk.
+"""Merge speed: qwen_chat.gguf.split.merge_shards vs `cat shard1 shard2 shard3 > file`, same shards, same disk.
 
 Builds a split GGUF set of realistic size (random int8 tensors written with the `gguf` package's GGUFWriter,
 split by size) in a temporary folder, then alternates `cat` and merge_shards `--runs` times each and prints the
@@ -78,7 +78,7 @@ def time_cat(shards: list[Path], out: Path, fsync: bool) -> float:
 
 
 def time_merge(first: Path, out: Path) -> float:
-    from qwen_chat.models.gguf_split import merge_shards
+    from qwen_chat.gguf.split import merge_shards
 
     os.sync()
     start = time.perf_counter()

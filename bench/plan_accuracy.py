@@ -20,9 +20,9 @@ def main() -> None:
     parser.add_argument("model", nargs="?", type=Path)
     parser.add_argument("--ctx", type=int, nargs="+", default=[4096, 16384, 32768])
     args = parser.parse_args()
-    from qwen_chat.models.gguf_files import read_model_info
-    from qwen_chat.models.plan_inputs import arch_from_info, candidate_from_info
-    from qwen_chat.models.planner import compute_bytes
+    from qwen_chat.gguf.files import read_model_info
+    from qwen_chat.planning.plan_inputs import arch_from_info, candidate_from_info
+    from qwen_chat.planning.planner import compute_bytes
     from test_planner import llama_cpp_reported_sizes
 
     if args.model is None:

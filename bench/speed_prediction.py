@@ -1,4 +1,4 @@
-"""Predicted vs measured decode speed (models/speed.py) for the real test model on this machine.
+"""Predicted vs measured decode speed (planning/speed.py) for the real test model on this machine.
 
 Calibrates first (the same probe as `qwen-chat calibrate`, into a temporary data folder unless --keep), then per
 thread count fills the cache step by step to each context size and times 32 single-token decode steps there
@@ -63,11 +63,11 @@ def main() -> None:
         os.environ["QWEN_CHAT_DATA_DIR"] = tempfile.mkdtemp(prefix="speed-bench-")
     from dataclasses import replace
 
-    from qwen_chat.models.calibration import rates_for
-    from qwen_chat.models.gguf_files import read_model_info
-    from qwen_chat.models.planner import Plan
-    from qwen_chat.models.speed import predict, workload_from_gguf
-    from qwen_chat.models.speed_probe import calibrate
+    from qwen_chat.gguf.files import read_model_info
+    from qwen_chat.planning.calibration import rates_for
+    from qwen_chat.planning.planner import Plan
+    from qwen_chat.planning.speed import predict, workload_from_gguf
+    from qwen_chat.planning.speed_probe import calibrate
     from qwen_chat.system.hardware import detect
 
     machine = replace(detect(), physical_cores=max(args.threads))  # probe at 1 and at the largest count

@@ -119,7 +119,7 @@ def memory_keyring(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     """The hub client as the download tests want it: tokens in a keyring held in memory, retries without waiting."""
     import keyring
 
-    from qwen_chat.models import downloads
+    from qwen_chat.hub import downloads
 
     from helpers import MemoryKeyring
 

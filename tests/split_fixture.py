@@ -8,10 +8,10 @@ import struct
 from dataclasses import replace
 from pathlib import Path
 
-from qwen_chat.models.gguf_header import read_header
-from qwen_chat.models.gguf_raw import gguf_string as _gguf_string
-from qwen_chat.models.gguf_raw import kv_records as _kv_records
-from qwen_chat.models.gguf_raw import tensor_info_bytes as _tensor_info_bytes
+from qwen_chat.gguf.header import read_header
+from qwen_chat.gguf.raw import gguf_string as _gguf_string
+from qwen_chat.gguf.raw import kv_records as _kv_records
+from qwen_chat.gguf.raw import tensor_info_bytes as _tensor_info_bytes
 
 from tiny_models import write_tiny_qwen3
 

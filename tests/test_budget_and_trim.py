@@ -12,7 +12,7 @@ import pytest
 
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest, Token, Trim, Trimmed
-from qwen_chat.models.gguf_files import read_model_info
+from qwen_chat.gguf.files import read_model_info
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 from qwen_chat.qwen3.thinking import STOP_THINKING

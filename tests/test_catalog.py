@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.models.catalog import CatalogError, CatalogModel, find_model, load_catalog, parse_model_ref
-from qwen_chat.models.catalog_loader import load_models
+from qwen_chat.catalog.entries import CatalogError, CatalogModel, find_model, load_catalog, parse_model_ref
+from qwen_chat.catalog.loader import load_models
 from qwen_chat.system.paths import config_dir
 
 HYBRID_IDS = ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b", "qwen3-30b-a3b",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from qwen_chat.models.gguf_files import ModelInfo, read_model_info
+from qwen_chat.gguf.files import ModelInfo, read_model_info
 from qwen_chat.qwen3.context_presets import context_presets, preset_for
 from qwen_chat.qwen3.template import Variant
 from qwen_chat.session.model_loading import plan_for_file

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from qwen_chat.models.download_queue import DownloadQueue, Job
+from qwen_chat.hub.download_queue import DownloadQueue, Job
 
 from helpers import make_app, status, wait_for, wait_until, write_catalog
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from hub_server import Hub
-from qwen_chat.models import downloads, model_pull
-from qwen_chat.models import hub as hubmod
-from qwen_chat.models.downloads import DownloadCancelled, DownloadError
-from qwen_chat.models.hub import HubError, RemoteFile
+from qwen_chat.hub import client as hubmod
+from qwen_chat.hub import downloads, model_pull
+from qwen_chat.hub.client import HubError, RemoteFile
+from qwen_chat.hub.downloads import DownloadCancelled, DownloadError
 from qwen_chat.system.paths import config_dir
 
 from helpers import MemoryKeyring, wait_until, write_catalog
@@ -159,8 +159,8 @@ def test_killed_process_resumes_from_partial(hub: Hub, repo: str, model_files: d
                                              tmp_path: Path) -> None:
     remote = remote_for("big.gguf", model_files)
     hub.fault(REPO, "big.gguf", delay=0.02, chunk_size=16 * 1024)
-    script = ("import json, sys; from pathlib import Path; from qwen_chat.models import downloads; "
-              "from qwen_chat.models.hub import RemoteFile; a = json.loads(sys.argv[1]); "
+    script = ("import json, sys; from pathlib import Path; from qwen_chat.hub import downloads; "
+              "from qwen_chat.hub.client import RemoteFile; a = json.loads(sys.argv[1]); "
               "downloads.download_file(a[0], RemoteFile(*a[1]), a[2], Path(a[3]), chunk=4096)")
     args = json.dumps([REPO, [remote.path, remote.size, remote.sha256], repo, str(dest(tmp_path))])
     proc = subprocess.Popen([sys.executable, "-c", script, args], env=dict(os.environ))

@@ -22,7 +22,7 @@ from qwen_chat.engines.protocol import (
     LoadRequest,
     Token,
 )
-from qwen_chat.models.gguf_files import read_model_info
+from qwen_chat.gguf.files import read_model_info
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt, prompt_opens_thinking
 from qwen_chat.qwen3.thinking import Part

@@ -11,7 +11,7 @@ import pytest
 
 from qwen_chat.cli.main import main
 from qwen_chat.cli.welcome import recommend, welcome
-from qwen_chat.models.resolve import ModelNotFound, resolve_model
+from qwen_chat.hub.resolve import ModelNotFound, resolve_model
 from qwen_chat.system.hardware import Device, Machine
 
 GiB = 1 << 30

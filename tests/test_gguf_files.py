@@ -8,8 +8,8 @@ from pathlib import Path
 import gguf
 import pytest
 
-from qwen_chat.models.gguf_files import ModelFileError, read_model_info, shard_set
-from qwen_chat.models.gguf_header import GGML_BLOCKS, read_header
+from qwen_chat.gguf.files import ModelFileError, read_model_info, shard_set
+from qwen_chat.gguf.header import GGML_BLOCKS, read_header
 
 from tiny_models import write_tiny_qwen3
 

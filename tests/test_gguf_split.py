@@ -14,10 +14,10 @@ import pytest
 
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Failed, Loaded, LoadRequest
-from qwen_chat.models import gguf_split
-from qwen_chat.models.gguf_header import read_header
-from qwen_chat.models.gguf_merge_plan import MergeError, merge_needed_bytes
-from qwen_chat.models.gguf_split import merge_shards
+from qwen_chat.gguf import split as gguf_split
+from qwen_chat.gguf.header import read_header
+from qwen_chat.gguf.merge_plan import MergeError, merge_needed_bytes
+from qwen_chat.gguf.split import merge_shards
 from split_fixture import digests, shards_of, split_model
 
 from tiny_models import write_tiny_qwen3

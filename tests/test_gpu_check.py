@@ -63,7 +63,7 @@ def test_fit_params_answer_is_read_and_missing_tools_say_so(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("name", ["tiny"])
 def test_written_shapes_load_with_their_planned_sizes(tmp_path: Path, name: str) -> None:
-    from qwen_chat.models.gguf_files import read_model_info
+    from qwen_chat.gguf.files import read_model_info
 
     path = tmp_path / f"{name}.gguf"
     written = write_gguf(path, SHAPES[name])

@@ -1,4 +1,4 @@
-"""The GPU side of the speed model (models/speed.py): the fixed costs per layer, per MoE layer and per token that
+"""The GPU side of the speed model (planning/speed.py): the fixed costs per layer, per MoE layer and per token that
 decide a fast GPU's decode speed, prompt batches with their fixed cost and the experts' slower products, their
 defaults for known cards (calibration.py), and `calibrate --gpu` (speed_probe.py, cli/reports.py)."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from qwen_chat.catalog.loader import load_models
 from qwen_chat.cli.reports import run_calibrate
-from qwen_chat.models import calibration, speed_probe
-from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.planner import Plan, Weights
-from qwen_chat.models.speed import (
+from qwen_chat.planning import calibration, speed_probe
+from qwen_chat.planning.planner import Plan, Weights
+from qwen_chat.planning.speed import (
     PROMPT_BATCH,
     DeviceRate,
     Rates,
@@ -25,7 +25,7 @@ from qwen_chat.models.speed import (
     weights_touched,
     workload_from_catalog,
 )
-from qwen_chat.models.speed_probe import GpuProbeRun, derive_gpu
+from qwen_chat.planning.speed_probe import GpuProbeRun, derive_gpu
 from qwen_chat.system.hardware import Device, Machine
 
 GiB = 1 << 30
@@ -169,8 +169,8 @@ def test_calibrate_gpu_stores_the_fixed_costs_and_they_come_back(real_model: Pat
         return speed_probe.ProbeRun(threads, 256, 0.5, (272.0, 0.02), (1040.0, 0.022))
 
     def gpu_probe(model: Path, threads: int) -> GpuProbeRun:
-        from qwen_chat.models.gguf_files import read_model_info
-        from qwen_chat.models.speed import workload_from_gguf
+        from qwen_chat.gguf.files import read_model_info
+        from qwen_chat.planning.speed import workload_from_gguf
 
         return _probe_run(workload_from_gguf(read_model_info(model)), truth)
 

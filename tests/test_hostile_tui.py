@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Label
 
+from qwen_chat.catalog.entries import CatalogError
+from qwen_chat.catalog.loader import load_models
 from qwen_chat.config.settings import save_theme, settings_path
-from qwen_chat.models.catalog import CatalogError
-from qwen_chat.models.catalog_loader import load_models
 from qwen_chat.store.database import Store
 from qwen_chat.system.paths import config_dir
 from qwen_chat.tui.app import QwenChatApp

@@ -12,10 +12,10 @@ import pytest
 
 from hub_server import Hub
 from qwen_chat.cli.main import main
-from qwen_chat.models import downloads, model_pull
-from qwen_chat.models import hub as hubmod
-from qwen_chat.models.download_queue import DownloadQueue, Job
-from qwen_chat.models.hub import HubError, RemoteFile
+from qwen_chat.hub import client as hubmod
+from qwen_chat.hub import downloads, model_pull
+from qwen_chat.hub.client import HubError, RemoteFile
+from qwen_chat.hub.download_queue import DownloadQueue, Job
 
 from helpers import wait_until, write_catalog
 

@@ -99,7 +99,7 @@ def test_split_model_loads_from_first_shard(tmp_path: Path) -> None:
 
 
 def test_catalog_and_themes_ship_with_the_package() -> None:
-    from qwen_chat.models.catalog import load_catalog, shipped_file
+    from qwen_chat.catalog.entries import load_catalog, shipped_file
 
     assert shipped_file("models_catalog.yaml").is_file()
     assert list(shipped_file("themes").glob("*.toml"))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from qwen_chat.catalog.entries import Quant, QuantFile
 from qwen_chat.cli.main import main
-from qwen_chat.models.catalog import Quant, QuantFile
-from qwen_chat.models.hub import RemoteFile
-from qwen_chat.models.listing_match import NoSuchQuant, quant_files
+from qwen_chat.hub.client import RemoteFile
+from qwen_chat.hub.listing_match import NoSuchQuant, quant_files
 
 from helpers import write_catalog
 

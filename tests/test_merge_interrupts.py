@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from qwen_chat.cli.main import main
-from qwen_chat.models import gguf_split
-from qwen_chat.models.gguf_merge_plan import merge_needed_bytes
-from qwen_chat.models.gguf_split import MergeInterrupted, merge_shards
+from qwen_chat.gguf import split as gguf_split
+from qwen_chat.gguf.merge_plan import merge_needed_bytes
+from qwen_chat.gguf.split import MergeInterrupted, merge_shards
 from split_fixture import digests, shards_of, split_model
 
 # (function in gguf_split, which call of it is interrupted) in the order a merge runs them; fsync_folder runs once

@@ -7,10 +7,15 @@ from pathlib import Path
 import pytest
 
 from llama_reports import llama_cpp_reported_sizes
-from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.gguf_files import read_model_info
-from qwen_chat.models.plan_inputs import arch_from_catalog, arch_from_info, candidate_from_info, candidates_from_catalog
-from qwen_chat.models.planner import DoesNotFit, GiB, _full_gpu, budgets, compute_bytes, plan
+from qwen_chat.catalog.loader import load_models
+from qwen_chat.gguf.files import read_model_info
+from qwen_chat.planning.plan_inputs import (
+    arch_from_catalog,
+    arch_from_info,
+    candidate_from_info,
+    candidates_from_catalog,
+)
+from qwen_chat.planning.planner import DoesNotFit, GiB, _full_gpu, budgets, compute_bytes, plan
 from qwen_chat.system.hardware import Device, Machine
 
 

@@ -6,10 +6,10 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Label, Select, Static
 
+from qwen_chat.catalog.entries import load_catalog
 from qwen_chat.config import presets
 from qwen_chat.config.presets import effective, reset, sampling_for, save_named, save_override, thinking_budget_for, use
 from qwen_chat.config.settings import settings_path, toml_loads
-from qwen_chat.models.catalog import load_catalog
 from qwen_chat.qwen3.sampling import PresetValues, Sampling, parse, qwen_preset, validate
 from qwen_chat.qwen3.template import Variant
 from qwen_chat.tui.presets_screen import PresetsScreen

@@ -12,7 +12,7 @@ import pytest
 from qwen_chat.cli.main import main
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest
-from qwen_chat.models.gguf_files import read_model_info
+from qwen_chat.gguf.files import read_model_info
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 from split_fixture import split_gguf

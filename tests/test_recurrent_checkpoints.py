@@ -21,7 +21,7 @@ from decode_reference import tokens as _tokens
 from qwen_chat.engines.decode_loop import DecodeLoop, Generation
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest
-from qwen_chat.models.gguf_files import read_model_info
+from qwen_chat.gguf.files import read_model_info
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 

@@ -23,9 +23,9 @@ from llama_reports import llama_cpp_reported_sizes
 from qwen_chat.engines.decode_loop import DecodeLoop
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest
-from qwen_chat.models.gguf_files import read_model_info
-from qwen_chat.models.plan_inputs import arch_from_info, candidate_from_info
-from qwen_chat.models.planner import compute_bytes
+from qwen_chat.gguf.files import read_model_info
+from qwen_chat.planning.plan_inputs import arch_from_info, candidate_from_info
+from qwen_chat.planning.planner import compute_bytes
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.models import remote_header
-from qwen_chat.models.gguf_files import read_model_info
-from qwen_chat.models.plan_inputs import weights_from_headers
+from qwen_chat.gguf.files import read_model_info
+from qwen_chat.hub import remote_header
+from qwen_chat.planning.plan_inputs import weights_from_headers
 
 
 class RangeHandler(SimpleHTTPRequestHandler):

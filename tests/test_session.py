@@ -7,7 +7,7 @@ from pathlib import Path
 
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Failed, Loaded, LoadRequest
-from qwen_chat.models import fit_memory
+from qwen_chat.planning import fit_memory
 from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.events import Notice
 from qwen_chat.store.database import Store

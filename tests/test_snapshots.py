@@ -25,7 +25,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, TextArea
 
 from qwen_chat.config.settings import save_theme
-from qwen_chat.models.download_queue import Job
+from qwen_chat.hub.download_queue import Job
 from qwen_chat.store.database import Store
 from qwen_chat.system.hardware import Device, Machine
 from qwen_chat.tui import models_screen

@@ -1,5 +1,5 @@
-"""Expected speed (models/speed.py), its calibration (calibration.py, speed_probe.py), the speed-aware
-recommendation (models/recommend.py) and where they are shown (qwen-chat models / plan)."""
+"""Expected speed (planning/speed.py), its calibration (calibration.py, speed_probe.py), the speed-aware
+recommendation (planning/recommend.py) and where they are shown (qwen-chat models / plan)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from qwen_chat.catalog.loader import load_models
 from qwen_chat.cli.reports import print_models, print_plan
-from qwen_chat.models import calibration
-from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.planner import Plan, Weights
-from qwen_chat.models.recommend import choose
-from qwen_chat.models.speed import DeviceRate, Rates, Workload, predict, workload_from_catalog
-from qwen_chat.models.speed_probe import ProbeRun, calibrate, derive
+from qwen_chat.planning import calibration
+from qwen_chat.planning.planner import Plan, Weights
+from qwen_chat.planning.recommend import choose
+from qwen_chat.planning.speed import DeviceRate, Rates, Workload, predict, workload_from_catalog
+from qwen_chat.planning.speed_probe import ProbeRun, calibrate, derive
 from qwen_chat.system.hardware import Device, Machine
 
 GiB = 1 << 30

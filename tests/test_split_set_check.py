@@ -12,9 +12,9 @@ import pytest
 from qwen_chat.cli.main import main
 from qwen_chat.engines.llama import Engine
 from qwen_chat.engines.protocol import Failed, Loaded, LoadRequest
-from qwen_chat.models.gguf_files import ModelFileError, read_model_info
-from qwen_chat.models.gguf_merge_plan import MergeError
-from qwen_chat.models.gguf_split import merge_shards
+from qwen_chat.gguf.files import ModelFileError, read_model_info
+from qwen_chat.gguf.merge_plan import MergeError
+from qwen_chat.gguf.split import merge_shards
 from qwen_chat.session.model_loading import prepare_load
 from split_fixture import shards_of, split_model
 

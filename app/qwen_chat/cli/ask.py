@@ -87,7 +87,7 @@ def ask(model: Path, question: str, *, think: bool | None = None, show_thinking:
     """One answer from a local GGUF file; `seed` (--seed) makes it repeatable: the same seed and question give
     the same answer."""
     from qwen_chat.engines.llama import Engine
-    from qwen_chat.models.gguf_files import read_model_info
+    from qwen_chat.gguf.files import read_model_info
     from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt, effective_thinking, prompt_opens_thinking
     from qwen_chat.session.model_loading import plan_for_file
     from qwen_chat.system.hardware import detect

@@ -33,7 +33,7 @@ def _last_model_file() -> Path:
 
 def _resolve_model(arg: str | None) -> Path | None:
     if arg is not None:
-        from qwen_chat.models.resolve import resolve_model
+        from qwen_chat.hub.resolve import resolve_model
 
         return resolve_model(arg)
     remembered = _last_model_file()
@@ -79,7 +79,7 @@ def _main(argv: list[str] | None) -> int:
         return _report(args)
     if args.endpoint:
         return _chat_endpoint(args)
-    from qwen_chat.models.resolve import ModelNotFound
+    from qwen_chat.hub.resolve import ModelNotFound
 
     try:
         model = _resolve_model(args.model)
@@ -108,8 +108,8 @@ def _no_terminal() -> int | None:
 
 def _chat_local(model: Path, n_ctx: int | None, seed: int | None = None) -> int:
     """Refuse before the screen opens when the file is broken or cannot fit; else open the chat on it."""
-    from qwen_chat.models.gguf_files import ModelFileError, read_model_info
-    from qwen_chat.models.planner import DoesNotFit
+    from qwen_chat.gguf.files import ModelFileError, read_model_info
+    from qwen_chat.planning.planner import DoesNotFit
     from qwen_chat.qwen3.template import ChatTemplate, TemplateRenderError
     from qwen_chat.session.model_loading import plan_for_file
     from qwen_chat.store.database import Store
@@ -207,8 +207,8 @@ def _report(args: argparse.Namespace) -> int:
         from qwen_chat.cli.reports import run_calibrate
 
         return run_calibrate(args.gguf, args.model, _resolve_model, gpu=args.gpu)
+    from qwen_chat.catalog.entries import CatalogError
     from qwen_chat.cli.reports import print_doctor, print_models, print_plan
-    from qwen_chat.models.catalog import CatalogError
 
     try:
         if args.command == "models":  # noqa: SIM116
@@ -224,9 +224,9 @@ def _report(args: argparse.Namespace) -> int:
 def _ask(args: argparse.Namespace) -> int:
     from qwen_chat.cli.ask import AskInputError, question_from
     from qwen_chat.cli.endpoint import Refused, remember, resolve
-    from qwen_chat.models.gguf_files import ModelFileError
-    from qwen_chat.models.planner import DoesNotFit
-    from qwen_chat.models.resolve import ModelNotFound
+    from qwen_chat.gguf.files import ModelFileError
+    from qwen_chat.hub.resolve import ModelNotFound
+    from qwen_chat.planning.planner import DoesNotFit
     from qwen_chat.system.logging_setup import setup_logging
 
     try:

@@ -12,17 +12,17 @@ from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
+from qwen_chat.catalog.entries import CatalogError, CatalogModel, Quant, find_model
+from qwen_chat.catalog.loader import load_models
 from qwen_chat.cli import output
 from qwen_chat.cli.output import one_line, show
-from qwen_chat.models import speed
-from qwen_chat.models.calibration import rates_for
-from qwen_chat.models.catalog import CatalogError, CatalogModel, Quant, find_model
-from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.gguf_files import ModelFileError, read_model_info
-from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog, weights_from_headers
-from qwen_chat.models.planner import Candidate, DoesNotFit, GiB, Plan, Weights, plan
-from qwen_chat.models.speed import DISPLAY_CTX, DeviceRate, Rates, Workload, predict
-from qwen_chat.models.verdicts import verdicts
+from qwen_chat.gguf.files import ModelFileError, read_model_info
+from qwen_chat.planning import speed
+from qwen_chat.planning.calibration import rates_for
+from qwen_chat.planning.plan_inputs import arch_from_catalog, candidates_from_catalog, weights_from_headers
+from qwen_chat.planning.planner import Candidate, DoesNotFit, GiB, Plan, Weights, plan
+from qwen_chat.planning.speed import DISPLAY_CTX, DeviceRate, Rates, Workload, predict
+from qwen_chat.planning.verdicts import verdicts
 from qwen_chat.system.hardware import Machine, detect
 from qwen_chat.system.logging_setup import llama_cpp_library
 from qwen_chat.system.paths import config_dir, data_dir, database_path, log_dir, models_dir
@@ -55,8 +55,8 @@ def print_models(machine: Machine | None = None, rates: Rates | None = None) -> 
 
 def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact: bool = False,
                rates: Rates | None = None) -> int:
-    from qwen_chat.models.hub import HubError
-    from qwen_chat.models.remote_header import RemoteHeaderError
+    from qwen_chat.hub.client import HubError
+    from qwen_chat.hub.remote_header import RemoteHeaderError
 
     machine = machine or detect()
     try:
@@ -101,9 +101,9 @@ def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = Fal
 
 def remote_weights(model: CatalogModel, quant: Quant) -> Weights:
     """Exact tensor sizes from the headers of the quant's files on the hub (a few MB each, Range requests)."""
-    from qwen_chat.models import hub
-    from qwen_chat.models.model_pull import list_remote_files
-    from qwen_chat.models.remote_header import fetch_header
+    from qwen_chat.hub import client as hub
+    from qwen_chat.hub.model_pull import list_remote_files
+    from qwen_chat.hub.remote_header import fetch_header
 
     token = hub.token()
     commit, listing = list_remote_files(model.repo, token)
@@ -174,10 +174,10 @@ def llama_cpp_version() -> str:
 def run_calibrate(gguf: Path | None, model_arg: str | None = None,
                   resolve: Callable[[str | None], Path | None] = lambda arg: None, gpu: bool = False,
                   machine: Machine | None = None) -> int:
-    """`qwen-chat calibrate`: probe this machine's speeds on a GGUF and store them (models/speed_probe.py).
+    """`qwen-chat calibrate`: probe this machine's speeds on a GGUF and store them (planning/speed_probe.py).
     `resolve` turns --model (or the model used last) into a file; main passes its own."""
-    from qwen_chat.models.resolve import ModelNotFound
-    from qwen_chat.models.speed_probe import calibrate
+    from qwen_chat.hub.resolve import ModelNotFound
+    from qwen_chat.planning.speed_probe import calibrate
 
     machine = machine or detect()
     try:

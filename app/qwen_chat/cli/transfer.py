@@ -8,18 +8,18 @@ import threading
 import time
 from pathlib import Path
 
+from qwen_chat.catalog.entries import CatalogError, find_model
+from qwen_chat.catalog.loader import load_models
 from qwen_chat.cli import output
 from qwen_chat.cli.output import one_line
-from qwen_chat.models.catalog import CatalogError, find_model
-from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.downloads import DownloadCancelled, DownloadError, human
-from qwen_chat.models.gguf_files import ModelFileError
-from qwen_chat.models.gguf_merge_plan import MergeError
-from qwen_chat.models.gguf_split import MergeInterrupted, merge_shards
-from qwen_chat.models.hub import HubError, store_token
-from qwen_chat.models.model_pull import already_downloaded, pull
-from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog
-from qwen_chat.models.planner import DoesNotFit, plan
+from qwen_chat.gguf.files import ModelFileError
+from qwen_chat.gguf.merge_plan import MergeError
+from qwen_chat.gguf.split import MergeInterrupted, merge_shards
+from qwen_chat.hub.client import HubError, store_token
+from qwen_chat.hub.downloads import DownloadCancelled, DownloadError, human
+from qwen_chat.hub.model_pull import already_downloaded, pull
+from qwen_chat.planning.plan_inputs import arch_from_catalog, candidates_from_catalog
+from qwen_chat.planning.planner import DoesNotFit, plan
 from qwen_chat.system.hardware import detect
 
 

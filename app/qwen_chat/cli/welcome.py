@@ -6,22 +6,22 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from qwen_chat.catalog.entries import CatalogModel
+from qwen_chat.catalog.loader import load_models
 from qwen_chat.cli.output import is_terminal, note, show
-from qwen_chat.models.catalog import CatalogModel
-from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.hub import offline
-from qwen_chat.models.recommend import Pick, choose
-from qwen_chat.models.speed import Rates
+from qwen_chat.hub.client import offline
+from qwen_chat.planning.recommend import Pick, choose
+from qwen_chat.planning.speed import Rates
 from qwen_chat.system.hardware import Machine
 from qwen_chat.system.paths import models_dir
 
 
 def recommend(machine: Machine, models: dict[str, CatalogModel] | None = None, rates: Rates | None = None,
               min_tokens_per_second: float | None = None) -> Pick | None:
-    """recommend.choose on this machine's measured (or guessed) speeds; see models/recommend.py. The speed floor
+    """recommend.choose on this machine's measured (or guessed) speeds; see planning/recommend.py. The speed floor
     is settings.toml's [chat] min_tokens_per_second unless given."""
     from qwen_chat.config.settings import load_chat
-    from qwen_chat.models.calibration import rates_for
+    from qwen_chat.planning.calibration import rates_for
 
     models = models if models is not None else load_models()
     floor = min_tokens_per_second if min_tokens_per_second is not None else load_chat().min_tokens_per_second
@@ -59,7 +59,7 @@ def welcome(machine: Machine, ask: Callable[[str], str] = input, say: Callable[[
 
 def first_run() -> Path | None:
     from qwen_chat.cli.transfer import run_pull
-    from qwen_chat.models.resolve import ModelNotFound, resolve_model
+    from qwen_chat.hub.resolve import ModelNotFound, resolve_model
     from qwen_chat.system.hardware import detect
 
     ref = welcome(detect())

@@ -27,9 +27,9 @@ from typing import Any
 from qwen_chat.engines.http_tool_calls import ToolCallDeltas, merged_calls, wire_messages
 from qwen_chat.engines.protocol import Done, EngineEvent, EventSink, Failed, GenerateRequest, Loaded, LoadRequest, Token
 from qwen_chat.engines.worker import RequestWorker
-from qwen_chat.models.hub import http_library as _http
 from qwen_chat.qwen3.thinking import Part, StreamText, ThinkingSplitter
 from qwen_chat.qwen3.tool_calls import ToolCall, ToolCallSplitter, parse_tool_calls
+from qwen_chat.system.http import http_library as _http
 
 log = logging.getLogger("qwen_chat.remote")
 

@@ -183,7 +183,7 @@ def expert_overrides(n_cpu_moe: int) -> BuftOverrides | None:
 
 
 def cache_and_rope(request: LoadRequest) -> dict[str, Any]:
-    from qwen_chat.models.planner import kv_type_id
+    from qwen_chat.gguf.kv_types import kv_type_id
 
     extra: dict[str, Any] = {}
     if request.kv_type != "f16":

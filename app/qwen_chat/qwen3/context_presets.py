@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qwen_chat.models.gguf_files import ModelInfo
+from qwen_chat.gguf.files import ModelInfo
 from qwen_chat.qwen3.template import Variant
 
 YARN_BASE = 32768  # Qwen's yarn_orig_ctx

@@ -10,7 +10,7 @@ import contextlib
 import math
 from dataclasses import dataclass
 
-from qwen_chat.models.catalog import load_catalog
+from qwen_chat.catalog.entries import load_catalog
 from qwen_chat.qwen3.template import Variant
 
 MAX_THINKING_BUDGET = 262144  # tokens: the largest context any Qwen3 model has

@@ -215,7 +215,7 @@ class ChatSession(ModelSide):
         return True
 
     def _context_command(self, key: str) -> None:
-        from qwen_chat.models.planner import DoesNotFit
+        from qwen_chat.planning.planner import DoesNotFit
         from qwen_chat.qwen3.context_presets import context_presets
 
         if not key:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_chat.engines.protocol import LoadRequest
-from qwen_chat.models import fit_memory
-from qwen_chat.models.gguf_files import ModelInfo, read_model_info
-from qwen_chat.models.plan_inputs import arch_from_info, candidate_from_info
-from qwen_chat.models.planner import Plan, plan
+from qwen_chat.gguf.files import ModelInfo, read_model_info
+from qwen_chat.planning import fit_memory
+from qwen_chat.planning.plan_inputs import arch_from_info, candidate_from_info
+from qwen_chat.planning.planner import Plan, plan
 from qwen_chat.qwen3.context_presets import preset_for
 from qwen_chat.qwen3.template import ChatTemplate, Variant
 from qwen_chat.session.events import Notice

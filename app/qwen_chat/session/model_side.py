@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qwen_chat.engines.protocol import ChatEngine, EngineEvent, Failed, Loaded, LoadRequest
-from qwen_chat.models import fit_memory
-from qwen_chat.models.gguf_files import ModelInfo
-from qwen_chat.models.planner import Plan
+from qwen_chat.gguf.files import ModelInfo
+from qwen_chat.planning import fit_memory
+from qwen_chat.planning.planner import Plan
 from qwen_chat.qwen3.template import ChatTemplate, Variant
 from qwen_chat.session.events import Notice, SessionEvent
 from qwen_chat.session.model_loading import prepare_load, with_fewer_layers

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input
 
-from qwen_chat.models.download_queue import DownloadQueue
+from qwen_chat.hub.download_queue import DownloadQueue
 from qwen_chat.qwen3.context_presets import context_presets
 from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.sources import LocalModel, Server

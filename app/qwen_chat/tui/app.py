@@ -19,7 +19,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, ListView, Static
 
 from qwen_chat.engines.protocol import Failed
-from qwen_chat.models.download_queue import DownloadQueue
+from qwen_chat.hub.download_queue import DownloadQueue
 from qwen_chat.qwen3.template import Variant
 from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.sources import LocalModel, Server

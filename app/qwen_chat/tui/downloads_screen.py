@@ -9,8 +9,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Label
 
-from qwen_chat.models.download_queue import DownloadQueue, Job
-from qwen_chat.models.downloads import human
+from qwen_chat.hub.download_queue import DownloadQueue, Job
+from qwen_chat.hub.downloads import human
 from qwen_chat.tui.printable import printable_line
 
 _STYLE = {"done": "green", "failed": "red", "paused": "yellow", "cancelled": "dim", "downloading": "cyan"}

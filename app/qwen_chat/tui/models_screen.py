@@ -12,11 +12,11 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
-from qwen_chat.models.calibration import rates_for
-from qwen_chat.models.catalog import CatalogError, CatalogModel
-from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.speed import DISPLAY_CTX, Rates, predict, workload_from_catalog
-from qwen_chat.models.verdicts import QuantVerdict, verdicts
+from qwen_chat.catalog.entries import CatalogError, CatalogModel
+from qwen_chat.catalog.loader import load_models
+from qwen_chat.planning.calibration import rates_for
+from qwen_chat.planning.speed import DISPLAY_CTX, Rates, predict, workload_from_catalog
+from qwen_chat.planning.verdicts import QuantVerdict, verdicts
 from qwen_chat.system.hardware import detect
 from qwen_chat.system.paths import models_dir
 from qwen_chat.tui.printable import printable, printable_line
@@ -28,7 +28,7 @@ _COLUMNS = ("", "model", "quant", "size", "verdict", "speed", "context")
 
 
 def _speed(model: CatalogModel, row: QuantVerdict, rates: Rates) -> str:
-    """The expected decode speed, "~12 tok/s" (models/speed.py); only for rows with a plan."""
+    """The expected decode speed, "~12 tok/s" (planning/speed.py); only for rows with a plan."""
     assert row.plan is not None
     return predict(workload_from_catalog(model, row.quant), row.plan, rates).short()
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from textual.message import Message
 
 from qwen_chat.engines.protocol import Failed, Loaded, LoadProgress, Token
-from qwen_chat.models.download_queue import Job
+from qwen_chat.hub.download_queue import Job
 from qwen_chat.session.events import (
     AnswerSaved,
     AnswerStarted,

@@ -15,8 +15,8 @@ from textual.app import App
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
+from qwen_chat.catalog.entries import shipped_file
 from qwen_chat.config.settings import toml_loads
-from qwen_chat.models.catalog import shipped_file
 from qwen_chat.tui.printable import printable
 
 log = logging.getLogger("qwen_chat.theme")

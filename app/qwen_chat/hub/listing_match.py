@@ -8,8 +8,8 @@ import re
 from collections import defaultdict
 from pathlib import PurePosixPath
 
-from qwen_chat.models.catalog import Quant
-from qwen_chat.models.hub import RemoteFile
+from qwen_chat.catalog.entries import Quant
+from qwen_chat.hub.client import RemoteFile
 
 
 class NoSuchQuant(Exception):

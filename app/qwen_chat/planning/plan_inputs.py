@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from qwen_chat.models.catalog import CatalogModel, Quant
-from qwen_chat.models.gguf_files import ModelInfo
-from qwen_chat.models.gguf_header import GGUFHeader
-from qwen_chat.models.planner import Arch, Candidate, Weights
+from qwen_chat.catalog.entries import CatalogModel, Quant
+from qwen_chat.gguf.files import ModelInfo
+from qwen_chat.gguf.header import GGUFHeader
+from qwen_chat.planning.planner import Arch, Candidate, Weights
 
 _REPACKED = {2, 12, 20}  # ggml Q4_0, Q4_K, IQ4_NL: repacked by the x86/ARM CPU backend
 _EXPERTS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from qwen_chat.models.speed import PROMPT_BATCH, DeviceRate, Workload, kv_bytes, weights_touched
+from qwen_chat.planning.speed import PROMPT_BATCH, DeviceRate, Workload, kv_bytes, weights_touched
 from qwen_chat.system.hardware import Machine
 
 PROMPT_TOKENS, DEEP_CTX, DECODE_TOKENS = 256, 1024, 32
@@ -113,9 +113,9 @@ def calibrate(model: Path, machine: Machine, gpu: bool = False, probe: Callable[
     """Probe at one thread and at every physical core (what the engine uses), on the CPU; with `gpu`, once more
     with every layer on the GPU (run_gpu_probe). Stores the result for this machine (calibration.py) and
     returns it."""
-    from qwen_chat.models import calibration
-    from qwen_chat.models.gguf_files import read_model_info
-    from qwen_chat.models.speed import workload_from_gguf
+    from qwen_chat.gguf.files import read_model_info
+    from qwen_chat.planning import calibration
+    from qwen_chat.planning.speed import workload_from_gguf
 
     work = workload_from_gguf(read_model_info(model))
     counts = sorted({1, machine.physical_cores})

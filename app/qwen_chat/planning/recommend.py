@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qwen_chat.models.catalog import CatalogModel
-from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog
-from qwen_chat.models.planner import DoesNotFit, Plan, plan
-from qwen_chat.models.speed import Estimate, Rates, predict, workload_from_catalog
+from qwen_chat.catalog.entries import CatalogModel
+from qwen_chat.planning.plan_inputs import arch_from_catalog, candidates_from_catalog
+from qwen_chat.planning.planner import DoesNotFit, Plan, plan
+from qwen_chat.planning.speed import Estimate, Rates, predict, workload_from_catalog
 from qwen_chat.system.hardware import Machine
 
 # Most capable first (newest and largest); each is planned in turn and the first fast enough wins.

@@ -15,14 +15,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from qwen_chat.models.catalog import CatalogError, find_model
-from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.downloads import DownloadCancelled, DownloadError
-from qwen_chat.models.gguf_files import ModelFileError
-from qwen_chat.models.gguf_merge_plan import MergeError
-from qwen_chat.models.gguf_split import merge_shards
-from qwen_chat.models.hub import HubError
-from qwen_chat.models.model_pull import already_downloaded, pull
+from qwen_chat.catalog.entries import CatalogError, find_model
+from qwen_chat.catalog.loader import load_models
+from qwen_chat.gguf.files import ModelFileError
+from qwen_chat.gguf.merge_plan import MergeError
+from qwen_chat.gguf.split import merge_shards
+from qwen_chat.hub.client import HubError
+from qwen_chat.hub.downloads import DownloadCancelled, DownloadError
+from qwen_chat.hub.model_pull import already_downloaded, pull
 from qwen_chat.system.paths import models_dir
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 
-from qwen_chat.models.gguf_header import GGUFHeader, HeaderError, read_header
-from qwen_chat.models.hub import http_library
+from qwen_chat.gguf.header import GGUFHeader, HeaderError, read_header
+from qwen_chat.system.http import http_library
 
 FIRST_RANGE = 4 << 20
 MAX_HEADER = 256 << 20

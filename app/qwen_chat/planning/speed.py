@@ -42,10 +42,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from qwen_chat.models.catalog import CatalogModel, Quant
-from qwen_chat.models.gguf_files import ModelInfo
-from qwen_chat.models.plan_inputs import weights_from_catalog, weights_from_headers
-from qwen_chat.models.planner import KV_BYTES, Plan, Weights
+from qwen_chat.catalog.entries import CatalogModel, Quant
+from qwen_chat.gguf.files import ModelInfo
+from qwen_chat.gguf.kv_types import KV_BYTES
+from qwen_chat.planning.plan_inputs import weights_from_catalog, weights_from_headers
+from qwen_chat.planning.planner import Plan, Weights
 
 DISPLAY_CTX = 2048  # the context the tables quote speeds at: a few turns of conversation
 PROMPT_BATCH = 512  # llama.cpp's micro-batch (the engine's n_batch and n_ubatch): a prompt runs in these

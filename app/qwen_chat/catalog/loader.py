@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from qwen_chat.models.catalog import QWEN3_VOCAB, CatalogError, CatalogModel, Quant, QuantFile, shipped_file
+from qwen_chat.catalog.entries import QWEN3_VOCAB, CatalogError, CatalogModel, Quant, QuantFile, shipped_file
 from qwen_chat.system.paths import config_dir
 
 VARIANTS = ("hybrid", "instruct-2507", "thinking-2507", "qwen35")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from qwen_chat.gguf.kv_types import KV_BYTES
 from qwen_chat.system.hardware import Machine
 
 MiB = 1 << 20
@@ -25,8 +26,6 @@ CTX_STEP = 256
 MIN_CTX = 2048
 DEFAULT_CTX_CAP = 40960  # Qwen3's GGUF context (32K output + 8K prompt); longer only when asked
 GPU_MARGIN = 1 * GiB  # per device, as llama.cpp's own --fit leaves
-KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32}
-GGML_TYPE = {"f16": 1, "q8_0": 8}
 
 
 class DoesNotFit(Exception):
@@ -365,7 +364,3 @@ def _cpu_preference(good: list[Candidate], low: list[Candidate]) -> list[Candida
     """On the CPU speed follows file size: Q4_K_M first, then larger, then lower quants."""
     by_size = sorted(good, key=lambda c: c.weights.total)
     return by_size + low
-
-
-def kv_type_id(kv_type: str) -> int:
-    return GGML_TYPE[kv_type]

@@ -14,9 +14,9 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from qwen_chat.models import hub
-from qwen_chat.models.catalog import Quant
-from qwen_chat.models.hub import RemoteFile
+from qwen_chat.catalog.entries import Quant
+from qwen_chat.hub import client as hub
+from qwen_chat.hub.client import RemoteFile
 
 VERIFIED_FILE = ".verified.json"
 
@@ -121,8 +121,8 @@ def merged_copy(quant: Quant, dest_dir: Path) -> Path | None:
     """A split quant already merged into one verified file (checked by reading its header, not its data)."""
     if not quant.split:
         return None
-    from qwen_chat.models.gguf_files import ModelFileError, read_model_info
-    from qwen_chat.models.gguf_merge_plan import default_output
+    from qwen_chat.gguf.files import ModelFileError, read_model_info
+    from qwen_chat.gguf.merge_plan import default_output
 
     path = default_output(dest_dir / PurePosixPath(quant.files[0].path).name)
     if not path.is_file():

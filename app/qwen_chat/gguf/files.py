@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qwen_chat.models.gguf_header import GGUFHeader, HeaderError, read_header
+from qwen_chat.gguf.header import GGUFHeader, HeaderError, read_header
 
 GGUF_MAGIC = b"GGUF"
 SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"

@@ -10,9 +10,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_chat.models.gguf_files import SPLIT_COUNT, ModelFileError, check_split_set, shard_set
-from qwen_chat.models.gguf_header import GGUFHeader, HeaderError, TensorInfo, read_header
-from qwen_chat.models.gguf_raw import UINT16, kv_bytes, kv_records, tensor_info_bytes
+from qwen_chat.gguf.files import SPLIT_COUNT, ModelFileError, check_split_set, shard_set
+from qwen_chat.gguf.header import GGUFHeader, HeaderError, TensorInfo, read_header
+from qwen_chat.gguf.raw import UINT16, kv_bytes, kv_records, tensor_info_bytes
 
 GGUF_VERSION = 3
 SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}(?=\.gguf$)")

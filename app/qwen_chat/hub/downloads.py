@@ -24,8 +24,10 @@ from typing import Any
 
 from huggingface_hub.errors import OfflineModeIsEnabled
 
-from qwen_chat.models import hub
-from qwen_chat.models.download_state import (
+from qwen_chat.gguf.files import ModelFileError, check_magic
+from qwen_chat.hub import client as hub
+from qwen_chat.hub.client import HubError, RemoteFile
+from qwen_chat.hub.download_state import (
     download_paths,
     flush_partial,
     load_verified,
@@ -33,8 +35,6 @@ from qwen_chat.models.download_state import (
     resumable_bytes,
     sidecar,
 )
-from qwen_chat.models.gguf_files import ModelFileError, check_magic
-from qwen_chat.models.hub import HubError, RemoteFile
 from qwen_chat.system.durable import fsync_folder
 
 MiB = 1024 * 1024

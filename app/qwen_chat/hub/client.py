@@ -7,7 +7,6 @@ when called (huggingface_hub reads them once, at import).
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.utils import build_hf_headers
+
+from qwen_chat.system.http import http_library
 
 KEYRING_SERVICE = "qwen-chat"
 KEYRING_USER = "huggingface"
@@ -109,14 +110,6 @@ def session() -> Any:
     from huggingface_hub.utils import get_session
 
     return get_session()  # an httpx2.Client in huggingface_hub 2.x (honours HF_HUB_OFFLINE, follows redirects)
-
-
-def http_library() -> Any:
-    """The HTTP library huggingface_hub itself uses (httpx2 in huggingface_hub 2.x, httpx before)."""
-    try:
-        return importlib.import_module("httpx2")
-    except ImportError:  # pragma: no cover - huggingface_hub 1.x
-        return importlib.import_module("httpx")
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 
-from qwen_chat.models.gguf_header import HeaderError, TensorInfo
+from qwen_chat.gguf.header import HeaderError, TensorInfo
 
 _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 STRING, ARRAY, UINT16, INT32 = 8, 9, 2, 5

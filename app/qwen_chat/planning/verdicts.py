@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_chat.models.catalog import CatalogModel, Quant
-from qwen_chat.models.plan_inputs import arch_from_catalog, candidates_from_catalog
-from qwen_chat.models.planner import DoesNotFit, Plan, plan
+from qwen_chat.catalog.entries import CatalogModel, Quant
+from qwen_chat.planning.plan_inputs import arch_from_catalog, candidates_from_catalog
+from qwen_chat.planning.planner import DoesNotFit, Plan, plan
 from qwen_chat.system.hardware import Machine
 from qwen_chat.system.paths import models_dir
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from qwen_chat.models.speed import UNKNOWN_GPU, DeviceRate, Rates
+from qwen_chat.planning.speed import UNKNOWN_GPU, DeviceRate, Rates
 from qwen_chat.system.hardware import Device, Machine
 from qwen_chat.system.paths import data_dir
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from qwen_chat.models.catalog import CatalogError, find_model
-from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.download_state import merged_copy
+from qwen_chat.catalog.entries import CatalogError, find_model
+from qwen_chat.catalog.loader import load_models
+from qwen_chat.hub.download_state import merged_copy
 from qwen_chat.system.paths import models_dir
 
 

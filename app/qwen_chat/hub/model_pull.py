@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from qwen_chat.models import downloads, hub
-from qwen_chat.models.catalog import CatalogModel, Quant, find_model
-from qwen_chat.models.catalog_loader import load_models
-from qwen_chat.models.download_state import local_copy, merged_copy, remaining_bytes, verified_copy
-from qwen_chat.models.downloads import Cancel, DownloadError, Progress, check_space, download_file
-from qwen_chat.models.hub import HubError, RemoteFile
-from qwen_chat.models.listing_match import NoSuchQuant, quant_files
+from qwen_chat.catalog.entries import CatalogModel, Quant, find_model
+from qwen_chat.catalog.loader import load_models
+from qwen_chat.hub import client as hub
+from qwen_chat.hub import downloads
+from qwen_chat.hub.client import HubError, RemoteFile
+from qwen_chat.hub.download_state import local_copy, merged_copy, remaining_bytes, verified_copy
+from qwen_chat.hub.downloads import Cancel, DownloadError, Progress, check_space, download_file
+from qwen_chat.hub.listing_match import NoSuchQuant, quant_files
 from qwen_chat.system.paths import models_dir
 
 

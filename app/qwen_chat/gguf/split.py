@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_chat.models.gguf_files import SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS
-from qwen_chat.models.gguf_header import HeaderError, read_header
-from qwen_chat.models.gguf_merge_plan import (
+from qwen_chat.gguf.files import SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS
+from qwen_chat.gguf.header import HeaderError, read_header
+from qwen_chat.gguf.merge_plan import (
     MergeError,
     MergePlan,
     align,

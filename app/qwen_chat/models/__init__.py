@@ -1,1 +1,0 @@
-"""The models: the catalog, memory planning, GGUF files (read, split, merge), the hub and downloads."""
