@@ -74,18 +74,19 @@ async def test_attach_send_show_search_export_and_import(tiny_models: dict[str, 
         assert "📎 notes.md · about" in " ".join(screen_text(app).split())  # the chip, before sending
         composer.value = "How long did it run?"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
+        await wait_for(pilot, lambda: app.chat.transcript.live is None and len(app.query(AssistantMessage)) == 1,
+                       what="answer")
         assert not bar.files and not bar.display
         prompt = engine.requests[-1].prompt
         assert "How long did it run?\n\nnotes.md:\n````\n# Notes" in prompt  # the file went to the model, fenced
         notes.write_text("changed on disk afterwards")  # what was sent is kept, never read again
-        question = app.store.messages(app.conversation.id)[0]
+        question = app.store.messages(app.conversation.current.id)[0]
         assert question.attachments == (Attachment("notes.md", NOTES, bar_tokens := question.attachments[0].tokens),)
         assert bar_tokens > 0
         hits = app.store.search("zebrafish")
         assert [h.message_id for h in hits] == [question.id] and "notes.md" in hits[0].snippet
-        exported = to_json(app.store, app.conversation)
-        assert "zebrafish" in to_markdown(app.store, app.conversation)
+        exported = to_json(app.store, app.conversation.current)
+        assert "zebrafish" in to_markdown(app.store, app.conversation.current)
     store = Store(db)
     copy = from_json(store, exported)
     (imported, _) = store.messages(copy.id)

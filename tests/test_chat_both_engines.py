@@ -37,17 +37,19 @@ async def test_send_stream_stop_and_find_it_again(build_app, tmp_path: Path) -> 
         await wait_for(pilot, lambda: "ready" in status(app), what="engine ready")
         await type_and_send(pilot, "Reply with just the word: hello")
         await wait_for(pilot, lambda: len(app.query(UserMessage)) == 1, what="user message")
-        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
+        await wait_for(pilot, lambda: app.chat.transcript.live is None and len(app.query(AssistantMessage)) == 1,
+                       what="answer")
         assert "hello" in app.query_one(AssistantMessage).answer_text.lower()
         assert "thinking on" in status(app) or "no thinking" in status(app)  # a served model counts as hybrid
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: not app.query(AssistantMessage), what="new conversation")
         await type_and_send(pilot, "Write the numbers from 1 to 1000 in words, one per line, nothing else.")
         await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 1 and (
-            len(app.query(AssistantMessage)[-1].answer_text) > 30 or app._live is None), what="streaming")
-        assert app._live is not None, app.query(AssistantMessage)[-1].answer_text  # still streaming
+            len(app.query(AssistantMessage)[-1].answer_text) > 30 or app.chat.transcript.live is None),
+                what="streaming")
+        assert app.chat.transcript.live is not None, app.query(AssistantMessage)[-1].answer_text  # still streaming
         await pilot.press("escape")
-        await wait_for(pilot, lambda: app._live is None, timeout=5, what="stop")
+        await wait_for(pilot, lambda: app.chat.transcript.live is None, timeout=5, what="stop")
         await wait_for(pilot, lambda: not app.session.generating, what="idle")
         assert "tok/s" in status(app)
     store = Store(db)

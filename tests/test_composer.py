@@ -36,8 +36,9 @@ async def test_a_paste_keeps_every_line_and_is_sent_exactly(tiny_models: dict[st
         app.post_message(events.Paste(PASTED))  # as the driver delivers a bracketed paste
         await wait_for(pilot, lambda: composer.text == "Review this:\n" + PASTED, what="the paste in the box")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
-        (question, _) = app.store.messages(app.conversation.id)
+        await wait_for(pilot, lambda: app.chat.transcript.live is None and len(app.query(AssistantMessage)) == 1,
+                       what="answer")
+        (question, _) = app.store.messages(app.conversation.current.id)
         assert question.content == "Review this:\n" + PASTED  # indentation and blank lines included
         assert "<|im_start|>user\nReview this:\n" + PASTED in engine.requests[-1].prompt
         assert composer.text == ""
@@ -52,8 +53,8 @@ async def test_newline_keys_insert_a_line_and_enter_sends(key: str, tiny_models:
         await pilot.press("a", key, "b")
         assert composer.text == "a\nb"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(app.store.messages(app.conversation.id)) == 2, what="sent")
-        assert app.store.messages(app.conversation.id)[0].content == "a\nb"
+        await wait_for(pilot, lambda: len(app.store.messages(app.conversation.current.id)) == 2, what="sent")
+        assert app.store.messages(app.conversation.current.id)[0].content == "a\nb"
 
 
 async def test_the_box_grows_to_ten_lines_then_scrolls(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -76,8 +77,8 @@ async def test_up_and_down_walk_this_conversations_prompts(tiny_models: dict[str
         for text in ("first question", "second\nquestion"):
             composer.value = text
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app._live is None and not app.session.generating
-                           and len(app.store.messages(app.conversation.id)) % 2 == 0, what="answer")
+            await wait_for(pilot, lambda: app.chat.transcript.live is None and not app.session.generating
+                           and len(app.store.messages(app.conversation.current.id)) % 2 == 0, what="answer")
         await wait_for(pilot, lambda: composer.prompts == ["first question", "second\nquestion"],
                        what="the prompt history")
         await pilot.press(*"draft")
@@ -96,12 +97,12 @@ async def test_a_draft_stays_with_its_conversation(tiny_models: dict[str, Path],
     app = make_app(tmp_path / "c.db", tiny_models["none"], engine=FakeEngine.scripted())
     async with app.run_test(size=SIZE) as pilot:
         composer = await _ready(pilot, app)
-        first = app.conversation.id
+        first = app.conversation.current.id
         composer.value = "half-written\nthought"
         await pilot.press("ctrl+n")
-        await wait_for(pilot, lambda: app.conversation.id != first, what="new conversation")
+        await wait_for(pilot, lambda: app.conversation.current.id != first, what="new conversation")
         assert composer.text == ""
-        app._open(app.store.conversation(first))
+        app.show_conversation(app.store.conversation(first))
         await wait_for(pilot, lambda: composer.text == "half-written\nthought", what="the draft back")
 
 
@@ -134,7 +135,8 @@ async def test_slash_commands_still_work_and_an_empty_answer_says_so(tiny_models
         await wait_for(pilot, lambda: "thinking off" in status(app), what="mode switch")
         composer.value = "hello"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
+        await wait_for(pilot, lambda: app.chat.transcript.live is None and len(app.query(AssistantMessage)) == 1,
+                       what="answer")
         note = "the model ended its answer without any text"
         await wait_for(pilot, lambda: note in " ".join(screen_text(app).split()), what="the empty answer's note")
 

@@ -90,6 +90,15 @@ def test_no_import_cycles() -> None:
     assert cycles == []
 
 
+def test_the_tui_imports_only_the_stores_record_types() -> None:
+    """The UI asks the session (session/conversation.py: the open conversation) and never queries SQLite itself:
+    of the store it may import only the record types it is handed (issue 20)."""
+    reaching = sorted(f"{module} -> {target}" for module, targets in graph().items() if layer_of(module) == "tui"
+                      for target in targets
+                      if layer_of(target) == "store" and target != "qwen_chat.store.records")
+    assert reaching == []
+
+
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     """The checker itself: an import from a higher layer is found (so the tests above can fail)."""
     probe = tmp_path / "probe.py"

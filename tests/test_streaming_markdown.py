@@ -149,16 +149,16 @@ async def test_a_burst_of_tokens_is_drawn_in_few_frames(tiny_models: dict[str, P
     app = make_app(db, tiny_models["hybrid"], n_ctx=512)
     renders = [0]
     async with app.run_test(size=SIZE) as pilot:
-        real_render = app._draw_tokens
+        real_render = app.chat.transcript.pacer.draw_tokens
 
         async def counted() -> None:
             renders[0] += 1
             await real_render()
 
-        app._draw_tokens = counted  # type: ignore[method-assign]
+        app.chat.transcript.pacer.draw_tokens = counted  # type: ignore[method-assign]
         await wait_for(pilot, lambda: "ready" in status(app), what="load")
         app.inbox.put(AnswerStarted(message))
-        await wait_for(pilot, lambda: app._live is not None, what="answer started")
+        await wait_for(pilot, lambda: app.chat.transcript.live is not None, what="answer started")
         before, text = renders[0], StreamText()
 
         def engine() -> None:
@@ -173,9 +173,9 @@ async def test_a_burst_of_tokens_is_drawn_in_few_frames(tiny_models: dict[str, P
         await wait_for(pilot, lambda: not app.inbox.waiting, what="inbox drained")
         assert gc.get_freeze_count() > 0  # full collections held while the answer streams (gc_pause.py)
         assert renders[0] - before < 60  # not one render per token: batches grew while rendering
-        assert app._live.thinking_text == text.thinking  # the engine's own text, not a copy
-        assert "Thinking… 49,999 tokens" in str(app._live.query_one(".thinking").title)
+        assert app.chat.transcript.live.thinking_text == text.thinking  # the engine's own text, not a copy
+        assert "Thinking… 49,999 tokens" in str(app.chat.transcript.live.query_one(".thinking").title)
         store.finish_answer(message.id, "stopped", text.thinking, "", False)
         app.inbox.put(AnswerSaved(store.message(message.id), None))
-        await wait_for(pilot, lambda: app._live is None, what="answer saved")
+        await wait_for(pilot, lambda: app.chat.transcript.live is None, what="answer saved")
         await wait_for(pilot, lambda: gc.get_freeze_count() == 0, what="collections released when idle")

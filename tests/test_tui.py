@@ -37,7 +37,7 @@ async def test_chat_streams_stops_and_persists(tiny_models: dict[str, Path], tmp
         await wait_for(pilot, lambda: bool(app.query(AssistantMessage)) and
                        len(app.query_one(AssistantMessage).answer_text) > 20, what="streamed tokens")
         growing = app.query_one(AssistantMessage).answer_text
-        await wait_for(pilot, lambda: app._live is None, what="answer done")
+        await wait_for(pilot, lambda: app.chat.transcript.live is None, what="answer done")
         assert len(growing) < len(CODE_ANSWER) and app.query_one(AssistantMessage).answer_text == CODE_ANSWER
         transcript = app.query_one("#transcript")
         transcript.scroll_home(animate=False)
@@ -50,9 +50,9 @@ async def test_chat_streams_stops_and_persists(tiny_models: dict[str, Path], tmp
         await type_and_send(pilot, "Count to 400, one number per line.")
         await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 2
                        and app.query(AssistantMessage)[-1].answer_text == NUMBERS, what="streaming")
-        assert app._live is not None and app.session.generating
+        assert app.chat.transcript.live is not None and app.session.generating
         await pilot.press("escape")
-        await wait_for(pilot, lambda: app._live is None, timeout=5, what="stop")
+        await wait_for(pilot, lambda: app.chat.transcript.live is None, timeout=5, what="stop")
         await wait_for(pilot, lambda: "stopped" in screen_text(app), what="the answer marked stopped")
     store = Store(db)
     (conv,) = store.conversations()
@@ -114,16 +114,18 @@ async def test_think_commands_on_hybrid_model(tiny_models: dict[str, Path], tmp_
         await type_and_send(pilot, "/no_think")
         await wait_for(pilot, lambda: "thinking off" in status(app), what="mode switch")
         assert "Thinking off for this conversation." in screen_text(app)
-        assert app.store.conversation(app.conversation.id).enable_thinking is False
+        assert app.store.conversation(app.conversation.current.id).enable_thinking is False
         await type_and_send(pilot, "hello")
-        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
-        (_, answer) = app.store.messages(app.conversation.id)
+        await wait_for(pilot, lambda: app.chat.transcript.live is None and len(app.query(AssistantMessage)) == 1,
+                       what="answer")
+        (_, answer) = app.store.messages(app.conversation.current.id)
         assert answer.mode == "no_think" and answer.sampling["temperature"] == 0.7  # the non-thinking preset
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: "thinking on" in status(app), what="ctrl+t")
         await type_and_send(pilot, "again")
-        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 2, what="answer 2")
-        answer2 = app.store.messages(app.conversation.id)[-1]
+        await wait_for(pilot, lambda: app.chat.transcript.live is None and len(app.query(AssistantMessage)) == 2,
+                       what="answer 2")
+        answer2 = app.store.messages(app.conversation.current.id)[-1]
         assert answer2.mode == "think" and answer2.sampling["temperature"] == 0.6
         assert answer2.sampling["top_p"] == 0.95 and answer2.sampling["presence_penalty"] == 0.0  # F32: unquantized
 
@@ -141,10 +143,10 @@ async def test_conversation_list_new_rename_delete(tiny_models: dict[str, Path],
     app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="load")
-        first = app.conversation.id
+        first = app.conversation.current.id
         await pilot.press("ctrl+n")
-        await wait_for(pilot, lambda: app.conversation.id != first, what="new chat")
-        second = app.conversation.id
+        await wait_for(pilot, lambda: app.conversation.current.id != first, what="new chat")
+        second = app.conversation.current.id
         assert len(app.query_one("#conversations", ListView).children) == 2
         await pilot.press("f2")
         await wait_for(pilot, lambda: bool(app.screen.query("#new-title")), what="the rename dialog")
@@ -158,16 +160,16 @@ async def test_conversation_list_new_rename_delete(tiny_models: dict[str, Path],
         await wait_for(pilot, lambda: "Delete “" in screen_text(app), what="the delete dialog")
         assert "Delete “Holiday plans [b]x[/b]”" in screen_text(app)  # the dialog names the current title
         await pilot.press("y")
-        await wait_for(pilot, lambda: app.conversation.id == first, what="delete")
+        await wait_for(pilot, lambda: app.conversation.current.id == first, what="delete")
         assert [c.id for c in app.store.conversations()] == [first]
         # switch back and forth through the list
         await pilot.press("ctrl+n")
-        await wait_for(pilot, lambda: app.conversation.id not in (first, second), what="another chat")
+        await wait_for(pilot, lambda: app.conversation.current.id not in (first, second), what="another chat")
         view = app.query_one("#conversations", ListView)
         view.focus()
         view.index = [i for i, item in enumerate(view.children) if item.conversation_id == first][0]
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.conversation.id == first, what="switch")
+        await wait_for(pilot, lambda: app.conversation.current.id == first, what="switch")
 
 
 async def test_killed_mid_answer_shows_interrupted(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -228,7 +230,7 @@ async def test_kill_9_during_real_generation(real_model: Path, tiny_models: dict
         answer = app.query(AssistantMessage)[-1]
         assert len(answer.answer_text) > 40
         await wait_for(pilot, lambda: "interrupted" in screen_text(app), what="the answer marked interrupted")
-        assert app.store.messages(app.conversation.id)[-1].status == "interrupted"
+        assert app.store.messages(app.conversation.current.id)[-1].status == "interrupted"
 
 
 async def test_thinking_is_collapsed_and_streams_once_opened(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -346,7 +348,8 @@ async def test_starts_and_chats_offline_with_sockets_blocked(tiny_models: dict[s
         await wait_for(pilot, lambda: "ready" in status(app), what="load")
         await type_and_send(pilot, "/no_think")
         await type_and_send(pilot, "hello")
-        await wait_for(pilot, lambda: app._live is None and len(app.query(AssistantMessage)) == 1, what="answer")
+        await wait_for(pilot, lambda: app.chat.transcript.live is None and len(app.query(AssistantMessage)) == 1,
+                       what="answer")
         await pilot.press("f3")  # the models screen works offline too
         await wait_for(pilot, lambda: bool(app.screen.query(DataTable)) and
                        app.screen.query_one(DataTable).row_count > 40, what="catalog rows")
@@ -367,8 +370,8 @@ async def test_search_jumps_to_the_message(tiny_models: dict[str, Path], tmp_pat
     store.close()
     app = make_app(db, tiny_models["hybrid"], n_ctx=512)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.conversation is not None and app.conversation.title == "Cooking",
-                       what="latest open")
+        await wait_for(pilot, lambda: app.conversation.current is not None
+                       and app.conversation.current.title == "Cooking", what="latest open")
         await pilot.press("ctrl+f")
         await wait_for(pilot, lambda: bool(app.screen.query("#search-input")), what="search screen")
         await pilot.press(*"lamp")
@@ -376,7 +379,7 @@ async def test_search_jumps_to_the_message(tiny_models: dict[str, Path], tmp_pat
         shown = screen_text(app)
         assert "lamp" in shown and "\u2402" not in shown and "\u2403" not in shown  # markers became highlighting
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.conversation.title == "Sea stories", what="jump")
+        await wait_for(pilot, lambda: app.conversation.current.title == "Sea stories", what="jump")
         await wait_for(pilot, lambda: bool(app.query(".found")), what="the message marked")
         assert app.query_one(".found", AssistantMessage).message_id == answer.id
 
@@ -420,7 +423,7 @@ async def test_a_stored_answer_removed_while_it_mounts_does_not_crash_the_app(ti
     async with app.run_test(size=SIZE) as pilot:
         transcript = app.query_one("#transcript", VerticalScroll)
         for _ in range(5):
-            app._render_transcript()  # removes and mounts again without waiting, as a quick Ctrl+N does
+            app.chat.transcript.show_conversation()  # removes and mounts again without waiting, as a quick Ctrl+N does
         await wait_for(pilot, lambda: "the answer" in screen_text(app), what="the stored answer drawn")
         assert app.is_running and len(transcript.query(AssistantMessage)) == 1
     store.close()

@@ -20,10 +20,10 @@ from helpers import SIZE, make_app, screen_text, status, type_and_send, wait_for
 
 
 async def ask(pilot, app: QwenChatApp, text: str) -> None:
-    before = len(app.store.messages(app.conversation.id))
+    before = len(app.store.messages(app.conversation.current.id))
     await type_and_send(pilot, text)
-    await wait_for(pilot, lambda: len(app.store.messages(app.conversation.id)) >= before + 2
-                   and not app.session.generating and app._live is None, what=f"answer to {text!r}")
+    await wait_for(pilot, lambda: len(app.store.messages(app.conversation.current.id)) >= before + 2
+                   and not app.session.generating and app.chat.transcript.live is None, what=f"answer to {text!r}")
 
 
 HELLO = "Here:\n\n```python\nprint('hello')\n```\n"
@@ -36,12 +36,12 @@ async def test_regenerate_edit_and_copy(tiny_models: dict[str, Path], tmp_path: 
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="model load")
         await ask(pilot, app, "Write a one-line Python hello world in a code block.")
-        first = app.store.messages(app.conversation.id)[-1]
+        first = app.store.messages(app.conversation.current.id)[-1]
         assert first.content == HELLO
 
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: app.store.messages(app.conversation.id)[-1].id != first.id
-                       and not app.session.generating and app._live is None, what="regenerated answer")
+        await wait_for(pilot, lambda: app.store.messages(app.conversation.current.id)[-1].id != first.id
+                       and not app.session.generating and app.chat.transcript.live is None, what="regenerated answer")
         answers = app.query(AssistantMessage)
         assert len(answers) == 1 and answers[0].message_id != first.id  # the old answer left the transcript
         assert answers[0].answer_text == HELLO_AGAIN
@@ -64,8 +64,8 @@ async def test_regenerate_edit_and_copy(tiny_models: dict[str, Path], tmp_path: 
         assert box.value.startswith("Write a one-line Python") and box.has_class("editing")
         box.value = "Say just the word banana."
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not app.session.generating and app._live is None
-                       and app.store.messages(app.conversation.id)[0].content == "Say just the word banana.",
+        await wait_for(pilot, lambda: not app.session.generating and app.chat.transcript.live is None
+                       and app.store.messages(app.conversation.current.id)[0].content == "Say just the word banana.",
                        what="edited turn answered")
         await wait_for(pilot, lambda: [a.answer_text for a in app.query(AssistantMessage)] == ["banana"],
                        what="the transcript drawn again")
@@ -94,7 +94,8 @@ async def test_persona_and_context_reload_keep_the_conversation(tiny_models: dic
         await pilot.press("f6")
         await wait_for(pilot, lambda: isinstance(app.screen, PersonasScreen), what="personas")
         await pilot.press("down", "enter")
-        await wait_for(pilot, lambda: app.conversation.system_prompt.startswith("You are a pirate"), what="persona")
+        await wait_for(pilot, lambda: app.conversation.current.system_prompt.startswith("You are a pirate"),
+                       what="persona")
 
         await pilot.press("f7")
         await wait_for(pilot, lambda: isinstance(app.screen, ContextScreen), what="context screen")
@@ -106,7 +107,7 @@ async def test_persona_and_context_reload_keep_the_conversation(tiny_models: dic
         assert len(app.query(UserMessage)) == 1 and len(app.query(AssistantMessage)) == 1  # the chat stayed
         assert "ctx " in status(app) and "/40,960" in status(app)
         await ask(pilot, app, "Say goodbye.")
-        assert len(app.store.messages(app.conversation.id)) == 4
+        assert len(app.store.messages(app.conversation.current.id)) == 4
     loads = [r.n_ctx for r in engine.requests if isinstance(r, LoadRequest)]
     assert loads == [1024, 40960]  # one reload, planned for the preset chosen
     prompt = engine.requests[-1].prompt
@@ -119,11 +120,11 @@ async def test_budget_meter_and_cut_marker_on_a_thinking_model(tiny_models: dict
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="model load")
         await type_and_send(pilot, "/budget 4")
-        await wait_for(pilot, lambda: app.store.conversation(app.conversation.id).thinking_budget == 4,
+        await wait_for(pilot, lambda: app.store.conversation(app.conversation.current.id).thinking_budget == 4,
                        what="budget set")
         await ask(pilot, app, "hi")
         assert engine.requests[-1].thinking_budget == 4  # the budget reached the engine
-        answer = app.store.messages(app.conversation.id)[-1]
+        answer = app.store.messages(app.conversation.current.id)[-1]
         assert answer.thinking.startswith("Let me think a") and answer.content == "Done."
         assert answer.thinking[answer.thinking_cut_at:].lstrip().startswith("Considering the limited time")
         assert "thought 4/4" in status(app)  # the meter's last reading: the budget, used up
@@ -146,8 +147,8 @@ async def test_context_full_marker_shows_and_survives_a_restart(tiny_models: dic
         transcript = list(app.query_one("#transcript").children)
         after = transcript[transcript.index(marker) + 1]
         assert isinstance(after, UserMessage) and after.message_id > transcript[0].message_id
-        assert after.message_id == app.store.messages(app.conversation.id)[2].id  # the second turn starts it
-        count = len(app.store.messages(app.conversation.id))
+        assert after.message_id == app.store.messages(app.conversation.current.id)[2].id  # the second turn starts it
+        count = len(app.store.messages(app.conversation.current.id))
     app2 = make_app(db, tiny_models["none"], n_ctx=1024, engine=FakeEngine.scripted())
     async with app2.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: len(app2.query(UserMessage)) == count // 2, what="history")

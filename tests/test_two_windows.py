@@ -27,23 +27,24 @@ async def test_a_second_window_starts_its_own_conversation_and_never_answers_ano
         await wait_for(one, lambda: "ready" in status(first), what="first window")
         async with second.run_test(size=SIZE) as two:
             await wait_for(two, lambda: "ready" in status(second), what="second window")
-            assert second.conversation.id != first.conversation.id  # the latest is open in the first window
+            # the latest is open in the first window
+            assert second.conversation.current.id != first.conversation.current.id
 
             composer = first.query_one("#prompt", Composer)
             composer.value = "list two fruits"
             await one.press("enter")
-            await wait_for(one, lambda: len(first.store.messages(first.conversation.id)) == 2
-                           and first._live is None, what="first answer")
+            await wait_for(one, lambda: len(first.store.messages(first.conversation.current.id)) == 2
+                           and first.chat.transcript.live is None, what="first answer")
             composer = second.query_one("#prompt", Composer)
             composer.focus()
             composer.value = "list two colors"
             await two.press("enter")
-            await wait_for(two, lambda: len(second.store.messages(second.conversation.id)) == 2
-                           and second._live is None, what="second answer")
+            await wait_for(two, lambda: len(second.store.messages(second.conversation.current.id)) == 2
+                           and second.chat.transcript.live is None, what="second answer")
             # each answer went to its own question, each conversation has one turn
-            assert [m.content for m in first.store.messages(first.conversation.id)] == \
+            assert [m.content for m in first.store.messages(first.conversation.current.id)] == \
                 ["list two fruits", "Fruits: apple, pear."]
-            assert [m.content for m in second.store.messages(second.conversation.id)] == \
+            assert [m.content for m in second.store.messages(second.conversation.current.id)] == \
                 ["list two colors", "Colors: red, blue."]
 
             # the first window's new title shows up in the second window's list without a restart
@@ -51,15 +52,15 @@ async def test_a_second_window_starts_its_own_conversation_and_never_answers_ano
                                             for i in second.query(ConversationItem)), what="other window's title")
 
             # the second window opens the first window's conversation: readable, but it does not send there
-            second._open(second.store.conversation(first.conversation.id))
+            second.show_conversation(second.store.conversation(first.conversation.current.id))
             composer.value = "a question from the wrong window"
             await two.press("enter")
             await wait_for(two, lambda: any("open in another qwen-chat window" in str(n.message)
                                             for n in second._notifications), what="the refusal")
             assert composer.value == "a question from the wrong window"  # kept, not sent
-            assert len(second.store.messages(first.conversation.id)) == 2
+            assert len(second.store.messages(first.conversation.current.id)) == 2
     # the first window is closed: its conversation is free again
-    assert not Presence(db).open_elsewhere(first.conversation.id)
+    assert not Presence(db).open_elsewhere(first.conversation.current.id)
 
 
 async def test_an_idle_window_sees_what_another_changed_before_its_first_look(
@@ -74,14 +75,14 @@ async def test_an_idle_window_sees_what_another_changed_before_its_first_look(
         await wait_for(one, lambda: "ready" in status(first), what="first window")
         async with second.run_test(size=SIZE) as two:
             idle_since = time.monotonic()
-            own = second.conversation.id  # a new one: the latest is open in the first window
-            answered = first.conversation.id
+            own = second.conversation.current.id  # a new one: the latest is open in the first window
+            answered = first.conversation.current.id
             await type_and_send(one, "list two fruits")
-            await wait_for(one, lambda: len(first.store.messages(answered)) == 2 and first._live is None,
+            await wait_for(one, lambda: len(first.store.messages(answered)) == 2 and first.chat.transcript.live is None,
                            what="first answer")
             await one.press("ctrl+n")
-            await wait_for(one, lambda: first.conversation.id not in (answered, own), what="a new conversation")
-            opened = first.conversation.id
+            await wait_for(one, lambda: first.conversation.current.id not in (answered, own), what="a new conversation")
+            opened = first.conversation.current.id
             assert time.monotonic() - idle_since < 3.0, "too slow to come before the idle window's first look"
 
             def items() -> dict[int, ConversationItem]:
@@ -92,7 +93,7 @@ async def test_an_idle_window_sees_what_another_changed_before_its_first_look(
                            timeout=15, what="the other window's changes in the idle window's list")
             shown = items()
             assert shown[opened].elsewhere and not shown[answered].elsewhere and not shown[own].elsewhere
-            assert second.conversation.id == own
+            assert second.conversation.current.id == own
             await wait_for(two, lambda: "list two fruits" in screen_text(second), what="the new title drawn")
             lines = screen_text(second).splitlines()
             assert any(ELSEWHERE_MARK + "New chat" in line for line in lines)
@@ -100,7 +101,7 @@ async def test_an_idle_window_sees_what_another_changed_before_its_first_look(
 
             # the first window goes back to its answered conversation (nothing is written): the mark follows
             version = second.store.data_version()
-            first._open(first.store.conversation(answered))
+            first.show_conversation(first.store.conversation(answered))
             await wait_for(two, lambda: items()[answered].elsewhere and not items()[opened].elsewhere,
                            timeout=15, what="the mark to follow the other window's switch")
             assert second.store.data_version() == version  # moved by the locks alone: the first window wrote nothing

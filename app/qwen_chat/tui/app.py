@@ -1,61 +1,61 @@
-"""The qwen-chat Textual app: the chat itself (transcript, prompt, status bar) and the session's events.
+"""The qwen-chat Textual app: a shell around the chat panel (chat_panel.py: transcript and composer panel), the
+sidebar's conversation list and the status bar.
 
-The app is handed its session (the CLI builds it, tests hand it one with a FakeEngine). Session events arrive
-as Textual messages, one handler per type (tui/session_events.py); tokens come in paced batches. The actions
-of the keys are in actions.py, what Enter does with the draft in sending.py.
+The app is handed its session (the CLI builds it, tests hand it one with a FakeEngine) and holds the open
+conversation (session/conversation.py). Session events arrive as Textual messages (tui/session_events.py); one
+handler takes them in order and calls down into the widgets. The keys' actions are here (their bindings and
+palette entries in bindings.py): each asks the open conversation or pushes a screen and calls down with its
+answer.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.timer import Timer
-from textual.widgets import Footer, ListView, Static
+from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
+from textual.screen import Screen
+from textual.widgets import Footer, Input, ListView, Static
 
 from qwen_chat.engines.protocol import Failed
 from qwen_chat.hub.download_queue import DownloadQueue
-from qwen_chat.qwen3.template import Variant
 from qwen_chat.session.chat import ChatSession
+from qwen_chat.session.conversation import OpenConversation, SearchHit
 from qwen_chat.session.sources import LocalModel, Server
-from qwen_chat.store.presence import Presence
-from qwen_chat.store.records import Attachment, Conversation, StoreError
-from qwen_chat.tui import gc_pause, paste_guard, warm_up
-from qwen_chat.tui.attachment_bar import AttachmentBar
-from qwen_chat.tui.bindings import BINDINGS
+from qwen_chat.store.records import Conversation, StoreError
+from qwen_chat.tui import paste_guard, warm_up
+from qwen_chat.tui.bindings import BINDINGS, PALETTE
+from qwen_chat.tui.chat_panel import ChatPanel
 from qwen_chat.tui.composer import Composer
 from qwen_chat.tui.conversation_list import ConversationItem, ConversationList
+from qwen_chat.tui.dialogs import ConfirmDialog, RenameDialog
 from qwen_chat.tui.downloads_screen import DownloadsScreen
-from qwen_chat.tui.messages import AssistantMessage, EarlierMessages, NoticeLine, TrimMarker, UserMessage
-from qwen_chat.tui.sending import PROMPT_HINT, Sending
+from qwen_chat.tui.file_picker import FilePicker
+from qwen_chat.tui.models_screen import EndpointModelsScreen, ModelsScreen
+from qwen_chat.tui.printable import printable, printable_line
+from qwen_chat.tui.search_screen import SearchScreen
+from qwen_chat.tui.sending import ComposerPanel, refused_while_busy
 from qwen_chat.tui.session_events import (
-    AnswerBegan,
-    AnswerFinished,
-    ContextWasTrimmed,
     DownloadChanged,
     Inbox,
     ModelFailed,
     ModelLoaded,
     ModelProgress,
-    NoticeArrived,
     SessionMessage,
-    TranscriptRewound,
-    UserMessageSaved,
+    TokensWaiting,
 )
-from qwen_chat.tui.status_bar import StatusBar, mode_label
+from qwen_chat.tui.status_bar import StatusBar
 from qwen_chat.tui.theme import register_shipped_themes
-from qwen_chat.tui.transcript import transcript_widgets
 
-IDLE_COLLECT_AFTER = 1.0  # seconds after an answer: the garbage collections held while it streamed (gc_pause.py)
 OTHER_WINDOWS_EVERY = 1.5  # seconds between looks at what other windows on this database changed
 
 
-class QwenChatApp(Sending):
+class QwenChatApp(App[None]):
     TITLE = "qwen-chat"
     CSS_PATH = "app.tcss"
     BINDINGS = BINDINGS
@@ -69,16 +69,9 @@ class QwenChatApp(Sending):
         self.inbox = Inbox(self.post_message)
         session.sink = self.inbox.put
         self.downloads = downloads or DownloadQueue(self.inbox.put)
-        self._render_timer: Timer | None = None
-        self._next_render = 0.0
-        self._cpu_mark = time.thread_time()
-        self._live: AssistantMessage | None = None
-        self._editing: int | None = None  # the user message being edited (Ctrl+E), if any
-        self._drafts: dict[int, str] = {}
-        self._draft_files: dict[int, list[Attachment]] = {}
-        self.presence = Presence(self.store.path)  # which conversations other windows have open
-        self._data_version = -1
-        self._status = StatusBar()  # held, not queried: workers and closing screens update it too
+        self.conversation = OpenConversation(session)
+        self.status_bar = StatusBar()  # held, not queried: workers and closing screens update it too
+        self.chat = ChatPanel(session, self.conversation, self.inbox, self.status_bar)
 
     # -- layout --
 
@@ -87,11 +80,8 @@ class QwenChatApp(Sending):
             with Vertical(id="sidebar"):
                 yield Static("Chats", id="sidebar-title")
                 yield ConversationList(id="conversations")
-            with Vertical(id="chat"):
-                yield VerticalScroll(id="transcript")
-                yield AttachmentBar()
-                yield Composer(placeholder=PROMPT_HINT, id="prompt")
-        yield self._status
+            yield self.chat
+        yield self.status_bar
         yield Footer(compact=True)  # 20 actions: all of them fit a 190-column terminal
 
     def on_mount(self) -> None:
@@ -106,18 +96,15 @@ class QwenChatApp(Sending):
         self.set_keymap(load_keymap(ids))
         self._theme_at_start: str | None = self.theme  # announced a tick later: not the user's choice
         self.theme_changed_signal.subscribe(self, self._save_theme)
-        self.query_one("#transcript", VerticalScroll).anchor()
+        self.chat.transcript.anchor()
         if self.store.recovered:
             self.notify(f"{self.store.recovered} answer(s) were cut off when qwen-chat last ended; "
                         "they are kept and marked interrupted.", severity="warning", timeout=8)
         self._load_model()
-        # taken before the list is first read, so the first look sees whatever another window changed since
-        # (if it cannot be read now, the first look refreshes the list anyway)
-        with contextlib.suppress(StoreError):
-            self._data_version = self.store.data_version()
-        self._open(self._first_conversation())
+        self.conversation.mark_version()
+        self.show_conversation(self.conversation.first())
         self.set_interval(OTHER_WINDOWS_EVERY, self._watch_other_windows)
-        self.query_one("#prompt", Composer).focus()
+        self.chat.composer_panel.composer.focus()
 
     def _save_theme(self, theme: object) -> None:
         from qwen_chat.config.settings import save_theme
@@ -135,40 +122,72 @@ class QwenChatApp(Sending):
     def on_unmount(self) -> None:
         self.downloads.close()  # pauses in effect: partial files stay for the next start
         self.session.close()
-        self.presence.close()
+        self.conversation.close()
 
-    def _first_conversation(self) -> Conversation | None:
-        """The latest conversation, unless another window has it open: then a new one (None)."""
-        latest = self.store.latest_conversation()
-        return latest if latest is not None and not self.presence.open_elsewhere(latest.id) else None
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every toast, the screens' included (Widget.notify calls this): file names, paths and errors are
+        quoted in them, so control characters are made visible and nothing is read as markup (`markup` is
+        ignored: no message here uses markup, and a file named "[bold]x" must show as named)."""
+        super().notify(printable(message), title=printable_line(title), severity=severity, timeout=timeout,
+                       markup=False)
+
+    # -- the open conversation, the list and the status bar --
+
+    def show_conversation(self, conversation: Conversation | None) -> None:
+        """Open a conversation (a new one for None) in the chat panel."""
+        self.chat.open(conversation)
+        self._refresh_list()
+        self._update_status()
+
+    def _refresh_list(self) -> None:
+        current = self.conversation.current
+        listed, elsewhere = self.conversation.conversations()
+        self.query_one("#conversations", ConversationList).show(listed, current.id if current else None, elsewhere)
+
+    def _update_status(self, mode_changed: bool = True) -> None:
+        if mode_changed:
+            self.status_bar.mode = self.conversation.mode_label()
+        self.status_bar.show(self.session)
 
     def _watch_other_windows(self) -> None:
         """Other windows' new conversations, titles and answers show up here without a restart."""
-        if not self._chat_visible():
+        if not self.chat.transcript.shown():
             return  # the version stays unread: what changed meanwhile shows when the panel closes
-        try:
-            version = self.store.data_version()
-        except StoreError:
+        changed = self.conversation.changed_elsewhere()
+        if changed is None:
             return
-        if version == self._data_version:
+        if not changed:
             # nothing written, but another window may have switched to another conversation (no write):
             # the marks follow its locks
             conversations = self.query_one("#conversations", ConversationList)
-            conversations.mark(self.presence.held_elsewhere(conversations.listed))
+            conversations.mark(self.conversation.held_elsewhere(conversations.listed))
             return
-        self._data_version = version
         self._refresh_list()
-        if self.conversation is not None and not self.presence.claim(self.conversation.id) \
-                and not self.session.generating:
-            self._render_transcript()  # the other window is answering it: follow along
+        if not self.conversation.claim() and not self.session.generating:
+            self.chat.follow_elsewhere()  # the other window is answering it: follow along
 
-    def _update_status(self, mode_changed: bool = True) -> None:
-        bar = self.status_bar
-        if mode_changed:
-            bar.mode = mode_label(self.session, self.conversation)
-        bar.show(self.session)
+    @on(ListView.Selected, "#conversations")
+    def _selected(self, event: ListView.Selected) -> None:
+        item, current = event.item, self.conversation.current
+        if not isinstance(item, ConversationItem) or (current is not None and item.conversation_id == current.id):
+            return
+        if refused_while_busy(self.session, self.notify):
+            self._refresh_list()
+            return
+        try:
+            self.show_conversation(self.store.conversation(item.conversation_id))
+        except StoreError as exc:
+            self.notify(str(exc), severity="error")
+        self.chat.composer_panel.composer.focus()
 
-    # -- model --
+    @on(ComposerPanel.Sent)
+    def _sent(self) -> None:
+        self.conversation.refresh_record()
+        self._refresh_list()
+        self._update_status()
+
+    # -- the model --
 
     @work(thread=True, group="load", exit_on_error=False)
     def _load_model(self) -> None:
@@ -186,159 +205,188 @@ class QwenChatApp(Sending):
         self.status_bar.last_speed = 0.0
         self._load_model()
 
-    # -- the transcript --
-
-    def _render_transcript(self, everything: bool = False) -> None:
-        transcript = self.query_one("#transcript", VerticalScroll)
-        transcript.remove_children()
-        self._live = None
-        if self.conversation is not None:
-            transcript.mount_all(transcript_widgets(self.store, self.conversation, self.session.n_ctx, everything))
-            if not everything:
-                transcript.scroll_end(animate=False)
-
-    @on(EarlierMessages.Show)
-    def _show_earlier(self) -> None:
-        if not self.refused_while_busy():
-            self._render_transcript(everything=True)
-
-    @on(ListView.Selected, "#conversations")
-    def _selected(self, event: ListView.Selected) -> None:
-        item = event.item
-        current = self.conversation.id if self.conversation else None
-        if not isinstance(item, ConversationItem) or item.conversation_id == current:
-            return
-        if self.refused_while_busy():
-            self._refresh_list()
-            return
-        try:
-            self._open(self.store.conversation(item.conversation_id))
-        except StoreError as exc:
-            self.notify(str(exc), severity="error")
-        self.query_one("#prompt", Composer).focus()
-
-    # -- the other events, one handler each --
+    # -- the session's events, in order --
 
     @contextlib.asynccontextmanager
-    async def _in_order(self, message: SessionMessage) -> AsyncIterator[VerticalScroll | None]:
-        """Around every event handler: the tokens that came before the event are drawn first; afterwards the
-        status bar is refreshed and tokens that waited for this event are scheduled. Yields the transcript,
-        or None while the app is closing."""
+    async def _in_order(self, message: SessionMessage) -> AsyncIterator[ChatPanel | None]:
+        """Around every event: the tokens that came before the event are drawn first; afterwards the status bar
+        is refreshed and tokens that waited for this event are scheduled. Yields the chat panel, or None while
+        it is not shown (a panel covers it, or the app is closing)."""
+        transcript = self.chat.transcript
         try:
-            await self._draw(self.inbox.take_tokens(before=message.seq))
-            yield self.query_one("#transcript", VerticalScroll) if self._chat_visible() else None
+            await transcript.draw(self.inbox.take_tokens(before=message.seq))
+            yield self.chat if transcript.shown() else None
         finally:
             self.inbox.handled(message)
-        if self._chat_visible():
+        if transcript.shown():
             self._update_status()
-        self._schedule_tokens()
+        transcript.pacer.schedule_tokens()
 
-    def _here(self, conversation_id: int) -> bool:
-        return self.conversation is not None and conversation_id == self.conversation.id
+    @on(TokensWaiting)
+    async def _tokens_waiting(self) -> None:
+        await self.chat.transcript.pacer.tokens_waiting()
 
-    @on(ModelProgress)
-    async def _model_progress(self, message: ModelProgress) -> None:
-        async with self._in_order(message):
-            self.status_bar.state = f"loading {message.event.fraction:.0%}"
+    @on(SessionMessage)
+    async def _session_event(self, message: SessionMessage) -> None:
+        async with self._in_order(message) as chat:
+            if isinstance(message, ModelProgress):
+                self.status_bar.state = f"loading {message.event.fraction:.0%}"
+            elif isinstance(message, ModelLoaded):
+                self.status_bar.state = "ready"
+                if chat is not None:
+                    self.conversation.start_in_model_mode()
+            elif isinstance(message, ModelFailed):
+                self.status_bar.state = "load failed"
+                if chat is not None:
+                    await chat.transcript.model_failed(message.event.message)
+            elif isinstance(message, DownloadChanged):
+                job = message.event
+                for screen in self.screen_stack:
+                    if isinstance(screen, DownloadsScreen):
+                        screen.show(job)
+                if job.state == "done":
+                    self.notify(f"{job.ref} is ready: F3 and Enter load it. {job.message}", timeout=8)
+                elif job.state == "failed":
+                    self.notify(f"{job.ref}: {job.message}", severity="error", timeout=12)
+            else:
+                await self.chat.session_event(message, chat is not None)
 
-    @on(ModelLoaded)
-    async def _model_loaded(self, message: ModelLoaded) -> None:
-        async with self._in_order(message) as transcript:
-            self.status_bar.state = "ready"
-            if transcript and self.conversation and not self.store.messages(self.conversation.id):
-                # the variant is known now: a fresh conversation starts in the model's own mode
-                self.store.set_thinking(self.conversation.id, self.session.variant is not Variant.NO_THINKING)
-                self.conversation = self.store.conversation(self.conversation.id)
+    # -- the keys' actions --
 
-    @on(ModelFailed)
-    async def _model_failed(self, message: ModelFailed) -> None:
-        async with self._in_order(message) as transcript:
-            self.status_bar.state = "load failed"
-            if transcript:
-                await transcript.mount(NoticeLine(f"The model could not be loaded: {message.event.message}",
-                                                  error=True))
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        typing = isinstance(self.focused, Input | Composer) and bool(self.focused.value)
+        return not (action in ("delete_conversation", "edit_message") and typing)
 
-    @on(UserMessageSaved)
-    async def _user_saved(self, message: UserMessageSaved) -> None:
-        async with self._in_order(message) as transcript:
-            saved = message.event.message
-            if transcript and self._here(saved.conversation_id):
-                versions = self.store.version_count(saved.id)  # 2 or more after an edit
-                await transcript.mount(UserMessage(saved.content, saved.id, versions, saved.attachments))
-                transcript.scroll_end(animate=False)  # sending means the user wants to follow the answer
+    def action_stop(self) -> None:
+        panel = self.chat.composer_panel
+        if self.session.generating:
+            self.session.stop()
+        elif panel.editing is not None:
+            panel.set_editing(None)
+            panel.composer.value = ""
 
-    @on(TranscriptRewound)
-    async def _rewound(self, message: TranscriptRewound) -> None:
-        async with self._in_order(message) as transcript:
-            if transcript and self._here(message.event.conversation_id):
-                # the replaced turns leave the transcript (the store keeps them: F8 shows them)
-                children = list(transcript.children)
-                first = next((i for i, w in enumerate(children)
-                              if getattr(w, "message_id", 0) >= message.event.from_message_id), len(children))
-                await transcript.remove_children(children[first:])
+    def action_regenerate(self) -> None:
+        self.chat.regenerate()
 
-    @on(ContextWasTrimmed)
-    async def _context_trimmed(self, message: ContextWasTrimmed) -> None:
-        event = message.event
-        async with self._in_order(message) as transcript:
-            if transcript and self._here(event.conversation_id):
-                for old in transcript.query(TrimMarker):
-                    await old.remove()
-                before = next((w for w in transcript.children
-                               if getattr(w, "message_id", 0) == event.from_message_id), None)
-                await transcript.mount(TrimMarker(event.dropped_turns, event.n_ctx), before=before)
-            self.notify("The conversation is longer than the context: the oldest turns are not sent for this "
-                        "answer (marked in the transcript; they stay saved).", severity="warning", timeout=8)
+    def action_edit_message(self) -> None:
+        self.chat.edit_message()
 
-    @on(AnswerBegan)
-    async def _answer_began(self, message: AnswerBegan) -> None:
-        answer = message.event.message
-        async with self._in_order(message) as transcript:
-            self.status_bar.thinking_tokens, self.status_bar.budget = 0, answer.thinking_budget
-            if transcript and self._here(answer.conversation_id):
-                self._live = AssistantMessage()
-                self._live.message_id = answer.id
-                await transcript.mount(self._live)
-            self.status_bar.state = "generating"
+    def action_toggle_thinking(self) -> None:
+        self.chat.toggle_thinking()
 
-    @on(AnswerFinished)
-    async def _answer_finished(self, message: AnswerFinished) -> None:
-        saved = message.event.message
-        async with self._in_order(message) as transcript:
-            if transcript and self._live is not None and self._live.message_id == saved.id:
-                # the final Markdown re-render changes heights for a moment: keep a following view at the end
-                following = transcript.scroll_y >= transcript.max_scroll_y - 1
-                self._live.versions = self.store.version_count(saved.id)  # 2 or more if regenerated
-                await self._live.finish(saved)
-                if following:
-                    transcript.scroll_end(animate=False)
-            self._live = None
-            self.status_bar.state = "tool calls" if saved.tool_calls and self.session.generating else "ready"
-            self.set_timer(IDLE_COLLECT_AFTER, self._collect_when_idle)
-            if message.event.done is not None:
-                self.status_bar.last_speed = message.event.done.tokens_per_second
+    def action_presets(self) -> None:
+        self.chat.presets()
 
-    @on(NoticeArrived)
-    async def _notice(self, message: NoticeArrived) -> None:
-        async with self._in_order(message) as transcript:
-            if transcript:
-                await transcript.mount(NoticeLine(message.event.text, message.event.error))
-            if self.conversation:
-                self.conversation = self.store.conversation(self.conversation.id)
+    def action_copy_message(self) -> None:
+        self.chat.copy_message()
 
-    @on(DownloadChanged)
-    async def _download_changed(self, message: DownloadChanged) -> None:
-        job = message.event
-        async with self._in_order(message):
-            for screen in self.screen_stack:
-                if isinstance(screen, DownloadsScreen):
-                    screen.show(job)
-            if job.state == "done":
-                self.notify(f"{job.ref} is ready: F3 and Enter load it. {job.message}", timeout=8)
-            elif job.state == "failed":
-                self.notify(f"{job.ref}: {job.message}", severity="error", timeout=12)
+    def action_versions(self) -> None:
+        self.chat.versions()
 
-    def _collect_when_idle(self) -> None:
-        if self._live is None:
-            gc_pause.release()
+    def action_personas(self) -> None:
+        self.chat.personas()
 
+    def action_context(self) -> None:
+        self.chat.context()
+
+    def action_new_conversation(self) -> None:
+        if not refused_while_busy(self.session, self.notify):
+            self.show_conversation(None)
+            self.chat.composer_panel.composer.focus()
+
+    def action_rename_conversation(self) -> None:
+        if self.conversation.current is None:
+            return
+        conversation_id = self.conversation.current.id
+
+        def done(title: str | None) -> None:
+            if title:
+                try:
+                    self.conversation.rename(conversation_id, title)
+                except StoreError as exc:
+                    self.notify(str(exc), severity="error")
+                self._refresh_list()
+
+        self.push_screen(RenameDialog(self.conversation.current.title), done)
+
+    def action_delete_conversation(self) -> None:
+        conversation = self.conversation.current
+        if conversation is None or refused_while_busy(self.session, self.notify):
+            return
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                following = self.conversation.delete(conversation.id)
+            except StoreError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.show_conversation(following)
+
+        self.push_screen(ConfirmDialog(f"Delete “{conversation.title}” and all its messages?"), done)
+
+    def action_toggle_sidebar(self) -> None:
+        sidebar = self.query_one("#sidebar")
+        sidebar.display = not sidebar.display
+
+    def action_models(self) -> None:
+        source = self.session.source
+        if isinstance(source, Server):
+            url, key = source.url, source.api_key
+
+            def switch(model: str | None) -> None:
+                if model and not self.session.busy():
+                    self.use_source(Server(url, key, model))
+
+            self.push_screen(EndpointModelsScreen(url, key), switch)
+            return
+
+        def done(path: Path | None) -> None:
+            if path is not None and not refused_while_busy(self.session, self.notify):
+                self.use_source(LocalModel(path))
+
+        self.push_screen(ModelsScreen(), done)
+
+    def action_search(self) -> None:
+        def jump(hit: SearchHit | None) -> None:
+            if hit is None or refused_while_busy(self.session, self.notify):
+                return
+            try:
+                self.show_conversation(self.store.conversation(hit.conversation_id))
+            except StoreError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.call_after_refresh(self.chat.transcript.scroll_to_message, hit.message_id)
+
+        self.push_screen(SearchScreen(self.conversation.search), jump)
+
+    def action_downloads(self) -> None:
+        self.push_screen(DownloadsScreen(self.downloads))
+
+    def action_attach_file(self) -> None:
+        """Ctrl+O: a file picked (or its path typed) in a dialog, attached as `/file PATH` attaches it."""
+        self.push_screen(FilePicker(Path.cwd()), self.chat.composer_panel.attach)
+
+    @on(ComposerPanel.ToolsAsked)
+    def action_tools(self) -> None:
+        """F9, /tools: the servers and their tools, on or off for this conversation, and the standing rules."""
+        from qwen_chat.tui.tools_screen import ToolsScreen
+
+        current = self.conversation.current
+        if current is None or isinstance(self.screen, ToolsScreen):
+            return
+        conversation_id = current.id
+
+        def closed(_: None) -> None:
+            if self.conversation.is_open(conversation_id):
+                self.conversation.refresh_record()
+
+        self.push_screen(ToolsScreen(self.session.tools, self.store, conversation_id), closed)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for title, help_text, action in PALETTE:
+            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
+        yield SystemCommand("Tools", "MCP tool servers, their tools on or off for this chat, standing approvals "
+                            "(F9, /tools)", self.action_tools)

@@ -1,6 +1,6 @@
 """The composer: a multi-line prompt box. Enter sends; Shift+Enter (where the terminal reports it), Alt+Enter
 and Ctrl+J insert a newline; a paste keeps every line exactly; Up on the first line and Down on the last walk
-the prompts sent in this conversation; Ctrl+G hands the draft to $VISUAL / $EDITOR (the app does it).
+the prompts sent in this conversation; Ctrl+G hands the draft to $VISUAL / $EDITOR.
 
 The box grows with its text up to ten lines, then scrolls (app.tcss).
 """
@@ -14,6 +14,8 @@ from textual import _ansi_sequences, events
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
+
+from qwen_chat.tui.external_editor import EditorError, edit_in_editor
 
 # "shift+\r": xterm's modifyOtherKeys form of Shift+Enter, as Textual names it
 NEWLINE_KEYS = ("shift+enter", "alt+enter", "ctrl+j", "ctrl+enter", "shift+\r")
@@ -31,7 +33,7 @@ _teach_alt_enter()
 
 
 class Composer(TextArea):
-    BINDINGS = [Binding("ctrl+g", "app.external_editor", "Editor", show=False, id="external-editor")]
+    BINDINGS = [Binding("ctrl+g", "external_editor", "Editor", show=False, id="external-editor")]
 
     class Submitted(Message):
         def __init__(self, composer: Composer, value: str) -> None:
@@ -94,3 +96,13 @@ class Composer(TextArea):
             self.value = self._draft
         else:
             self.value = self.prompts[self._walk]
+
+    def action_external_editor(self) -> None:
+        """Ctrl+G: the draft in $VISUAL or $EDITOR (the app steps aside while it runs); what is saved comes back."""
+        try:
+            edited = edit_in_editor(self.value, self.app.suspend)
+        except EditorError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self.value = edited
+        self.focus()

@@ -7,9 +7,11 @@ User and model text is shown as plain Text or Markdown after `printable()`, neve
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from rich.text import Text
 from textual import on
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
@@ -18,9 +20,8 @@ from textual.widgets import Button, Input, Label, Markdown, OptionList, Static, 
 from textual.widgets.option_list import Option
 
 from qwen_chat.qwen3.context_presets import ContextPreset
-from qwen_chat.store.database import Store
 from qwen_chat.store.records import Message, Persona, StoreError
-from qwen_chat.system.clipboard import code_blocks
+from qwen_chat.system.clipboard import code_blocks, system_copy
 from qwen_chat.tui.dialogs import ConfirmDialog
 from qwen_chat.tui.printable import printable, printable_line
 
@@ -50,6 +51,23 @@ def _entry(label: str, detail: str = "", current: bool = False) -> Text:
 
 
 # -- copy --
+
+
+class PersonaBook(Protocol):
+    """Where personas are kept (the store)."""
+
+    def personas(self) -> list[Persona]: ...
+
+    def save_persona(self, name: str, prompt: str) -> Persona: ...
+
+    def delete_persona(self, name: str) -> bool: ...
+
+
+def copy_text(app: App[None], text: str) -> None:
+    """Onto the clipboards, and say so."""
+    app.copy_to_clipboard(text)  # OSC 52: reaches the local clipboard over SSH in most terminals
+    tool = system_copy(text)  # and the desktop's own clipboard tool where there is one
+    app.notify(f"Copied {len(text):,} characters" + (f" (also with {tool})" if tool else ""), timeout=3)
 
 
 def copy_choices(text: str) -> list[tuple[str, str]]:
@@ -167,7 +185,7 @@ class PersonaForm(ModalScreen[Persona | None]):
     PersonaForm .conversation-hint { width: 100%; color: $text-muted; }
     """
 
-    def __init__(self, store: Store, name: str = "", prompt: str = "") -> None:
+    def __init__(self, store: PersonaBook, name: str = "", prompt: str = "") -> None:
         super().__init__()
         self.store = store
         # the boxes draw what they hold: a name or prompt from an imported file shows (and, if saved, keeps)
@@ -224,7 +242,7 @@ class PersonasScreen(ModalScreen[str | None]):
     PersonasScreen .conversation-hint { width: 100%; color: $text-muted; margin-top: 1; }
     """
 
-    def __init__(self, store: Store, current_prompt: str) -> None:
+    def __init__(self, store: PersonaBook, current_prompt: str) -> None:
         super().__init__()
         self.store = store
         self.current_prompt = current_prompt.strip()  # the store strips saved prompts: compare like with like

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -10,7 +12,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, ListItem, ListView
 
-from qwen_chat.store.database import MARK_END, MARK_START, SearchHit, Store
+from qwen_chat.session.conversation import MARK_END, MARK_START, SearchHit
 from qwen_chat.store.records import StoreError
 from qwen_chat.tui.printable import printable, printable_line
 
@@ -36,9 +38,9 @@ class HitItem(ListItem):
 class SearchScreen(ModalScreen[SearchHit | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Close"), Binding("down", "focus_results", "Results", show=False)]
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, search: Callable[[str], list[SearchHit]]) -> None:
         super().__init__()
-        self.store = store
+        self.search = search
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="models-dialog"):
@@ -53,7 +55,7 @@ class SearchScreen(ModalScreen[SearchHit | None]):
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
     def _search(self, text: str) -> None:
         try:
-            hits = self.store.search(text)
+            hits = self.search(text)
         except StoreError as exc:
             self.app.call_from_thread(self.app.notify, printable(str(exc)), severity="error", markup=False)
             return

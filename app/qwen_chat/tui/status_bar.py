@@ -5,19 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from qwen_chat.qwen3.template import Variant
 from qwen_chat.session.chat import ChatSession
-from qwen_chat.store.records import Conversation
 from qwen_chat.tui.printable import printable_line
-
-
-def mode_label(session: ChatSession, conversation: Conversation | None) -> str:
-    """Reads the conversation from SQLite: called on events other than tokens, not on every batch."""
-    if conversation is None or (session.template is None and session.remote_model is None):
-        return ""
-    if session.variant.can_switch:
-        return "thinking on" if session.thinking_now(conversation) else "thinking off"
-    return "always thinks" if session.variant is Variant.ALWAYS_THINKS else "no thinking"
 
 
 class StatusBar(Static):

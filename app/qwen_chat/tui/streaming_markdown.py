@@ -124,7 +124,8 @@ class _DrawnLines(Widget):
     """A widget whose lines are drawn by `_draw(width)` (and kept): its height and its lines come from them."""
 
     def _draw(self, width: int) -> list[Strip]:
-        raise NotImplementedError
+        """Each kind's own lines (Segment, FrozenSegments); none for this base."""
+        return []
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return len(self._draw(width))

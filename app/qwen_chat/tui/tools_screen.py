@@ -20,7 +20,6 @@ from textual.widgets import Button, Checkbox, Footer, Label, Static
 
 from qwen_chat.config.tool_settings import remove_rule, rules
 from qwen_chat.session.tool_loop import ToolBox
-from qwen_chat.store.database import Store
 from qwen_chat.store.records import Conversation, StoreError
 from qwen_chat.system.paths import config_dir
 from qwen_chat.tui.printable import printable_line
@@ -29,6 +28,14 @@ if TYPE_CHECKING:
     from qwen_chat.tools.mcp_results import ServerState, ToolSpec
 
 POLL_EVERY = 0.5  # seconds between looks at the servers' states (a server connecting, going down)
+
+
+class ToolsOffBook(Protocol):
+    """Where a conversation's switched-off tools are kept (the store)."""
+
+    def conversation(self, conversation_id: int) -> Conversation: ...
+
+    def set_tools_off(self, conversation_id: int, names: tuple[str, ...]) -> Conversation: ...
 
 
 @runtime_checkable
@@ -106,7 +113,7 @@ class ToolsScreen(ModalScreen[None]):
     #tools-list .hint { color: $text-muted; }
     """
 
-    def __init__(self, box: ToolBox | None, store: Store, conversation_id: int) -> None:
+    def __init__(self, box: ToolBox | None, store: ToolsOffBook, conversation_id: int) -> None:
         super().__init__()
         self.box, self.store, self.conversation_id = box, store, conversation_id
         self._shown: tuple[list[ServerState], list[str]] | None = None
