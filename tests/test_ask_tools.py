@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from qwen_chat.cli.ask_tools import AskTools, ask_with_tools
+from qwen_chat.cli.ask import ask as ask_command
+from qwen_chat.cli.ask_tools import AskTools
 from qwen_chat.config.mcp_config import ServerEntry
 from qwen_chat.session.sources import Server
 from replay_server import ReplayServer, chunk, finish
@@ -52,8 +53,8 @@ def replay() -> Any:
 
 def ask(replay: TwoStep, tools: AskTools, asker: Any = lambda event: None) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = ask_with_tools(Server(replay.url, None, None), "Echo something", tools, think=None,
-                          show_thinking=False, out=out, err=err, asker=asker)
+    code = ask_command(Server(replay.url, None, None), "Echo something", tools=tools, think=None,
+                       show_thinking=False, out=out, err=err, asker=asker)
     return code, out.getvalue(), err.getvalue()
 
 

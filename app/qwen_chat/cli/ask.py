@@ -1,5 +1,10 @@
 """`qwen-chat ask "..."`: one answer, streamed to stdout, for scripts and pipes; from a local model or an
-endpoint. Thinking goes to stderr only when asked for; nothing is stored."""
+endpoint, with the MCP servers' tools when there are any. Thinking goes to stderr only when asked for.
+
+It is the chat's own path: a ChatSession loads the model (the remembered GPU layers, the retry with one layer
+fewer when the GPU runs out of memory) and answers, on a throwaway database, so nothing is kept and the user's
+database is never opened.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,26 @@ import os
 import queue
 import stat
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from qwen_chat.cli.ask_tools import Asker, AskTools, decide, open_hub
 from qwen_chat.cli.output import is_terminal
-from qwen_chat.config.presets import sampling_for
-from qwen_chat.engines.protocol import (
-    ChatEngine,
-    Done,
-    EngineEvent,
-    Failed,
-    GenerateRequest,
-    Loaded,
-    LoadRequest,
-    Token,
-)
-from qwen_chat.qwen3.template import Variant
+from qwen_chat.config.tool_settings import load_tool_settings
+from qwen_chat.engines.protocol import Failed, Loaded, Token
 from qwen_chat.qwen3.thinking import Part
+from qwen_chat.session.chat import ChatSession
+from qwen_chat.session.events import AnswerSaved, AnswerStarted, Notice, SessionEvent, ToolApprovalNeeded, ToolLoopEnded
+from qwen_chat.session.sources import LocalModel, Server
+from qwen_chat.session.tool_loop import Decision
+from qwen_chat.store.database import Store
 from qwen_chat.system.printable import printable
+
+# Without --ctx, ask without tools loads at most this context: one question needs little, and a small context
+# loads quickly; with tools the planner chooses, as in the chat (results and further steps need the room).
+ASK_CONTEXT = 8192
 
 # More than any Qwen3 context can read (262,144 tokens are about 1 MB of text): a larger stdin is a mistake
 # (a binary file, `yes |`), and reading it all would only fill the memory.
@@ -81,88 +88,101 @@ def _read(stream: TextIO) -> str:
         raise AskInputError(f"stdin is not UTF-8 text (byte {exc.start:,} is not valid): ask takes text") from None
 
 
-def ask(model: Path, question: str, *, think: bool | None = None, show_thinking: bool = False,
-        n_ctx: int | None = None, seed: int | None = None, out: TextIO | None = None,
-        err: TextIO | None = None) -> int:
-    """One answer from a local GGUF file; `seed` (--seed) makes it repeatable: the same seed and question give
-    the same answer."""
-    from qwen_chat.engines.llama import Engine
+def planned(model: Path, n_ctx: int | None, with_tools: bool) -> LocalModel:
+    """The model file read and planned once, here: the session loads this plan as it is. Raises ModelFileError,
+    TemplateRenderError or DoesNotFit."""
     from qwen_chat.gguf.files import read_model_info
-    from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt, effective_thinking, prompt_opens_thinking
-    from qwen_chat.session.model_loading import plan_for_file
+    from qwen_chat.session.model_loading import prepare_info
     from qwen_chat.system.hardware import detect
 
     info = read_model_info(model)
-    template = ChatTemplate(info.chat_template, info.bos_token, info.eos_token)
-    plan = plan_for_file(info, template.variant, detect(), n_ctx or min(8192, info.context_length))
-    enable = True if think is None else think
-    thinking = effective_thinking(template.variant, enable, [question])
-    prompt = build_prompt(template, [Turn("user", question)], enable_thinking=enable)
-    events: queue.Queue[EngineEvent] = queue.Queue()
-    load = LoadRequest(info.path, plan.n_ctx, plan.n_gpu_layers, n_cpu_moe=plan.n_cpu_moe, kv_type=plan.kv_type,
-                       flash_attn=plan.flash_attn, yarn_factor=plan.yarn_factor)
-    sampling = sampling_for(template.variant, thinking, info.quantized, plan.n_ctx, seed=seed)
-    hint = (f"ask again with a larger context: --ctx N (this run had {plan.n_ctx:,} tokens; the model reads up "
-            f"to {info.context_length:,})")
-    request = GenerateRequest(1, prompt, sampling, prompt_opens_thinking(prompt), context_hint=hint)
-    return _answer(Engine(events.put), events, load, request, show_thinking, out, err)
+    if n_ctx is None and not with_tools:
+        n_ctx = min(ASK_CONTEXT, info.context_length)
+    return LocalModel(model, n_ctx, prepare_info(info, n_ctx, detect()))
 
 
-def ask_endpoint(url: str, api_key: str | None, model: str | None, question: str, *, think: bool | None = None,
-                 show_thinking: bool = False, seed: int | None = None, out: TextIO | None = None,
-                 err: TextIO | None = None) -> int:
-    """One answer from an OpenAI-compatible server, sent the way the chat sends it (a served Qwen3 is hybrid:
-    thinking on unless --no-think, through chat_template_kwargs)."""
-    from qwen_chat.engines.http import RemoteEngine
-
-    enable = True if think is None else think
-    events: queue.Queue[EngineEvent] = queue.Queue()
-    request = GenerateRequest(1, "", sampling_for(Variant.HYBRID, enable, False, seed=seed),
-                              messages=({"role": "user", "content": question},), enable_thinking=enable)
-    engine = RemoteEngine(events.put, url, api_key, model)
-    return _answer(engine, events, LoadRequest(Path(url), 0), request, show_thinking, out, err)
-
-
-def _answer(engine: ChatEngine, events: queue.Queue[EngineEvent], load: LoadRequest, request: GenerateRequest,
-            show_thinking: bool, out: TextIO | None, err: TextIO | None) -> int:
-    """Load, generate, stream the answer to `out` (thinking to `err` when asked). Ctrl-C stops the engine and is
-    passed on (main says so in one line and exits 130)."""
+def ask(source: LocalModel | Server, question: str, *, think: bool | None = None, show_thinking: bool = False,
+        seed: int | None = None, tools: AskTools | None = None, asker: Asker | None = None,
+        out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """One answer (its tool loop included, with `tools`), streamed to `out`, thinking to `err` when asked for.
+    `seed` (--seed) makes it repeatable. Returns the exit status (0 answered, 1 failed); Ctrl-C stops the answer
+    and is passed on (main says so in one line and exits 130)."""
     out, err = out or sys.stdout, err or sys.stderr  # looked up now: tests and callers swap them
-    engine.start()
+    hub = open_hub(tools, err) if tools is not None else None
+    approve: Callable[[ToolApprovalNeeded], Decision] = (
+        (lambda event: decide(event, tools, asker, err)) if tools is not None else (lambda event: "deny"))
+    events: queue.Queue[SessionEvent] = queue.Queue()
     try:
-        engine.load(load)
-        if not wait_loaded(events, err):
-            return 1
-        engine.generate(request)
-        answer_started = False
-        while True:
-            event = events.get()
-            if isinstance(event, Token):
-                text = event.text
-                if event.part is Part.ANSWER and not answer_started:
-                    text = text.lstrip("\n")  # servers start the answer after the thinking with blank lines
-                    answer_started = bool(text)
-                stream = out if event.part is Part.ANSWER else err if show_thinking else None
-                if stream is not None and text:
-                    # on a terminal the model's control characters are shown, not obeyed, as in the app
-                    stream.write(printable(text) if is_terminal(stream) else text)
-                    stream.flush()
-            elif isinstance(event, Done):
-                out.write("\n")
-                return 0
-            elif isinstance(event, Failed):
-                err.write(f"qwen-chat: {event.message}\n")
-                return 1
-    except KeyboardInterrupt:
-        engine.stop()
-        raise
+        with tempfile.TemporaryDirectory(prefix="qwen-chat-ask-") as folder:
+            store = Store(Path(folder) / "ask.db")
+            session = ChatSession(store, events.put, source=source, tools=hub,
+                                  tool_settings=tools.settings if tools is not None else load_tool_settings)
+            session.seed = seed  # every step of a tool loop samples with it
+            try:
+                return _run(session, question, think, events, approve, out, err if show_thinking else None, err)
+            except KeyboardInterrupt:
+                session.stop()
+                raise
+            finally:
+                session.close()
+                store.close()
     finally:
-        engine.shutdown()
+        if hub is not None:
+            hub.close()
+
+
+def _run(session: ChatSession, question: str, think: bool | None, events: queue.Queue[SessionEvent],
+         approve: Callable[[ToolApprovalNeeded], Decision], out: TextIO, thinking: TextIO | None,
+         err: TextIO) -> int:
+    session.open()
+    if not wait_loaded(events, err):
+        return 1
+    if session.plan is not None and session.info is not None:  # a local model: the advice names --ctx, not F7
+        session.context_hint = (f"ask again with a larger context: --ctx N (this run had {session.plan.n_ctx:,} "
+                                f"tokens; the model reads up to {session.info.context_length:,})")
+    # a script's question is the whole prompt: no persona; thinking unless --no-think, and never cut short
+    conversation = session.store.create_conversation(model=session.model_name, enable_thinking=think is not False)
+    session.store.set_thinking_budget(conversation.id, 0)
+    session.send(conversation.id, question, plain=True)
+    begun = False
+    while True:
+        event = events.get()
+        if isinstance(event, AnswerStarted):  # each step of a tool loop is an answer of its own
+            begun = False
+        elif isinstance(event, Token):
+            begun = _write(event, out, thinking, begun)
+        elif isinstance(event, ToolApprovalNeeded):
+            session.decide(event.call.id, approve(event))
+        elif isinstance(event, AnswerSaved) and event.ends_turn:
+            if event.message.status == "failed":
+                err.write(f"qwen-chat: {event.message.error}\n")
+                return 1
+            out.write("\n")
+            return 0
+        elif isinstance(event, ToolLoopEnded):  # stopped, or too many rounds: the reason came as a Notice
+            out.write("\n")
+            return 1
+        elif isinstance(event, Notice) and event.error:
+            err.write(f"qwen-chat: {event.text}\n")
+
+
+def _write(event: Token, out: TextIO, thinking: TextIO | None, begun: bool) -> bool:
+    """One token: the answer to `out`, the thinking to `thinking` when it is shown, a tool call's text nowhere.
+    Returns whether the answer's text has begun."""
+    text = event.text
+    if event.part is Part.ANSWER and not begun:
+        text = text.lstrip("\n")  # servers start the answer after the thinking with blank lines
+        begun = bool(text)
+    stream = out if event.part is Part.ANSWER else thinking if event.part is Part.THINKING else None
+    if stream is not None and text:
+        # on a terminal the model's control characters are shown, not obeyed, as in the app
+        stream.write(printable(text) if is_terminal(stream) else text)
+        stream.flush()
+    return begun
 
 
 def wait_loaded(events: queue.Queue[Any], err: TextIO) -> bool:
-    """Wait for the load to end; a failure is said on `err` (also `ask` with tools, whose queue holds session
-    events)."""
+    """Wait for the load to end (a retry with fewer GPU layers included); a failure is said on `err`."""
     while True:
         event = events.get()
         if isinstance(event, Loaded):

@@ -1,5 +1,5 @@
-"""`qwen-chat ask` with the MCP servers of mcp.json: the chat's own tool loop (ChatSession, in a throwaway
-database, so nothing is kept), its answer streamed to stdout.
+"""`qwen-chat ask` with the MCP servers of mcp.json: which servers, started for the one answer, and who approves
+each call. The answer itself is ask.py's (the chat's own tool loop in a ChatSession, nothing kept).
 
 A call runs only with an approval: a rule in settings.toml, `--allow-tool NAME` / `--allow-server NAME`, or the
 user answering on the terminal (the question written to it and the answer read from it, /dev/tty, even when
@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import queue
-import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from qwen_chat.cli.ask import wait_loaded
-from qwen_chat.cli.output import is_terminal
 from qwen_chat.config.mcp_config import ServerEntry
 from qwen_chat.config.tool_settings import ToolSettings, load_tool_settings
-from qwen_chat.engines.protocol import Token
-from qwen_chat.qwen3.thinking import Part
-from qwen_chat.session.chat import ChatSession
-from qwen_chat.session.events import AnswerSaved, Notice, SessionEvent, ToolApprovalNeeded, ToolLoopEnded
-from qwen_chat.session.sources import LocalModel, Server
+from qwen_chat.session.events import ToolApprovalNeeded
 from qwen_chat.session.tool_loop import STORE_LIMIT, Decision
-from qwen_chat.store.database import Store
 from qwen_chat.system.printable import printable
+
+if TYPE_CHECKING:
+    from qwen_chat.tools.mcp_hub import McpHub
 
 CHOICES: dict[str, Decision] = {"o": "once", "t": "tool", "s": "server", "d": "deny", "": "deny"}
 Asker = Callable[[ToolApprovalNeeded], Decision | None]
@@ -52,71 +44,27 @@ class AskTools:
         return self.settings().allows(server, tool) or tool in self.allow_tools
 
 
-def ask_with_tools(source: LocalModel | Server, question: str, tools: AskTools, *, think: bool | None,
-                   show_thinking: bool, out: TextIO | None = None, err: TextIO | None = None,
-                   asker: Asker | None = None, seed: int | None = None) -> int:
-    """One answer, its tool loop included. Returns the exit status (0 answered, 1 failed)."""
+def open_hub(tools: AskTools, err: TextIO) -> McpHub:
+    """The servers, started and waited for (at most their connect timeout); one that is down is said on `err`
+    and its tools are not offered."""
     from qwen_chat.tools.mcp_hub import McpHub
 
-    out, err = out or sys.stdout, err or sys.stderr
     hub = McpHub(tools.entries, call_timeout=tools.settings().call_timeout, result_limit=STORE_LIMIT)
     hub.start()
     hub.wait_ready(hub.connect_timeout)
     for state in hub.states():
         if state.status == "down":
             err.write(f"qwen-chat: MCP server {state.name} is down ({state.error}); its tools are not offered\n")
-    events: queue.Queue[SessionEvent] = queue.Queue()
-    with tempfile.TemporaryDirectory(prefix="qwen-chat-ask-") as folder:
-        session = ChatSession(Store(Path(folder) / "ask.db"), events.put, source=source, tools=hub,
-                              tool_settings=tools.settings)
-        session.seed = seed  # --seed: each step of the tool loop samples with it
-        try:
-            return _run(session, question, tools, think, show_thinking, events, out, err, asker or _terminal_asker)
-        except KeyboardInterrupt:
-            session.stop()
-            raise
-        finally:
-            session.close()
-            hub.close()
+    return hub
 
 
-def _run(session: ChatSession, question: str, tools: AskTools, think: bool | None, show_thinking: bool,
-         events: queue.Queue[SessionEvent], out: TextIO, err: TextIO, asker: Asker) -> int:
-    session.open()
-    if not wait_loaded(events, err):
-        return 1
-    conversation = session.new_conversation()
-    if think is False:
-        session.store.set_thinking(conversation.id, False)
-    session.send(conversation.id, question)
-    while True:
-        event = events.get()
-        if isinstance(event, Token):
-            _write(event, out, err if show_thinking else None)
-        elif isinstance(event, ToolApprovalNeeded):
-            session.decide(event.call.id, _decide(event, tools, asker, err))
-        elif isinstance(event, AnswerSaved) and not event.message.tool_calls:
-            out.write("\n")
-            return 0 if event.message.status != "failed" else 1
-        elif isinstance(event, ToolLoopEnded):
-            out.write("\n")
-            return 1
-        elif isinstance(event, Notice) and event.error:
-            err.write(f"qwen-chat: {event.text}\n")
-
-
-def _write(event: Token, out: TextIO, thinking: TextIO | None) -> None:
-    stream = out if event.part is Part.ANSWER else thinking if event.part is Part.THINKING else None
-    if stream is not None and event.text:
-        stream.write(printable(event.text) if is_terminal(stream) else event.text)
-        stream.flush()
-
-
-def _decide(event: ToolApprovalNeeded, tools: AskTools, asker: Asker, err: TextIO) -> Decision:
+def decide(event: ToolApprovalNeeded, tools: AskTools, asker: Asker | None, err: TextIO) -> Decision:
+    """A call runs with a rule or --allow-* option, else with the user's answer (on the terminal unless `asker`
+    is given); with nobody to ask it is refused, and `err` says how to allow it."""
     call = event.call
     if tools.allows(event.server, call.name):
         return "once"
-    decision = asker(event)
+    decision = (asker or _terminal_asker)(event)
     if decision is None:
         err.write(f"qwen-chat: the model asked to run {call.name} on {event.server}; not run: there is no terminal "
                   f"to ask on. Allow it with --allow-tool {call.name} or --allow-server {event.server}.\n")

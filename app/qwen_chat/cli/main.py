@@ -107,11 +107,14 @@ def _no_terminal() -> int | None:
 
 
 def _chat_local(model: Path, n_ctx: int | None, seed: int | None = None) -> int:
-    """Refuse before the screen opens when the file is broken or cannot fit; else open the chat on it."""
+    """Refuse before the screen opens when the file is broken or cannot fit; else open the chat on it, handing
+    the session the plan made here (one start reads the file, detects the hardware and plans once)."""
+    from qwen_chat.config.settings import load_chat
     from qwen_chat.gguf.files import ModelFileError, read_model_info
     from qwen_chat.planning.planner import DoesNotFit
-    from qwen_chat.qwen3.template import ChatTemplate, TemplateRenderError
-    from qwen_chat.session.model_loading import plan_for_file
+    from qwen_chat.qwen3.template import TemplateRenderError
+    from qwen_chat.session.model_loading import prepare_info
+    from qwen_chat.session.sources import LocalModel
     from qwen_chat.store.database import Store
     from qwen_chat.store.records import StoreError
     from qwen_chat.system.hardware import detect
@@ -124,8 +127,8 @@ def _chat_local(model: Path, n_ctx: int | None, seed: int | None = None) -> int:
         machine = detect()
         for warning in machine.warnings:
             output.error(f"warning: {warning}")
-        # refuse before the screen opens if it cannot fit
-        plan_for_file(info, ChatTemplate(info.chat_template).variant, machine, n_ctx)
+        # the app's own load (its context setting, the GPU layers remembered here), so what passes here loads
+        planned = prepare_info(info, n_ctx, machine, load_chat().context)
         refused = _no_terminal()
         if refused is not None:
             return refused
@@ -136,10 +139,7 @@ def _chat_local(model: Path, n_ctx: int | None, seed: int | None = None) -> int:
     last = _last_model_file()
     last.parent.mkdir(parents=True, exist_ok=True)
     last.write_text(str(info.path.resolve()), encoding="utf-8")
-
-    from qwen_chat.session.sources import LocalModel
-
-    return _run_app(store, LocalModel(info.path, n_ctx), seed)
+    return _run_app(store, LocalModel(info.path, n_ctx, planned), seed)
 
 
 def _run_app(store: Store, source: LocalModel | Server, seed: int | None) -> int:
@@ -227,6 +227,7 @@ def _ask(args: argparse.Namespace) -> int:
     from qwen_chat.gguf.files import ModelFileError
     from qwen_chat.hub.resolve import ModelNotFound
     from qwen_chat.planning.planner import DoesNotFit
+    from qwen_chat.qwen3.template import TemplateRenderError
     from qwen_chat.system.logging_setup import setup_logging
 
     try:
@@ -241,7 +242,7 @@ def _ask(args: argparse.Namespace) -> int:
     setup_logging()
     try:
         code = _ask_with(args, target, model, question)
-    except (ModelFileError, DoesNotFit) as exc:
+    except (ModelFileError, DoesNotFit, TemplateRenderError) as exc:
         output.error(exc)
         return 1
     if code == 0 and target is not None:  # as the chat does: only a key and an endpoint that worked are kept
@@ -250,24 +251,20 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _ask_with(args: argparse.Namespace, target: Target | None, model: Path | None, question: str) -> int:
-    """One answer from the endpoint or the model file (one of the two is set), with tools when there are any."""
-    from qwen_chat.cli.ask import ask, ask_endpoint
+    """One answer from the endpoint or the model file (one of the two is set), with tools when there are any. A
+    model file is read and planned before the MCP servers start, so a file that cannot load starts nothing."""
+    from qwen_chat.cli.ask import ask, planned
+    from qwen_chat.session.sources import Server
 
-    think = False if args.no_think else None
-    with_tools = _ask_tools(args)
-    if with_tools is not None:
-        from qwen_chat.cli.ask_tools import ask_with_tools
-        from qwen_chat.session.sources import LocalModel, Server
-
-        source = Server(target.url, target.api_key, target.model) if target is not None else \
-            LocalModel(model, args.ctx)  # type: ignore[arg-type]  # one of the two is set (checked by _ask)
-        return ask_with_tools(source, question, with_tools, think=think, show_thinking=args.show_thinking,
-                              seed=args.seed)
+    tools = _ask_tools(args)
+    source: LocalModel | Server
     if target is not None:
-        return ask_endpoint(target.url, target.api_key, target.model, question, think=think,
-                            show_thinking=args.show_thinking, seed=args.seed)
-    assert model is not None
-    return ask(model, question, think=think, show_thinking=args.show_thinking, n_ctx=args.ctx, seed=args.seed)
+        source = Server(target.url, target.api_key, target.model)
+    else:
+        assert model is not None  # checked by _ask
+        source = planned(model, args.ctx, with_tools=tools is not None)
+    return ask(source, question, think=False if args.no_think else None, show_thinking=args.show_thinking,
+               seed=args.seed, tools=tools)
 
 
 def _ask_tools(args: argparse.Namespace) -> AskTools | None:

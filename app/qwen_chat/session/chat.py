@@ -1,30 +1,24 @@
-"""A chat session: the store, an engine and the Qwen3 protocol put together. Plain Python, no UI.
+"""A chat session: the store, the model side (session.model: the model or server, its engine and its load) and
+the Qwen3 protocol put together. Plain Python, no UI.
 
 The CLI builds it and hands it to the UI, which attaches its sink and calls `open` (off the UI thread: it reads
-the model file and plans memory). Events reach the sink from the engine and writer threads; the sink must only
-hand them over. The engine's thread starts on the first load, not in the constructor.
+the model file and plans memory, unless the CLI did that already). Events reach the sink from the engine and
+writer threads; the sink must only hand them over. The engine's thread starts on the first load, not in the
+constructor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qwen_chat.config.presets import sampling_for, thinking_budget_for
 from qwen_chat.config.tool_settings import ToolSettings, load_tool_settings
-from qwen_chat.engines.protocol import (
-    ChatEngine,
-    Done,
-    EngineEvent,
-    Failed,
-    GenerateRequest,
-    Loaded,
-    Token,
-    Trimmed,
-)
+from qwen_chat.engines.protocol import ChatEngine, Done, EngineEvent, Failed, GenerateRequest, Token, Trimmed
 from qwen_chat.qwen3.template import (
     Variant,
     apply_mode_command,
@@ -46,50 +40,90 @@ from qwen_chat.session.events import (
     ToolLoopEnded,
     UserSaved,
 )
-from qwen_chat.session.model_side import ModelSide
-from qwen_chat.session.prepare import EarlyStop, answer_to_replace, last_switch, prepare, stopped_done
-from qwen_chat.session.sources import Server, Source, looks_quantized, remote_engine
+from qwen_chat.session.model_side import FromModel, ModelSide, RemoteFactory
+from qwen_chat.session.prepare import EarlyStop, Streaming, answer_to_replace, last_switch, prepare, stopped_done
+from qwen_chat.session.sources import Source, remote_engine
 from qwen_chat.session.tool_loop import Decision, ToolBox, ToolRound, ToolRunner, functions, new_calls, offered
 from qwen_chat.store.database import Store
 from qwen_chat.store.records import Attachment, Conversation, Message, StoreError
-from qwen_chat.tools.mcp_results import ToolSpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from qwen_chat.gguf.files import ModelInfo
+    from qwen_chat.planning.planner import Plan
+    from qwen_chat.qwen3.template import ChatTemplate
+    from qwen_chat.system.hardware import Machine
 
 SAVE_EVERY = 0.5  # seconds between partial-answer saves while streaming
 BUSY = "An answer is still being written: press Esc to stop it first."
 LOADING = "The model is still loading; your message was not sent."
 
 
-@dataclass
-class _Streaming:
-    message_id: int
-    conversation_id: int
-    text: StreamText = field(default_factory=StreamText)  # the engine's own when it shares it
-    last_save: float = 0.0
-    turn_starts: tuple[int, ...] = ()  # the first message id of each turn sent, oldest first (for trimming)
-    tools: dict[str, ToolSpec] = field(default_factory=dict)  # what this answer was offered, by the model's names
-    thinking: bool = False
-    rounds: int = 0  # tool rounds before this answer in its turn
-    left_out: int = 0  # older turns never read for it (they could not fit): added to what the engine drops
+class ChatSession:
+    # What the UI reads of the model side, read through from `self.model` (its state, none of it kept here)
+    model_name = FromModel(lambda model: model.model_name)
+    variant = FromModel(lambda model: model.variant)
+    quantized = FromModel(lambda model: model.quantized)
+    info: FromModel[ModelInfo | None] = FromModel(lambda model: model.info)
+    template: FromModel[ChatTemplate | None] = FromModel(lambda model: model.template)
+    plan: FromModel[Plan | None] = FromModel(lambda model: model.plan)
+    remote_model: FromModel[str | None] = FromModel(lambda model: model.remote_model)
+    engine: FromModel[ChatEngine | None] = FromModel(lambda model: model.engine)
+    ready = FromModel(lambda model: model.ready)
+    n_ctx = FromModel(lambda model: model.n_ctx)
+    context_used = FromModel(lambda model: model.context_used)
+    gpu_layers: FromModel[int | None] = FromModel(lambda model: model.gpu_layers)
+    planner_chose_context = FromModel(lambda model: model.planner_chose_context)
 
-
-class ChatSession(ModelSide):
     def __init__(self, store: Store, sink: Callable[[SessionEvent], None] | None = None,
                  engine: ChatEngine | None = None, source: Source | None = None,
-                 remote: Callable[[Callable[[EngineEvent], None], Server], ChatEngine] = remote_engine,
+                 remote: RemoteFactory = remote_engine,
                  tools: ToolBox | None = None, tool_settings: Callable[[], ToolSettings] = load_tool_settings) -> None:
         """`engine` replaces llama.cpp (the tests' FakeEngine); `remote` builds the engine for an endpoint;
         `tools` are the MCP servers' tools (none: the model is offered no tools); `tool_settings` gives the
         approval rules and loop limits (settings.toml's [tools]; `ask` adds its --allow-tool options)."""
-        super().__init__(sink or (lambda event: None), engine, source, remote)
+        self.sink: Callable[[SessionEvent], None] = sink or (lambda event: None)
+        # the UI sets `sink` after this, so the model side is handed a call that looks it up each time
+        self.model = ModelSide(lambda event: self.sink(event), self._on_engine_event, source,
+                               (lambda on_event: engine) if engine is not None else None, remote)
         self.store = store
         self.tools = tools
+        self.seed: int | None = None  # `--seed`: every answer's sampling seed, above the preset's and [chat]'s
+        self.context_hint: str | None = None  # a message that cannot fit even alone: what to do (`ask`: --ctx N)
         self._writer = AnswerWriter(store)  # every store write of a streaming answer: never the engine thread
         self._runner = ToolRunner(store, lambda event: self.sink(event), tools, tool_settings)
-        self.context_used = 0
         self._lock = threading.Lock()
-        self._streaming: _Streaming | None = None
+        self._streaming: Streaming | None = None
         self._esc = EarlyStop()  # Esc while an answer is still being prepared
         self._told_switch = False
+
+    # -- the model side --
+
+    @property
+    def source(self) -> Source | None:
+        return self.model.source
+
+    @source.setter
+    def source(self, source: Source | None) -> None:
+        """What the next `open` loads (F3 sets it)."""
+        self.model.source = source
+
+    def open(self, context: str = "auto") -> Plan | None:
+        return self.model.open(context)
+
+    def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None,
+                   context: str = "auto") -> Plan:
+        return self.model.load_model(path, n_ctx, machine, context)
+
+    def connect(self, base_url: str, api_key: str | None = None, model: str | None = None) -> None:
+        self.model.connect(base_url, api_key, model)
+
+    def change_context(self, key: str, machine: Machine | None = None) -> Plan:
+        """ModelSide.change_context, refused while an answer is written."""
+        return self.model.change_context(key, machine, self.busy())
+
+    # -- the conversation --
 
     @property
     def generating(self) -> bool:
@@ -104,8 +138,8 @@ class ChatSession(ModelSide):
     def stop(self) -> None:
         """Esc: stops the answer being written or prepared, and a tool loop wherever it is (approval, running call)."""
         self._end_unbegun()
-        if self.engine is not None:
-            self.engine.stop()
+        if self.model.engine is not None:
+            self.model.engine.stop()
         self._runner.stop()
 
     def _end_unbegun(self) -> None:
@@ -120,11 +154,8 @@ class ChatSession(ModelSide):
 
     def close(self) -> None:
         self._runner.close()
-        if self.engine is not None:
-            self.engine.shutdown()
+        self.model.close()
         self._writer.close()
-
-    # -- conversation --
 
     def new_conversation(self) -> Conversation:
         from qwen_chat.config.settings import load_chat
@@ -155,21 +186,17 @@ class ChatSession(ModelSide):
             return conversation.thinking_budget
         return thinking_budget_for(self.variant, True, self.quantized)
 
-    @property
-    def quantized(self) -> bool:
-        if self.remote_model is not None:
-            return looks_quantized(self.model_name)
-        return self.info.quantized if self.info else True
-
-    def send(self, conversation_id: int, text: str, files: tuple[Attachment, ...] = ()) -> Message | None:
-        """Handle one line from the user: a command (/think, /no_think, /budget, /context), or a message to
-        answer. Returns the stored user message, or None for a command. Raises StoreError if the message could
-        not be saved (the caller keeps the text so nothing is lost)."""
+    def send(self, conversation_id: int, text: str, files: tuple[Attachment, ...] = (), *,
+             plain: bool = False) -> Message | None:
+        """Handle one line from the user: a command (/think, /no_think, /budget, /context; never when `plain`:
+        `ask` sends every question as it is), or a message to answer. Returns the stored user message, or None
+        for a command. Raises StoreError if the message could not be saved (the caller keeps the text so nothing
+        is lost)."""
         conversation = self.store.conversation(conversation_id)
-        if not files and self._command(conversation, text):
+        if not plain and not files and self._command(conversation, text):
             return None
         with self._claim():
-            self._check_fits(files)
+            self.model.check_room(files)
             self._tell_no_soft_switch(text)
             thinking = self.thinking_now(conversation, adding=text)
             user = self.store.add_user_message(conversation.id, text, "think" if thinking else "no_think", files)
@@ -184,15 +211,6 @@ class ChatSession(ModelSide):
             self.sink(Notice("This model has no /think or /no_think switch inside a message: there it is plain text. "
                              "Type /think or /no_think alone (or Ctrl+T) to turn thinking on or off."))
 
-    def _check_fits(self, files: tuple[Attachment, ...]) -> None:
-        """Files that cannot fit the context are refused before anything is saved, with both sizes."""
-        size = sum(f.tokens for f in files)
-        room = self.n_ctx - self.context_used if self.n_ctx else 0
-        if files and self.n_ctx and size > room:
-            names = ", ".join(f.name for f in files)
-            raise StoreError(f"{names}: about {size:,} tokens, but the context has room for {max(room, 0):,} of its "
-                             f"{self.n_ctx:,} (F7 or /context for a larger one); nothing was sent")
-
     def _command(self, conversation: Conversation, text: str) -> bool:
         word, argument = commands.split_command(text)
         if word == "/budget":
@@ -203,7 +221,7 @@ class ChatSession(ModelSide):
             self.sink(reply.notice)
             return True
         if word == "/context":
-            self._context_command(argument)
+            self.sink(self.model.context_command(argument, self.busy()))
             return True
         command = command_of(text)
         if command is None:
@@ -213,25 +231,6 @@ class ChatSession(ModelSide):
             self.store.set_thinking(conversation.id, change.enable_thinking)
         self.sink(Notice(change.message, error=not change.changed and self.variant is not Variant.HYBRID))
         return True
-
-    def _context_command(self, key: str) -> None:
-        from qwen_chat.planning.planner import DoesNotFit
-        from qwen_chat.qwen3.context_presets import context_presets
-
-        if not key:
-            if self.info is None:
-                self.sink(Notice("The server sets the context of an endpoint.", error=True))
-                return
-            offered = ", ".join(p.key for p in context_presets(self.info, self.variant))
-            self.sink(Notice(f"Context: {self.n_ctx:,} tokens. /context KEY reloads with another: {offered}."))
-            return
-        try:
-            chosen = self.change_context(key)
-        except (StoreError, ValueError, DoesNotFit) as exc:
-            self.sink(Notice(str(exc), error=True))
-            return
-        yarn = f" with YaRN ×{chosen.yarn_factor}" if chosen.yarn_factor else ""
-        self.sink(Notice(f"Reloading with a context of {chosen.n_ctx:,} tokens{yarn}; the conversation stays."))
 
     def regenerate(self, conversation_id: int) -> None:
         """Answer the last question again; the old answer stays as an earlier version."""
@@ -257,13 +256,14 @@ class ChatSession(ModelSide):
     @contextlib.contextmanager
     def _claim(self) -> Iterator[None]:
         """One answer at a time; claimed before any slow work, released if starting it fails."""
-        if not self.ready or (self.remote_model is None and (self.template is None or self.info is None)):
+        model = self.model
+        if not model.ready or (model.remote_model is None and (model.template is None or model.info is None)):
             raise StoreError(LOADING) from None
         with self._lock:
             busy = self.busy()
             if busy:
                 raise StoreError(busy)
-            self._streaming = _Streaming(0, 0)
+            self._streaming = Streaming(0, 0)
             self._esc.new_turn()
         try:
             yield
@@ -278,49 +278,47 @@ class ChatSession(ModelSide):
         with the answer slot claimed)."""
         conversation = self.store.conversation(conversation.id)  # /think, budget and persona may have changed
         tools = offered(self.tools, conversation)
-        specs = functions(tools)
-        prepared = prepare(self.store, conversation, self.template if self.remote_model is None else None, replaces,
-                           self._fresh_context, specs, self._runner.settings().result_limit, self.n_ctx, self._esc.turn)
-        budget = self.thinking_budget(conversation) if thinking and self.remote_model is None else 0
-        sampling = sampling_for(self.variant, thinking, self.quantized, seed=self.seed)
-        answer = self.store.start_answer(conversation.id, self.model_name, "think" if thinking else "no_think",
+        specs, model = functions(tools), self.model
+        local = model.remote_model is None
+        prepared = prepare(self.store, conversation, model.template if local else None, replaces, model.fresh_context,
+                           specs, self._runner.settings().result_limit, model.n_ctx, self._esc.turn)
+        budget = self.thinking_budget(conversation) if thinking and local else 0
+        sampling = sampling_for(model.variant, thinking, model.quantized, seed=self.seed)
+        answer = self.store.start_answer(conversation.id, model.model_name, "think" if thinking else "no_think",
                                          vars(sampling).copy(), replaces=replaces, thinking_budget=budget,
                                          context_from_id=prepared.context_from_id)
         self.sink(AnswerStarted(answer))  # before Esc can see the answer and end it (AnswerSaved comes after)
         with self._lock:
-            self._streaming = _Streaming(answer.id, conversation.id, last_save=time.monotonic(), tools=tools,
+            self._streaming = Streaming(answer.id, conversation.id, last_save=time.monotonic(), tools=tools,
                                          turn_starts=prepared.turn_starts, thinking=thinking, rounds=rounds,
                                          left_out=prepared.left_out)
         if (built := prepared.built) is None or not self._esc.send(answer.id):
             self._end_unbegun()  # Esc while it was prepared: stopped before its first token
             return
-        self._fresh_context = False
-        self._engine().generate(GenerateRequest(
-            answer.id, built.prompt, sampling, prompt_opens_thinking(built.prompt), built.messages,
-            conversation.enable_thinking, budget, built.trim, tools=specs))
+        model.fresh_context = False
+        request = GenerateRequest(answer.id, built.prompt, sampling, prompt_opens_thinking(built.prompt),
+                                  built.messages, conversation.enable_thinking, budget, built.trim, tools=specs)
+        if self.context_hint is not None:
+            request = dataclasses.replace(request, context_hint=self.context_hint)
+        model.loaded_engine().generate(request)
 
     # -- engine thread --
 
     def _on_engine_event(self, event: EngineEvent) -> None:
-        if self._esc.late(event, self.engine):
+        """The engine's events after the model side kept the loads' (Loaded, a failed load and its retries)."""
+        if self._esc.late(event, self.model.engine):
             return
         if isinstance(event, Token):
             self._on_token(event)
         elif isinstance(event, Trimmed):
             self._on_trimmed(event)
         elif isinstance(event, Done):
-            self.context_used = event.context_used
+            self.model.context_used = event.context_used
             self._writer.submit(lambda: self._finish(event.request_id, event))
         elif isinstance(event, Failed) and event.request_id is not None:
             failed_id = event.request_id
             self._writer.submit(lambda: self._finish(failed_id, None, event.message))
-        elif isinstance(event, Failed):
-            if not self._retry_with_fewer_layers(event):
-                self.ready = False
-                self.sink(event)
-        else:
-            if isinstance(event, Loaded):
-                self._loaded(event)
+        else:  # a load's progress and end, which the UI shows
             self.sink(event)
 
     def _on_token(self, event: Token) -> None:
@@ -361,7 +359,7 @@ class ChatSession(ModelSide):
         if saved is not None and done is not None and done.tool_calls and streaming is not None:
             saved = self._with_calls(saved, done, streaming)
             if done.finish == "stop":  # the loop goes on: the slot stays held until it ends
-                self.sink(AnswerSaved(saved, done))
+                self.sink(AnswerSaved(saved, done, ends_turn=False))
                 self._runner.submit(self._round(saved, streaming))
                 return
         with self._lock:
@@ -371,7 +369,7 @@ class ChatSession(ModelSide):
             if done is None:
                 self.sink(Notice(error, error=True))
 
-    def _with_calls(self, saved: Message, done: Done, streaming: _Streaming) -> Message:
+    def _with_calls(self, saved: Message, done: Done, streaming: Streaming) -> Message:
         try:
             self.store.add_tool_calls(saved.id, new_calls(saved.id, done, streaming.tools))
             return self.store.message(saved.id)
@@ -379,7 +377,7 @@ class ChatSession(ModelSide):
             self.sink(Notice(f"The tool calls could not be saved, so none of them ran: {exc}", error=True))
             return saved
 
-    def _round(self, saved: Message, streaming: _Streaming) -> ToolRound:
+    def _round(self, saved: Message, streaming: Streaming) -> ToolRound:
         conversation_id, thinking, rounds = streaming.conversation_id, streaming.thinking, streaming.rounds + 1
 
         def next_answer() -> None:
@@ -396,5 +394,5 @@ class ChatSession(ModelSide):
             self.sink(ToolLoopEnded(conversation_id, reason))
 
         with self._lock:
-            self._streaming = _Streaming(0, conversation_id)  # between answers: still busy, nothing streams
+            self._streaming = Streaming(0, conversation_id)  # between answers: still busy, nothing streams
         return ToolRound(conversation_id, saved, streaming.tools, rounds, next_answer, end)

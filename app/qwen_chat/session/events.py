@@ -57,6 +57,9 @@ class AnswerSaved:
 
     message: Message
     done: Done | None
+    # False when the tool loop goes on (its calls run next): the turn then ends with a later AnswerSaved or
+    # ToolLoopEnded. `ask` waits for the end of the turn, not for an answer without calls.
+    ends_turn: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """From a GGUF path to a load request: read the file, pick the context, plan memory, remember what fit.
 
-Slow (it reads the file and detects the hardware): the UI calls it off its own thread.
+Slow (it reads the file and detects the hardware): the UI calls it off its own thread. The CLI calls it once
+at start (to refuse a file that cannot fit before the screen opens) and hands the result to the session in
+`LocalModel.planned`, so one start reads the file and plans once.
 """
 
 from __future__ import annotations
@@ -40,18 +42,23 @@ def plan_for_file(info: ModelInfo, variant: Variant, machine: Machine, n_ctx: in
 
 def prepare_load(path: Path, n_ctx: int | None = None, machine: Machine | None = None,
                  context: str = "auto") -> PreparedLoad:
-    """Check the file and plan memory. Raises ModelFileError or DoesNotFit.
+    """Check the file and plan memory. Raises ModelFileError, TemplateRenderError or DoesNotFit.
 
     Without `n_ctx`, `context` names a preset (settings.toml [chat] context); "auto" lets the planner choose.
     """
-    info = read_model_info(path)
+    return prepare_info(read_model_info(path), n_ctx, machine, context)
+
+
+def prepare_info(info: ModelInfo, n_ctx: int | None = None, machine: Machine | None = None,
+                 context: str = "auto") -> PreparedLoad:
+    """`prepare_load` for a file already read (`ask` needs its native context to choose its own)."""
     template = ChatTemplate(info.chat_template, info.bos_token, info.eos_token)
     _ = template.variant  # a broken template fails here, before the load, with the model named
     notice = None
     if n_ctx is None and context != "auto":
         preset = preset_for(context, info, template.variant)
         if preset is None:
-            notice = Notice(f"settings.toml: chat.context: {path.name} does not offer {context!r}; "
+            notice = Notice(f"settings.toml: chat.context: {info.path.name} does not offer {context!r}; "
                             "the planner chooses the context instead.", error=True)
         else:
             n_ctx = preset.n_ctx

@@ -16,15 +16,17 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from qwen_chat.engines.protocol import ChatEngine, Done, EngineEvent, Failed, Token, Trim, Trimmed
 from qwen_chat.qwen3.template import ChatTemplate, last_soft_switch
+from qwen_chat.qwen3.thinking import StreamText
 from qwen_chat.session.prompt import AnswerInput, answer_input, carried_start, sendable
 from qwen_chat.store.database import Store
 from qwen_chat.store.recent import questions_between, questions_with, recent, since_last_question
 from qwen_chat.store.records import Conversation, Message
+from qwen_chat.tools.mcp_results import ToolSpec
 
 # A Qwen token covers at most ~5.3 bytes of real text (measured with Qwen2's tokenizer: JSON 2.2, code 3.6-4.6,
 # English 4.7-5.0, Chinese 5.1, Russian 5.25). At 6 a window of n_ctx * 6 bytes is more tokens than the context
@@ -90,6 +92,21 @@ def last_switch(store: Store, conversation_id: int) -> list[str]:
         if last_soft_switch(text) is not None:
             return [text]
     return []
+
+
+@dataclass
+class Streaming:
+    """The answer in flight, from its preparation to its final save (ChatSession's one answer slot)."""
+
+    message_id: int
+    conversation_id: int
+    text: StreamText = field(default_factory=StreamText)  # the engine's own when it shares it
+    last_save: float = 0.0
+    turn_starts: tuple[int, ...] = ()  # the first message id of each turn sent, oldest first (for trimming)
+    tools: dict[str, ToolSpec] = field(default_factory=dict)  # what this answer was offered, by the model's names
+    thinking: bool = False
+    rounds: int = 0  # tool rounds before this answer in its turn
+    left_out: int = 0  # older turns never read for it (they could not fit): added to what the engine drops
 
 
 class EarlyStop:

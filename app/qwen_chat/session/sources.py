@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qwen_chat.engines.protocol import ChatEngine, EngineEvent
+
+if TYPE_CHECKING:  # the TUI imports this module for the two source types only
+    from qwen_chat.session.model_loading import PreparedLoad
 
 
 @dataclass(frozen=True)
 class LocalModel:
     path: Path
     n_ctx: int | None = None  # None: the [chat] context setting, else what the planner picks
+    # already read and planned (the CLI does it at start, to refuse a model before the screen opens): the first
+    # `open` loads this instead of reading and planning the file again
+    planned: PreparedLoad | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
