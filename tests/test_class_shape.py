@@ -109,3 +109,14 @@ def test_methods_from_bases_in_other_modules_are_counted() -> None:
     names: dict[str, dict[str, Key | str]] = {"p.base": {}, "p.mid": {"base": "p.base"},
                                               "p.top": {"Mid": ("p.mid", "Mid")}}
     assert counts(classes, names) == {"p.base.Base": 2, "p.mid.Mid": 3, "p.top.Top": 4}
+
+
+def test_no_hook_raises_not_implemented() -> None:
+    """A `raise NotImplementedError` in a base class is a hook through which a lower file calls an upper one: one
+    class in two files (issue 20). Allowed only where a Protocol or an abstract engine API needs it; none does."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None and "NotImplementedError" in ast.unparse(node.exc):
+                found.append(f"{path.relative_to(PACKAGE).as_posix()}:{node.lineno}")
+    assert found == []
