@@ -4,9 +4,13 @@ kept in memory, and small user catalogs. Fixtures live in conftest.py; no test f
 from __future__ import annotations
 
 import html
+import os
 import queue
 import re
+import shutil
+import subprocess
 import time
+import uuid
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -185,3 +189,53 @@ def write_settings(text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# -- a tmux server of a test's own ---------------------------------------------------------------------------------
+
+TMUX = shutil.which("tmux")
+
+
+class Tmux:
+    """A tmux server of one test's own (a unique socket), so nothing else's sessions are touched: the real app or
+    `ask` runs in it as in a person's terminal (send-keys to type, capture-pane to read)."""
+
+    def __init__(self, name: str) -> None:
+        self.socket = f"qwen-chat-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.session = name
+        # a test run inside tmux must not reach the outer server, nor nest in it
+        self.env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+        self.socket_path: Path | None = None
+
+    def __call__(self, *args: str) -> str:
+        assert TMUX is not None
+        result = subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, text=True, env=self.env,
+                                timeout=30)
+        assert result.returncode == 0, f"tmux {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def alive(self) -> bool:
+        assert TMUX is not None
+        return subprocess.run([TMUX, "-L", self.socket, "has-session", "-t", f"={self.session}"],
+                              capture_output=True, env=self.env, timeout=30).returncode == 0
+
+    def screen(self) -> str:
+        """What the pane shows; empty once the command has ended and its session with it."""
+        assert TMUX is not None
+        result = subprocess.run([TMUX, "-L", self.socket, "capture-pane", "-p", "-t", f"={self.session}:"],
+                                capture_output=True, text=True, env=self.env, timeout=30)
+        return result.stdout
+
+    def start(self, command: str) -> None:
+        self("new-session", "-d", "-s", self.session, "-x", "120", "-y", "40", command)
+        self.socket_path = Path(self("display-message", "-p", "-t", f"={self.session}:", "#{socket_path}").strip())
+
+    def keys(self, *keys: str) -> None:
+        self("send-keys", "-t", f"={self.session}:", *keys)
+
+    def close(self) -> None:
+        assert TMUX is not None
+        for args in (["kill-session", "-t", f"={self.session}"], ["kill-server"]):  # the server is ours alone
+            subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, env=self.env, timeout=30)
+        if self.socket_path is not None:  # tmux leaves its socket file behind
+            self.socket_path.unlink(missing_ok=True)

@@ -10,12 +10,8 @@ and stdout and stderr go to files, so the answer can only have come from the ter
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import shutil
-import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +20,8 @@ import pytest
 
 from replay_server import ReplayServer, chunk, finish
 
-from helpers import wait_until
+from helpers import TMUX, Tmux, wait_until
 
-TMUX = shutil.which("tmux")
 pytestmark = pytest.mark.skipif(TMUX is None, reason="needs tmux (apt-get install tmux)")
 MCP_SERVER = Path(__file__).parent / "mcp_servers" / "stdio_server.py"
 QUESTION = "Allow [o]nce, always this [t]ool, always this [s]erver, or [d]eny?"
@@ -47,43 +42,6 @@ class ToolThenText(ReplayServer):
     @script.setter
     def script(self, value: list[dict[str, Any]]) -> None:
         pass
-
-
-class Tmux:
-    """A tmux server of this test's own (a unique socket), so nothing else's sessions are touched."""
-
-    def __init__(self) -> None:
-        self.socket = f"qwen-chat-ask-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.session = "ask"
-        # a test run inside tmux must not reach the outer server, nor nest in it
-        self.env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
-        self.socket_path: Path | None = None
-
-    def __call__(self, *args: str) -> str:
-        assert TMUX is not None
-        result = subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, text=True, env=self.env,
-                                timeout=30)
-        assert result.returncode == 0, f"tmux {' '.join(args)}: {result.stderr}"
-        return result.stdout
-
-    def screen(self) -> str:
-        result = subprocess.run([str(TMUX), "-L", self.socket, "capture-pane", "-p", "-t", f"={self.session}:"],
-                                capture_output=True, text=True, env=self.env, timeout=30)
-        return result.stdout  # empty once the command has ended and its session with it
-
-    def start(self, command: str) -> None:
-        self("new-session", "-d", "-s", self.session, "-x", "120", "-y", "40", command)
-        self.socket_path = Path(self("display-message", "-p", "-t", f"={self.session}:", "#{socket_path}").strip())
-
-    def keys(self, *keys: str) -> None:
-        self("send-keys", "-t", f"={self.session}:", *keys)
-
-    def close(self) -> None:
-        assert TMUX is not None
-        for args in (["kill-session", "-t", f"={self.session}"], ["kill-server"]):  # the server is ours alone
-            subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, env=self.env, timeout=30)
-        if self.socket_path is not None:  # tmux leaves its socket file behind
-            self.socket_path.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -115,7 +73,7 @@ def ask_command(tmp_path: Path, url: str) -> str:
 def test_ask_asks_on_the_terminal_and_the_key_decides(tmp_path: Path, engine: ToolThenText,
                                                       keys: tuple[str, ...], ran: bool) -> None:
     status = tmp_path / "status"
-    tmux = Tmux()
+    tmux = Tmux("ask")
     try:
         tmux.start(ask_command(tmp_path, engine.url))
 

@@ -8,22 +8,17 @@ return, as terminals do, so a parser that took the paste for typed keys would se
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import sqlite3
-import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from replay_server import ReplayServer
 
-from helpers import wait_until
+from helpers import TMUX, Tmux, wait_until
 
-TMUX = shutil.which("tmux")
 pytestmark = pytest.mark.skipif(TMUX is None, reason="needs tmux (apt-get install tmux)")
 
 PASTED = ("Please review this:\n"
@@ -40,43 +35,6 @@ PASTED = ("Please review this:\n"
           "café, 你好, done\n")
 
 
-class Tmux:
-    """A tmux server of this test's own (a unique socket), so nothing else's sessions are touched."""
-
-    def __init__(self) -> None:
-        self.socket = f"qwen-chat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.session = "paste"
-        # a test run inside tmux must not reach the outer server, nor nest in it
-        self.env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
-        self.socket_path: Path | None = None
-
-    def __call__(self, *args: str) -> str:
-        assert TMUX is not None
-        result = subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, text=True, env=self.env,
-                                timeout=30)
-        assert result.returncode == 0, f"tmux {' '.join(args)}: {result.stderr}"
-        return result.stdout
-
-    def alive(self) -> bool:
-        assert TMUX is not None
-        return subprocess.run([TMUX, "-L", self.socket, "has-session", "-t", f"={self.session}"],
-                              capture_output=True, env=self.env, timeout=30).returncode == 0
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", f"={self.session}:")
-
-    def start(self, command: str) -> None:
-        self("new-session", "-d", "-s", self.session, "-x", "120", "-y", "40", command)
-        self.socket_path = Path(self("display-message", "-p", "-t", f"={self.session}:", "#{socket_path}").strip())
-
-    def close(self) -> None:
-        assert TMUX is not None
-        for args in (["kill-session", "-t", f"={self.session}"], ["kill-server"]):  # the server is ours alone
-            subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, env=self.env, timeout=30)
-        if self.socket_path is not None:  # tmux leaves its socket file behind
-            self.socket_path.unlink(missing_ok=True)
-
-
 def user_messages(db: Path) -> list[str]:
     if not db.exists():
         return []
@@ -91,7 +49,7 @@ def start_chat(tmp_path: Path, replay: ReplayServer, **extra_env: str) -> tuple[
            "TERM": "xterm-256color", "LANG": "C.UTF-8", "TEXTUAL_DISABLE_KITTY_KEY": "1", **extra_env}
     command = shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "qwen_chat",
                           "--endpoint", replay.url, "--db", str(db)])
-    tmux = Tmux()
+    tmux = Tmux("paste")
     try:
         tmux.start(command)
         wait_until(lambda: "ready" in tmux.screen(), timeout=60, what="the chat to open on the endpoint")
