@@ -124,23 +124,23 @@ def main() -> None:
     session = ChatSession(store, events.put)
     session.load_model(args.model, n_ctx=args.ctx)
     wait_for(events, Loaded)
-    slot = sampling.preset_name(session.variant, False)
+    slot = sampling.preset_name(session.model.variant, False)
     presets.save_override(slot, {"max_output": args.max_output})  # short answers; Qwen's sampling otherwise
     load_request = session._load_request  # the settings the session chose, for the reference engine
     assert load_request is not None
-    llm = session.engine._model.llm  # read-only: the token ids in the KV cache, to show any divergence
+    llm = session.model.engine._model.llm  # read-only: the token ids in the KV cache, to show any divergence
 
     sent: list[GenerateRequest] = []  # the exact requests the session made, for the cold reference
-    generate = session.engine.generate
+    generate = session.model.engine.generate
 
     def record(request: GenerateRequest) -> None:
         sent.append(request)
         generate(request)
 
-    session.engine.generate = record  # type: ignore[method-assign]
+    session.model.engine.generate = record  # type: ignore[method-assign]
 
     conversation = session.new_conversation()
-    print(f"model {args.model.name}, n_ctx {session.n_ctx}, preset {slot} with max_output {args.max_output}, "
+    print(f"model {args.model.name}, n_ctx {session.model.n_ctx}, preset {slot} with max_output {args.max_output}, "
           f"{turns} turns, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'turn':>4} {'prompt':>7} {'evaluated':>9} {'minimum':>8} {'answer':>6} {'ttft s':>7}  finish")
     done_by_turn: dict[int, Done] = {}
@@ -227,7 +227,7 @@ def main() -> None:
           f"turn {last}/turn 2: warm {warm_ttft[last] / warm_ttft[2]:.2f}, cold {cold_ttft[last] / cold_ttft[2]:.2f}")
     print()
     print("Summary:")
-    print(f"- {args.model.name}, n_ctx {session.n_ctx}, {turns} turns of one-sentence answers "
+    print(f"- {args.model.name}, n_ctx {session.model.n_ctx}, {turns} turns of one-sentence answers "
           f"(max {args.max_output} tokens), {os.cpu_count()} CPUs.")
     print(f"- Prompt tokens evaluated per turn after the first: median {statistics.median(evaluated):.0f}, max "
           f"{max(evaluated)} (turn {last}: {done_by_turn[last].prompt_evaluated} of "

@@ -80,13 +80,13 @@ async def test_attach_send_show_search_export_and_import(tiny_models: dict[str, 
         prompt = engine.requests[-1].prompt
         assert "How long did it run?\n\nnotes.md:\n````\n# Notes" in prompt  # the file went to the model, fenced
         notes.write_text("changed on disk afterwards")  # what was sent is kept, never read again
-        question = app.store.messages(app.conversation.current.id)[0]
+        question = app.session.store.messages(app.conversation.current.id)[0]
         assert question.attachments == (Attachment("notes.md", NOTES, bar_tokens := question.attachments[0].tokens),)
         assert bar_tokens > 0
-        hits = app.store.search("zebrafish")
+        hits = app.session.store.search("zebrafish")
         assert [h.message_id for h in hits] == [question.id] and "notes.md" in hits[0].snippet
-        exported = to_json(app.store, app.conversation.current)
-        assert "zebrafish" in to_markdown(app.store, app.conversation.current)
+        exported = to_json(app.session.store, app.conversation.current)
+        assert "zebrafish" in to_markdown(app.session.store, app.conversation.current)
     store = Store(db)
     copy = from_json(store, exported)
     (imported, _) = store.messages(copy.id)

@@ -38,7 +38,7 @@ async def test_a_paste_keeps_every_line_and_is_sent_exactly(tiny_models: dict[st
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.chat.transcript.live is None and len(app.query(AssistantMessage)) == 1,
                        what="answer")
-        (question, _) = app.store.messages(app.conversation.current.id)
+        (question, _) = app.session.store.messages(app.conversation.current.id)
         assert question.content == "Review this:\n" + PASTED  # indentation and blank lines included
         assert "<|im_start|>user\nReview this:\n" + PASTED in engine.requests[-1].prompt
         assert composer.text == ""
@@ -53,8 +53,8 @@ async def test_newline_keys_insert_a_line_and_enter_sends(key: str, tiny_models:
         await pilot.press("a", key, "b")
         assert composer.text == "a\nb"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(app.store.messages(app.conversation.current.id)) == 2, what="sent")
-        assert app.store.messages(app.conversation.current.id)[0].content == "a\nb"
+        await wait_for(pilot, lambda: len(app.session.store.messages(app.conversation.current.id)) == 2, what="sent")
+        assert app.session.store.messages(app.conversation.current.id)[0].content == "a\nb"
 
 
 async def test_the_box_grows_to_ten_lines_then_scrolls(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ async def test_up_and_down_walk_this_conversations_prompts(tiny_models: dict[str
             composer.value = text
             await pilot.press("enter")
             await wait_for(pilot, lambda: app.chat.transcript.live is None and not app.session.generating
-                           and len(app.store.messages(app.conversation.current.id)) % 2 == 0, what="answer")
+                           and len(app.session.store.messages(app.conversation.current.id)) % 2 == 0, what="answer")
         await wait_for(pilot, lambda: composer.prompts == ["first question", "second\nquestion"],
                        what="the prompt history")
         await pilot.press(*"draft")
@@ -102,7 +102,7 @@ async def test_a_draft_stays_with_its_conversation(tiny_models: dict[str, Path],
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: app.conversation.current.id != first, what="new conversation")
         assert composer.text == ""
-        app.show_conversation(app.store.conversation(first))
+        app.open_conversation(first)
         await wait_for(pilot, lambda: composer.text == "half-written\nthought", what="the draft back")
 
 

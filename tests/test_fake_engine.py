@@ -67,5 +67,5 @@ def test_a_load_failure_is_reported_like_a_real_one(tiny_models: dict[str, Path]
                           source=LocalModel(tiny_models["none"], 512))
     session.open()
     failed = next_event(events, Failed)
-    assert failed.request_id is None and failed.message == "not enough memory" and not session.ready
+    assert failed.request_id is None and failed.message == "not enough memory" and not session.model.ready
     session.close()

@@ -159,7 +159,7 @@ async def test_escape_sequences_never_reach_the_terminal(tiny_models: dict[str, 
         _no_controls(screen_text(app), "the rename dialog")
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.screen.query("#new-title"), what="rename closed")
-        assert app.store.conversation(conversation.id).title == HOSTILE_TITLE  # cancelled: nothing renamed
+        assert app.session.store.conversation(conversation.id).title == HOSTILE_TITLE  # cancelled: nothing renamed
 
         await pilot.press("ctrl+d")
         await wait_for(pilot, lambda: "Delete" in screen_text(app), what="delete dialog")

@@ -70,9 +70,10 @@ def start(tmp_path: Path, store: Store, engine: FakeEngine, n_ctx: int, events: 
 def whole_history(store: Store, session: ChatSession, answer_id: int) -> AnswerInput:
     """The input the whole conversation gave for this answer (every message before it read and rendered, as before
     the window)."""
-    assert session.template is not None
+    assert session.model.template is not None
     conversation = store.conversation(store.message(answer_id).conversation_id)
-    return answer_input(conversation, sendable(store.messages(conversation.id)), session.template, answer_id, True)
+    messages = sendable(store.messages(conversation.id))
+    return answer_input(conversation, messages, session.model.template, answer_id, True)
 
 
 def generations(engine: FakeEngine) -> list[GenerateRequest]:

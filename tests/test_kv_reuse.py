@@ -43,7 +43,7 @@ def test_later_turns_evaluate_only_their_new_text(real_model: Path, tmp_path: Pa
     try:
         session.load_model(real_model, n_ctx=2048)
         next_event(events, Loaded)
-        assert session.variant is Variant.NO_THINKING  # so the instruct-2507 override above is the preset used
+        assert session.model.variant is Variant.NO_THINKING  # so the instruct-2507 override above is the preset used
         # the tokenizer alone, to count a message's tokens (loaded after the engine: llama.cpp logs go to a file)
         vocab = llama_cpp.Llama(str(real_model), vocab_only=True, n_ctx=64, verbose=False)
         conversation = session.new_conversation()

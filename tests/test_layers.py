@@ -99,6 +99,27 @@ def test_the_tui_imports_only_the_stores_record_types() -> None:
     assert reaching == []
 
 
+def store_reads(source: str) -> list[int]:
+    """The lines of `source` that reach an attribute named `store` (`self.session.store`, `conversation.store.x`);
+    an import of `qwen_chat.store.records` is no attribute access and does not count."""
+    return sorted(node.lineno for node in ast.walk(ast.parse(source))
+                  if isinstance(node, ast.Attribute) and node.attr == "store")
+
+
+def test_the_tui_never_touches_the_store() -> None:
+    """Not even through the session: every read and write goes through the session layer's narrow objects (the
+    open conversation, which also keeps the personas and the tools switched off), never `something.store`."""
+    found = [f"{path.relative_to(PACKAGE)}:{line}" for path in sorted((PACKAGE / "tui").rglob("*.py"))
+             for line in store_reads(path.read_text(encoding="utf-8"))]
+    assert found == []
+
+
+def test_the_store_check_sees_a_store_attribute() -> None:
+    """The checker itself: an attribute named `store` is found, an import of the store's records is not."""
+    source = "from qwen_chat.store.records import Persona\nx = self.session.store.personas()\ny = app.store\n"
+    assert store_reads(source) == [2, 3]
+
+
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     """The checker itself: an import from a higher layer is found (so the tests above can fail)."""
     probe = tmp_path / "probe.py"

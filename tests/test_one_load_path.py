@@ -74,7 +74,7 @@ def test_the_chat_start_reads_detects_and_plans_once(tiny_models: dict[str, Path
     assert cli_main.main(["--model", str(tiny_models["hybrid"]), "--ctx", "512"]) == 0
     assert counts == {"read_model_info": 1, "plan": 1, "detect": 1}
     [session] = opened
-    assert [r.n_ctx for r in engine.requests] == [512] and session.n_ctx == 512 and session.plan is not None
+    assert [r.n_ctx for r in engine.requests] == [512] and session.model.n_ctx == 512 and session.model.plan is not None
 
 
 @dataclass

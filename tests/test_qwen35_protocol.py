@@ -79,7 +79,7 @@ def test_a_soft_switch_in_a_message_is_explained_once(tmp_path: Path) -> None:
     session = ChatSession(Store(tmp_path / "c.db"), events.put, engine=FakeEngine.scripted())
     session.load_model(model, 512)
     events_until(events, lambda e: isinstance(e, Loaded), 30)
-    assert session.variant is Variant.SWITCHABLE
+    assert session.model.variant is Variant.SWITCHABLE
     conversation = session.new_conversation()
     told = []
     for text in ("Answer fast /no_think", "And again /no_think"):

@@ -150,7 +150,7 @@ def test_session_over_http_stores_the_split_and_sends_no_thinking_back(replay: R
     saved: list[AnswerSaved] = []
     session = ChatSession(Store(tmp_path / "c.db"), lambda e: saved.append(e) if isinstance(e, AnswerSaved) else None)
     session.connect(replay.url)
-    wait_until(lambda: session.ready, timeout=10, what="the session ready")
+    wait_until(lambda: session.model.ready, timeout=10, what="the session ready")
     conversation = session.new_conversation()
     session.send(conversation.id, "Say hello")
     wait_until(lambda: saved, what="the answer saved")

@@ -52,7 +52,7 @@ def test_failed_gpu_load_retries_one_layer_fewer_and_remembers(tiny_models: dict
     plan = session.load_model(tiny_models["hybrid"], 512, machine=gpu_machine())
     assert plan.n_gpu_layers == -1  # the tiny model fits the (simulated) GPU on paper
     assert [r.n_gpu_layers for r in engine.requests] == [-1, 2, 1]  # all (3 with output) failed, 2 failed, 1 loaded
-    assert session.ready and session.gpu_layers == 1
+    assert session.model.ready and session.model.gpu_layers == 1
     assert sum(isinstance(e, Notice) for e in events) == 2
     # the next load on this machine starts from what worked
     engine.requests.clear()

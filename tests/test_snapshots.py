@@ -250,8 +250,8 @@ def test_personas_screen(snap_compare, themed_app, theme: str) -> None:
     from qwen_chat.tui.conversation_screens import PersonasScreen
 
     app = themed_app(theme)
-    app.store.save_persona("Reviewer", "You review Python code for bugs first, style second.")
-    app.store.save_persona("Terse", "Answer in at most five words.")
+    app.session.store.save_persona("Reviewer", "You review Python code for bugs first, style second.")
+    app.session.store.save_persona("Terse", "Answer in at most five words.")
 
     async def personas(pilot: Pilot) -> None:
         await pilot.press("f6")

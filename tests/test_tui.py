@@ -114,18 +114,18 @@ async def test_think_commands_on_hybrid_model(tiny_models: dict[str, Path], tmp_
         await type_and_send(pilot, "/no_think")
         await wait_for(pilot, lambda: "thinking off" in status(app), what="mode switch")
         assert "Thinking off for this conversation." in screen_text(app)
-        assert app.store.conversation(app.conversation.current.id).enable_thinking is False
+        assert app.session.store.conversation(app.conversation.current.id).enable_thinking is False
         await type_and_send(pilot, "hello")
         await wait_for(pilot, lambda: app.chat.transcript.live is None and len(app.query(AssistantMessage)) == 1,
                        what="answer")
-        (_, answer) = app.store.messages(app.conversation.current.id)
+        (_, answer) = app.session.store.messages(app.conversation.current.id)
         assert answer.mode == "no_think" and answer.sampling["temperature"] == 0.7  # the non-thinking preset
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: "thinking on" in status(app), what="ctrl+t")
         await type_and_send(pilot, "again")
         await wait_for(pilot, lambda: app.chat.transcript.live is None and len(app.query(AssistantMessage)) == 2,
                        what="answer 2")
-        answer2 = app.store.messages(app.conversation.current.id)[-1]
+        answer2 = app.session.store.messages(app.conversation.current.id)[-1]
         assert answer2.mode == "think" and answer2.sampling["temperature"] == 0.6
         assert answer2.sampling["top_p"] == 0.95 and answer2.sampling["presence_penalty"] == 0.0  # F32: unquantized
 
@@ -153,7 +153,8 @@ async def test_conversation_list_new_rename_delete(tiny_models: dict[str, Path],
         rename = app.screen.query_one("#new-title", Input)
         rename.value = "Holiday plans [b]x[/b]"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.store.conversation(second).title == "Holiday plans [b]x[/b]", what="rename")
+        await wait_for(pilot, lambda: app.session.store.conversation(second).title == "Holiday plans [b]x[/b]",
+                       what="rename")
         await wait_for(pilot, lambda: "Holiday plans" in screen_text(app), what="the new title in the list")
         assert "Holiday plans [b]x[/b]" in screen_text(app)  # shown as typed, markup and all
         await pilot.press("ctrl+d")
@@ -161,7 +162,7 @@ async def test_conversation_list_new_rename_delete(tiny_models: dict[str, Path],
         assert "Delete “Holiday plans [b]x[/b]”" in screen_text(app)  # the dialog names the current title
         await pilot.press("y")
         await wait_for(pilot, lambda: app.conversation.current.id == first, what="delete")
-        assert [c.id for c in app.store.conversations()] == [first]
+        assert [c.id for c in app.session.store.conversations()] == [first]
         # switch back and forth through the list
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: app.conversation.current.id not in (first, second), what="another chat")
@@ -198,7 +199,7 @@ from qwen_chat.store.database import Store
 store = Store(Path(sys.argv[1]))
 session = ChatSession(store, lambda event: None)
 session.load_model(Path(sys.argv[2]), 2048)
-while not session.ready:
+while not session.model.ready:
     time.sleep(0.05)
 conv = session.new_conversation()
 session.seed = 0  # the model counts on ("1 2 3 ... 30 ..."): far past 40 characters before it ends
@@ -230,7 +231,7 @@ async def test_kill_9_during_real_generation(real_model: Path, tiny_models: dict
         answer = app.query(AssistantMessage)[-1]
         assert len(answer.answer_text) > 40
         await wait_for(pilot, lambda: "interrupted" in screen_text(app), what="the answer marked interrupted")
-        assert app.store.messages(app.conversation.current.id)[-1].status == "interrupted"
+        assert app.session.store.messages(app.conversation.current.id)[-1].status == "interrupted"
 
 
 async def test_thinking_is_collapsed_and_streams_once_opened(tiny_models: dict[str, Path], tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from helpers import SIZE, make_app, screen_text, status, type_and_send, wait_for
 
 
 async def ask(pilot, app: QwenChatApp, text: str) -> None:
-    before = len(app.store.messages(app.conversation.current.id))
+    before = len(app.session.store.messages(app.conversation.current.id))
     await type_and_send(pilot, text)
-    await wait_for(pilot, lambda: len(app.store.messages(app.conversation.current.id)) >= before + 2
+    await wait_for(pilot, lambda: len(app.session.store.messages(app.conversation.current.id)) >= before + 2
                    and not app.session.generating and app.chat.transcript.live is None, what=f"answer to {text!r}")
 
 
@@ -36,17 +36,17 @@ async def test_regenerate_edit_and_copy(tiny_models: dict[str, Path], tmp_path: 
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="model load")
         await ask(pilot, app, "Write a one-line Python hello world in a code block.")
-        first = app.store.messages(app.conversation.current.id)[-1]
+        first = app.session.store.messages(app.conversation.current.id)[-1]
         assert first.content == HELLO
 
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: app.store.messages(app.conversation.current.id)[-1].id != first.id
+        await wait_for(pilot, lambda: app.session.store.messages(app.conversation.current.id)[-1].id != first.id
                        and not app.session.generating and app.chat.transcript.live is None, what="regenerated answer")
         answers = app.query(AssistantMessage)
         assert len(answers) == 1 and answers[0].message_id != first.id  # the old answer left the transcript
         assert answers[0].answer_text == HELLO_AGAIN
         await wait_for(pilot, lambda: "version 2 of 2" in screen_text(app), what="the answer's version line")
-        assert [r[0].id for r in app.store.earlier_versions(answers[0].message_id)] == [first.id]
+        assert [r[0].id for r in app.session.store.earlier_versions(answers[0].message_id)] == [first.id]
         # the regeneration was asked the same question, without the old answer
         assert engine.requests[-1].messages[-1]["content"].startswith("Write a one-line Python hello world")
         assert HELLO not in engine.requests[-1].prompt
@@ -65,14 +65,15 @@ async def test_regenerate_edit_and_copy(tiny_models: dict[str, Path], tmp_path: 
         box.value = "Say just the word banana."
         await pilot.press("enter")
         await wait_for(pilot, lambda: not app.session.generating and app.chat.transcript.live is None
-                       and app.store.messages(app.conversation.current.id)[0].content == "Say just the word banana.",
+                       and app.session.store.messages(app.conversation.current.id)[0].content
+                       == "Say just the word banana.",
                        what="edited turn answered")
         await wait_for(pilot, lambda: [a.answer_text for a in app.query(AssistantMessage)] == ["banana"],
                        what="the transcript drawn again")
         users = app.query(UserMessage)
         assert [u.text for u in users] == ["Say just the word banana."] and users[0].versions == 2
         assert [a.answer_text for a in app.query(AssistantMessage)] == ["banana"]
-        versions = app.store.earlier_versions(users[0].message_id)
+        versions = app.session.store.earlier_versions(users[0].message_id)
         assert versions[0][0].content.startswith("Write a one-line Python")
 
         # Esc while editing cancels the edit and keeps the conversation as it is
@@ -102,12 +103,12 @@ async def test_persona_and_context_reload_keep_the_conversation(tiny_models: dic
         keys = [app.screen.query_one(OptionList).get_option_at_index(i).id
                 for i in range(app.screen.query_one(OptionList).option_count)]
         await pilot.press(*["down"] * keys.index("native"), "enter")
-        await wait_for(pilot, lambda: app.session.n_ctx == 40960 and "ready" in status(app),
+        await wait_for(pilot, lambda: app.session.model.n_ctx == 40960 and "ready" in status(app),
                        what="reload with the native context")  # the tiny model's native length
         assert len(app.query(UserMessage)) == 1 and len(app.query(AssistantMessage)) == 1  # the chat stayed
         assert "ctx " in status(app) and "/40,960" in status(app)
         await ask(pilot, app, "Say goodbye.")
-        assert len(app.store.messages(app.conversation.current.id)) == 4
+        assert len(app.session.store.messages(app.conversation.current.id)) == 4
     loads = [r.n_ctx for r in engine.requests if isinstance(r, LoadRequest)]
     assert loads == [1024, 40960]  # one reload, planned for the preset chosen
     prompt = engine.requests[-1].prompt
@@ -120,11 +121,11 @@ async def test_budget_meter_and_cut_marker_on_a_thinking_model(tiny_models: dict
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "ready" in status(app), what="model load")
         await type_and_send(pilot, "/budget 4")
-        await wait_for(pilot, lambda: app.store.conversation(app.conversation.current.id).thinking_budget == 4,
+        await wait_for(pilot, lambda: app.session.store.conversation(app.conversation.current.id).thinking_budget == 4,
                        what="budget set")
         await ask(pilot, app, "hi")
         assert engine.requests[-1].thinking_budget == 4  # the budget reached the engine
-        answer = app.store.messages(app.conversation.current.id)[-1]
+        answer = app.session.store.messages(app.conversation.current.id)[-1]
         assert answer.thinking.startswith("Let me think a") and answer.content == "Done."
         assert answer.thinking[answer.thinking_cut_at:].lstrip().startswith("Considering the limited time")
         assert "thought 4/4" in status(app)  # the meter's last reading: the budget, used up
@@ -147,8 +148,9 @@ async def test_context_full_marker_shows_and_survives_a_restart(tiny_models: dic
         transcript = list(app.query_one("#transcript").children)
         after = transcript[transcript.index(marker) + 1]
         assert isinstance(after, UserMessage) and after.message_id > transcript[0].message_id
-        assert after.message_id == app.store.messages(app.conversation.current.id)[2].id  # the second turn starts it
-        count = len(app.store.messages(app.conversation.current.id))
+        # the second turn starts it
+        assert after.message_id == app.session.store.messages(app.conversation.current.id)[2].id
+        count = len(app.session.store.messages(app.conversation.current.id))
     app2 = make_app(db, tiny_models["none"], n_ctx=1024, engine=FakeEngine.scripted())
     async with app2.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: len(app2.query(UserMessage)) == count // 2, what="history")

@@ -302,7 +302,8 @@ async def test_the_tools_panel_turns_a_tool_off_for_this_conversation(tiny_model
         echo = next(s for s in screen.query(ToolSwitch) if s.key == "test/echo")
         echo.focus()
         await pilot.press("space")
-        await wait_for(pilot, lambda: app.store.conversation(app.conversation.current.id).tools_off == ("test/echo",),
+        await wait_for(pilot, lambda: app.session.store.conversation(app.conversation.current.id).tools_off
+                       == ("test/echo",),
                        what="the switch saved")
         screen.query_one(RestartButton).press()
         await wait_for(pilot, lambda: restarted == ["broken"], what="restart")

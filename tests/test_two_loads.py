@@ -129,8 +129,8 @@ def test_a_session_asked_to_load_twice_at_once_makes_one_engine(tiny_models: dic
         for thread in threads:
             thread.join(30)
         assert errors == []
-        assert len(made) == 1 and session.engine is made[0]
-        wait_until(lambda: session.ready, timeout=10, what="the session's model to load")
+        assert len(made) == 1 and session.model.engine is made[0]
+        wait_until(lambda: session.model.ready, timeout=10, what="the session's model to load")
         assert len(made[0].requests) == 2  # both loads went to the one engine, in turn
     finally:
         session.close()

@@ -33,18 +33,18 @@ async def test_a_second_window_starts_its_own_conversation_and_never_answers_ano
             composer = first.query_one("#prompt", Composer)
             composer.value = "list two fruits"
             await one.press("enter")
-            await wait_for(one, lambda: len(first.store.messages(first.conversation.current.id)) == 2
+            await wait_for(one, lambda: len(first.session.store.messages(first.conversation.current.id)) == 2
                            and first.chat.transcript.live is None, what="first answer")
             composer = second.query_one("#prompt", Composer)
             composer.focus()
             composer.value = "list two colors"
             await two.press("enter")
-            await wait_for(two, lambda: len(second.store.messages(second.conversation.current.id)) == 2
+            await wait_for(two, lambda: len(second.session.store.messages(second.conversation.current.id)) == 2
                            and second.chat.transcript.live is None, what="second answer")
             # each answer went to its own question, each conversation has one turn
-            assert [m.content for m in first.store.messages(first.conversation.current.id)] == \
+            assert [m.content for m in first.session.store.messages(first.conversation.current.id)] == \
                 ["list two fruits", "Fruits: apple, pear."]
-            assert [m.content for m in second.store.messages(second.conversation.current.id)] == \
+            assert [m.content for m in second.session.store.messages(second.conversation.current.id)] == \
                 ["list two colors", "Colors: red, blue."]
 
             # the first window's new title shows up in the second window's list without a restart
@@ -52,13 +52,13 @@ async def test_a_second_window_starts_its_own_conversation_and_never_answers_ano
                                             for i in second.query(ConversationItem)), what="other window's title")
 
             # the second window opens the first window's conversation: readable, but it does not send there
-            second.show_conversation(second.store.conversation(first.conversation.current.id))
+            second.open_conversation(first.conversation.current.id)
             composer.value = "a question from the wrong window"
             await two.press("enter")
             await wait_for(two, lambda: any("open in another qwen-chat window" in str(n.message)
                                             for n in second._notifications), what="the refusal")
             assert composer.value == "a question from the wrong window"  # kept, not sent
-            assert len(second.store.messages(first.conversation.current.id)) == 2
+            assert len(second.session.store.messages(first.conversation.current.id)) == 2
     # the first window is closed: its conversation is free again
     assert not Presence(db).open_elsewhere(first.conversation.current.id)
 
@@ -78,7 +78,8 @@ async def test_an_idle_window_sees_what_another_changed_before_its_first_look(
             own = second.conversation.current.id  # a new one: the latest is open in the first window
             answered = first.conversation.current.id
             await type_and_send(one, "list two fruits")
-            await wait_for(one, lambda: len(first.store.messages(answered)) == 2 and first.chat.transcript.live is None,
+            await wait_for(one, lambda: len(first.session.store.messages(answered)) == 2
+                           and first.chat.transcript.live is None,
                            what="first answer")
             await one.press("ctrl+n")
             await wait_for(one, lambda: first.conversation.current.id not in (answered, own), what="a new conversation")
@@ -100,11 +101,12 @@ async def test_an_idle_window_sees_what_another_changed_before_its_first_look(
             assert any("list two fruits" in line and ELSEWHERE_MARK not in line for line in lines)
 
             # the first window goes back to its answered conversation (nothing is written): the mark follows
-            version = second.store.data_version()
-            first.show_conversation(first.store.conversation(answered))
+            version = second.session.store.data_version()
+            first.open_conversation(answered)
             await wait_for(two, lambda: items()[answered].elsewhere and not items()[opened].elsewhere,
                            timeout=15, what="the mark to follow the other window's switch")
-            assert second.store.data_version() == version  # moved by the locks alone: the first window wrote nothing
+            # moved by the locks alone: the first window wrote nothing
+            assert second.session.store.data_version() == version
 
 
 def test_presence_is_released_when_a_window_goes(tmp_path: Path) -> None:

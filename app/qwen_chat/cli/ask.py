@@ -137,11 +137,12 @@ def _run(session: ChatSession, question: str, think: bool | None, events: queue.
     session.open()
     if not wait_loaded(events, err):
         return 1
-    if session.plan is not None and session.info is not None:  # a local model: the advice names --ctx, not F7
-        session.context_hint = (f"ask again with a larger context: --ctx N (this run had {session.plan.n_ctx:,} "
-                                f"tokens; the model reads up to {session.info.context_length:,})")
+    plan, info = session.model.plan, session.model.info
+    if plan is not None and info is not None:  # a local model: the advice names --ctx, not F7
+        session.context_hint = (f"ask again with a larger context: --ctx N (this run had {plan.n_ctx:,} "
+                                f"tokens; the model reads up to {info.context_length:,})")
     # a script's question is the whole prompt: no persona; thinking unless --no-think, and never cut short
-    conversation = session.store.create_conversation(model=session.model_name, enable_thinking=think is not False)
+    conversation = session.store.create_conversation(model=session.model.model_name, enable_thinking=think is not False)
     session.store.set_thinking_budget(conversation.id, 0)
     session.send(conversation.id, question, plain=True)
     begun = False

@@ -40,7 +40,7 @@ from qwen_chat.session.events import (
     ToolLoopEnded,
     UserSaved,
 )
-from qwen_chat.session.model_side import FromModel, ModelSide, RemoteFactory
+from qwen_chat.session.model_side import ModelSide, RemoteFactory
 from qwen_chat.session.prepare import EarlyStop, Streaming, answer_to_replace, last_switch, prepare, stopped_done
 from qwen_chat.session.sources import Source, remote_engine
 from qwen_chat.session.tool_loop import Decision, ToolBox, ToolRound, ToolRunner, functions, new_calls, offered
@@ -50,9 +50,7 @@ from qwen_chat.store.records import Attachment, Conversation, Message, StoreErro
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from qwen_chat.gguf.files import ModelInfo
     from qwen_chat.planning.planner import Plan
-    from qwen_chat.qwen3.template import ChatTemplate
     from qwen_chat.system.hardware import Machine
 
 SAVE_EVERY = 0.5  # seconds between partial-answer saves while streaming
@@ -61,21 +59,6 @@ LOADING = "The model is still loading; your message was not sent."
 
 
 class ChatSession:
-    # What the UI reads of the model side, read through from `self.model` (its state, none of it kept here)
-    model_name = FromModel(lambda model: model.model_name)
-    variant = FromModel(lambda model: model.variant)
-    quantized = FromModel(lambda model: model.quantized)
-    info: FromModel[ModelInfo | None] = FromModel(lambda model: model.info)
-    template: FromModel[ChatTemplate | None] = FromModel(lambda model: model.template)
-    plan: FromModel[Plan | None] = FromModel(lambda model: model.plan)
-    remote_model: FromModel[str | None] = FromModel(lambda model: model.remote_model)
-    engine: FromModel[ChatEngine | None] = FromModel(lambda model: model.engine)
-    ready = FromModel(lambda model: model.ready)
-    n_ctx = FromModel(lambda model: model.n_ctx)
-    context_used = FromModel(lambda model: model.context_used)
-    gpu_layers: FromModel[int | None] = FromModel(lambda model: model.gpu_layers)
-    planner_chose_context = FromModel(lambda model: model.planner_chose_context)
-
     def __init__(self, store: Store, sink: Callable[[SessionEvent], None] | None = None,
                  engine: ChatEngine | None = None, source: Source | None = None,
                  remote: RemoteFactory = remote_engine,
@@ -160,8 +143,8 @@ class ChatSession:
     def new_conversation(self) -> Conversation:
         from qwen_chat.config.settings import load_chat
 
-        thinking = self.variant is not Variant.NO_THINKING
-        conversation = self.store.create_conversation(model=self.model_name, enable_thinking=thinking)
+        thinking = self.model.variant is not Variant.NO_THINKING
+        conversation = self.store.create_conversation(model=self.model.model_name, enable_thinking=thinking)
         persona = load_chat().persona  # settings.toml [chat] persona: new chats start with its system prompt
         if persona:
             found = next((p for p in self.store.personas() if p.name.lower() == persona.lower()), None)
@@ -176,15 +159,19 @@ class ChatSession:
     def thinking_now(self, conversation: Conversation, adding: str | None = None) -> bool:
         """Whether the next answer thinks: the conversation's mode and the last soft switch (in `adding` too)."""
         texts = [conversation.system_prompt] if conversation.system_prompt else []
-        texts += last_switch(self.store, conversation.id)
-        return effective_thinking(self.variant, conversation.enable_thinking,
+        # only a hybrid model with thinking on follows switches, and one in `adding` (the newest) decides alone:
+        # otherwise the history is not read for them
+        if (self.model.variant is Variant.HYBRID and conversation.enable_thinking
+                and (adding is None or last_soft_switch(adding) is None)):
+            texts += last_switch(self.store, conversation.id)
+        return effective_thinking(self.model.variant, conversation.enable_thinking,
                                   texts + ([adding] if adding is not None else []))
 
     def thinking_budget(self, conversation: Conversation) -> int:
         """The conversation's own budget (set with /budget), else the preset's default; 0 is none."""
         if conversation.thinking_budget is not None:
             return conversation.thinking_budget
-        return thinking_budget_for(self.variant, True, self.quantized)
+        return thinking_budget_for(self.model.variant, True, self.model.quantized)
 
     def send(self, conversation_id: int, text: str, files: tuple[Attachment, ...] = (), *,
              plain: bool = False) -> Message | None:
@@ -206,7 +193,7 @@ class ChatSession:
 
     def _tell_no_soft_switch(self, text: str) -> None:
         """Qwen3.5 / 3.6 were not trained on /think and /no_think inside a message: say so, once a session."""
-        if self.variant is Variant.SWITCHABLE and last_soft_switch(text) is not None and not self._told_switch:
+        if self.model.variant is Variant.SWITCHABLE and last_soft_switch(text) is not None and not self._told_switch:
             self._told_switch = True
             self.sink(Notice("This model has no /think or /no_think switch inside a message: there it is plain text. "
                              "Type /think or /no_think alone (or Ctrl+T) to turn thinking on or off."))
@@ -214,8 +201,8 @@ class ChatSession:
     def _command(self, conversation: Conversation, text: str) -> bool:
         word, argument = commands.split_command(text)
         if word == "/budget":
-            reply = commands.budget_reply(argument, self.variant, self.model_name,
-                                          self.thinking_budget(conversation), self.remote_model is not None)
+            reply = commands.budget_reply(argument, self.model.variant, self.model.model_name,
+                                          self.thinking_budget(conversation), self.model.remote_model is not None)
             if reply.budget is not None:
                 self.store.set_thinking_budget(conversation.id, reply.budget)
             self.sink(reply.notice)
@@ -226,10 +213,10 @@ class ChatSession:
         command = command_of(text)
         if command is None:
             return False
-        change = apply_mode_command(self.variant, conversation.enable_thinking, command == "think")
+        change = apply_mode_command(self.model.variant, conversation.enable_thinking, command == "think")
         if change.changed:
             self.store.set_thinking(conversation.id, change.enable_thinking)
-        self.sink(Notice(change.message, error=not change.changed and self.variant is not Variant.HYBRID))
+        self.sink(Notice(change.message, error=not change.changed and self.model.variant is not Variant.HYBRID))
         return True
 
     def regenerate(self, conversation_id: int) -> None:

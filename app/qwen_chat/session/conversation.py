@@ -3,8 +3,8 @@
 It opens a conversation (and claims it: another window that has it open answers there, store/presence.py), reads
 its history once and keeps it current: the session's own writes arrive as events (`user_saved`, `rewound`,
 `answer_started`, `answer_saved`), what other windows commit is seen when SQLite's data_version moves
-(`changed_elsewhere`). Renaming, the persona, deleting and the thinking rule go through it too, so the UI asks
-here and never queries SQLite itself.
+(`changed_elsewhere`). Renaming, the persona, the personas kept, the tools switched off, deleting and the
+thinking rule go through it too, so the UI asks here and never touches the store itself.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from qwen_chat.qwen3.template import Variant, effective_thinking, last_soft_swit
 from qwen_chat.session.chat import ChatSession
 from qwen_chat.store.database import MARK_END, MARK_START, SearchHit
 from qwen_chat.store.presence import Presence
-from qwen_chat.store.records import Conversation, Message, StoreError
+from qwen_chat.store.records import Conversation, Message, Persona, StoreError
 
 __all__ = ["MARK_END", "MARK_START", "OpenConversation", "SearchHit"]
 
@@ -78,6 +78,10 @@ class OpenConversation:
 
     def close(self) -> None:
         self.presence.close()
+
+    def recovered(self) -> int:
+        """How many answers the last run left cut off (marked interrupted when the store opened)."""
+        return self.store.recovered
 
     # -- reading --
 
@@ -160,15 +164,33 @@ class OpenConversation:
         if self.is_open(conversation_id):
             self.refresh_record()
 
+    def tools_off(self, conversation_id: int) -> tuple[str, ...]:
+        """The tools switched off in a conversation (F9), read again each time: raises StoreError."""
+        return self.store.conversation(conversation_id).tools_off
+
+    def set_tools_off(self, conversation_id: int, names: tuple[str, ...]) -> None:
+        self.store.set_tools_off(conversation_id, names)
+
     def delete(self, conversation_id: int) -> Conversation | None:
         """Delete it with its messages; returns the conversation to open next (the latest, None for a new one)."""
         self.store.delete(conversation_id)
         return self.store.latest_conversation()
 
+    # -- the personas (not a conversation's own: every conversation picks from them) --
+
+    def personas(self) -> list[Persona]:
+        return self.store.personas()
+
+    def save_persona(self, name: str, prompt: str) -> Persona:
+        return self.store.save_persona(name, prompt)
+
+    def delete_persona(self, name: str) -> bool:
+        return self.store.delete_persona(name)
+
     def start_in_model_mode(self) -> None:
         """The model is loaded: a fresh conversation starts in the model's own mode (the variant is known now)."""
         if self.current is not None and not self.messages:
-            self.store.set_thinking(self.current.id, self.session.variant is not Variant.NO_THINKING)
+            self.store.set_thinking(self.current.id, self.session.model.variant is not Variant.NO_THINKING)
             self.refresh_record()
 
     # -- the thinking rule --
@@ -183,13 +205,13 @@ class OpenConversation:
         switch = next((m.content for m in reversed(self.messages)
                        if m.role == "user" and last_soft_switch(m.content) is not None), None)
         texts += [switch] if switch is not None else []
-        return effective_thinking(self.session.variant, conversation.enable_thinking,
+        return effective_thinking(self.session.model.variant, conversation.enable_thinking,
                                   texts + ([adding] if adding is not None else []))
 
     def mode_label(self) -> str:
         session = self.session
-        if self.current is None or (session.template is None and session.remote_model is None):
+        if self.current is None or (session.model.template is None and session.model.remote_model is None):
             return ""
-        if session.variant.can_switch:
+        if session.model.variant.can_switch:
             return "thinking on" if self.thinking_now() else "thinking off"
-        return "always thinks" if session.variant is Variant.ALWAYS_THINKS else "no thinking"
+        return "always thinks" if session.model.variant is Variant.ALWAYS_THINKS else "no thinking"

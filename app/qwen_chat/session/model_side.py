@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, NoReturn, Protocol, TypeVar, overload
 
 from qwen_chat.engines.protocol import ChatEngine, EngineEvent, Failed, Loaded, LoadRequest
 from qwen_chat.gguf.files import ModelInfo
@@ -26,7 +25,6 @@ from qwen_chat.system.hardware import Machine
 
 EngineFactory = Callable[[Callable[[EngineEvent], None]], ChatEngine]
 RemoteFactory = Callable[[Callable[[EngineEvent], None], Server], ChatEngine]
-T = TypeVar("T")
 
 
 class ModelSide:
@@ -221,25 +219,3 @@ class ModelSide:
         self.sink(Notice(f"Loading with {fewer.n_gpu_layers + 1} GPU layers failed; trying {fewer.n_gpu_layers}."))
         self.loaded_engine().load(fewer)
         return True
-
-
-class HoldsModel(Protocol):
-    model: ModelSide
-
-
-class FromModel(Generic[T]):
-    """An attribute of the session that is its model side's state (the UI reads `session.n_ctx`): read through
-    from `session.model` on each access, never copied, so it cannot go stale; set it on the model side."""
-
-    def __init__(self, read: Callable[[ModelSide], T]) -> None:
-        self._read = read
-
-    @overload
-    def __get__(self, session: None, owner: type) -> FromModel[T]: ...
-    @overload
-    def __get__(self, session: HoldsModel, owner: type) -> T: ...
-    def __get__(self, session: HoldsModel | None, owner: type) -> FromModel[T] | T:
-        return self if session is None else self._read(session.model)
-
-    def __set__(self, session: HoldsModel, value: NoReturn) -> None:  # mypy refuses any value too
-        raise AttributeError("this is the model side's: set it on session.model")

@@ -24,7 +24,7 @@ from qwen_chat.qwen3.template import ChatTemplate, last_soft_switch
 from qwen_chat.qwen3.thinking import StreamText
 from qwen_chat.session.prompt import AnswerInput, answer_input, carried_start, sendable
 from qwen_chat.store.database import Store
-from qwen_chat.store.recent import questions_between, questions_with, recent, since_last_question
+from qwen_chat.store.recent import questions_with, recent, since_last_question
 from qwen_chat.store.records import Conversation, Message
 from qwen_chat.tools.mcp_results import ToolSpec
 
@@ -68,8 +68,7 @@ def prepare(store: Store, conversation: Conversation, template: ChatTemplate | N
     built = answer_input(conversation, rows, template, replaces, fresh_context, tools, result_limit, first)
     if stop.is_set():
         return Prepared(None)
-    left_out = 0 if first is None else questions_between(
-        store.connection, conversation.id, carried_start(rows, fresh_context), first)
+    left_out = 0 if first is None else window.questions_since(carried_start(rows, fresh_context))
     trim = built.trim and Trim(_stoppable(built.trim.render, stop), built.trim.count)
     return Prepared(dataclasses.replace(built, trim=trim), left_out)
 

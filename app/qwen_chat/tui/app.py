@@ -65,7 +65,6 @@ class QwenChatApp(App[None]):
         super().__init__()
         paste_guard.install()  # issue 25: nothing in a bracketed paste may reach Textual's parser as a key
         self.session = session
-        self.store = session.store
         self.inbox = Inbox(self.post_message)
         session.sink = self.inbox.put
         self.downloads = downloads or DownloadQueue(self.inbox.put)
@@ -97,8 +96,8 @@ class QwenChatApp(App[None]):
         self._theme_at_start: str | None = self.theme  # announced a tick later: not the user's choice
         self.theme_changed_signal.subscribe(self, self._save_theme)
         self.chat.transcript.anchor()
-        if self.store.recovered:
-            self.notify(f"{self.store.recovered} answer(s) were cut off when qwen-chat last ended; "
+        if recovered := self.conversation.recovered():
+            self.notify(f"{recovered} answer(s) were cut off when qwen-chat last ended; "
                         "they are kept and marked interrupted.", severity="warning", timeout=8)
         self._load_model()
         self.conversation.mark_version()
@@ -140,6 +139,12 @@ class QwenChatApp(App[None]):
         self._refresh_list()
         self._update_status()
 
+    def open_conversation(self, conversation_id: int) -> None:
+        """`show_conversation` by id; raises StoreError when it no longer exists."""
+        self.chat.open_id(conversation_id)
+        self._refresh_list()
+        self._update_status()
+
     def _refresh_list(self) -> None:
         current = self.conversation.current
         listed, elsewhere = self.conversation.conversations()
@@ -176,7 +181,7 @@ class QwenChatApp(App[None]):
             self._refresh_list()
             return
         try:
-            self.show_conversation(self.store.conversation(item.conversation_id))
+            self.open_conversation(item.conversation_id)
         except StoreError as exc:
             self.notify(str(exc), severity="error")
         self.chat.composer_panel.composer.focus()
@@ -353,7 +358,7 @@ class QwenChatApp(App[None]):
             if hit is None or refused_while_busy(self.session, self.notify):
                 return
             try:
-                self.show_conversation(self.store.conversation(hit.conversation_id))
+                self.open_conversation(hit.conversation_id)
             except StoreError as exc:
                 self.notify(str(exc), severity="error")
                 return
@@ -382,7 +387,7 @@ class QwenChatApp(App[None]):
             if self.conversation.is_open(conversation_id):
                 self.conversation.refresh_record()
 
-        self.push_screen(ToolsScreen(self.session.tools, self.store, conversation_id), closed)
+        self.push_screen(ToolsScreen(self.session.tools, self.conversation, conversation_id), closed)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -63,7 +63,15 @@ class ChatPanel(Vertical):
     def open(self, conversation: Conversation | None) -> None:
         """Show a conversation (a new one for None); the draft being typed stays with the one it was typed in."""
         before = self.conversation.current
-        if not self.conversation.open(conversation):
+        self._opened(before, self.conversation.open(conversation))
+
+    def open_id(self, conversation_id: int) -> None:
+        """`open` by id; raises StoreError when it no longer exists (then nothing changes)."""
+        before = self.conversation.current
+        self._opened(before, self.conversation.open_id(conversation_id))
+
+    def _opened(self, before: Conversation | None, claimed: bool) -> None:
+        if not claimed:
             self.notify(ELSEWHERE, severity="warning", timeout=8)
         current = self.conversation.current
         if before is not None and current is not None and before.id != current.id:
@@ -157,13 +165,13 @@ class ChatPanel(Vertical):
 
         if self.conversation.current is None:
             return
-        slot = preset_name(self.session.variant, self.conversation.thinking_now())
+        slot = preset_name(self.session.model.variant, self.conversation.thinking_now())
 
         def done(changed: bool | None) -> None:
             if changed:
                 self.notify("Preset saved: it applies from the next answer.", timeout=4)
 
-        self.app.push_screen(PresetsScreen(slot, self.session.quantized), done)
+        self.app.push_screen(PresetsScreen(slot, self.session.model.quantized), done)
 
     def copy_message(self) -> None:
         focused = self.app.focused
@@ -213,21 +221,21 @@ class ChatPanel(Vertical):
             if not self.session.generating:
                 self.transcript.show_conversation()
 
-        self.app.push_screen(PersonasScreen(self.conversation.store, self.conversation.current.system_prompt), chosen)
+        self.app.push_screen(PersonasScreen(self.conversation, self.conversation.current.system_prompt), chosen)
 
     def context(self) -> None:
-        session = self.session
-        if session.info is None:
+        model = self.session.model
+        if model.info is None:
             self.notify("An endpoint's server sets its context; a local model's can be changed here.")
             return
-        presets = context_presets(session.info, session.variant)
+        presets = context_presets(model.info, model.variant)
         note = "Changing the context re-plans memory and reloads the model; the conversation stays."
 
         def chosen(key: str | None) -> None:
             if key is not None:
                 self._change_context(key)
 
-        self.app.push_screen(ContextScreen(presets, session.n_ctx, note, session.planner_chose_context), chosen)
+        self.app.push_screen(ContextScreen(presets, model.n_ctx, note, model.planner_chose_context), chosen)
 
     @work(thread=True, group="load", exit_on_error=False)
     def _change_context(self, key: str) -> None:

@@ -54,7 +54,7 @@ def _entry(label: str, detail: str = "", current: bool = False) -> Text:
 
 
 class PersonaBook(Protocol):
-    """Where personas are kept (the store)."""
+    """Where personas are kept (session/conversation.py's OpenConversation; the tests hand a Store)."""
 
     def personas(self) -> list[Persona]: ...
 
@@ -185,9 +185,9 @@ class PersonaForm(ModalScreen[Persona | None]):
     PersonaForm .conversation-hint { width: 100%; color: $text-muted; }
     """
 
-    def __init__(self, store: PersonaBook, name: str = "", prompt: str = "") -> None:
+    def __init__(self, book: PersonaBook, name: str = "", prompt: str = "") -> None:
         super().__init__()
-        self.store = store
+        self.book = book
         # the boxes draw what they hold: a name or prompt from an imported file shows (and, if saved, keeps)
         # its control characters as visible symbols, never as escape sequences sent to the terminal
         self.initial_name, self.initial_prompt = printable_line(name), printable(prompt)
@@ -223,7 +223,7 @@ class PersonaForm(ModalScreen[Persona | None]):
         name = self.query_one("#persona-name", Input).value
         prompt = self.query_one("#persona-prompt", TextArea).text
         try:
-            persona = self.store.save_persona(name, prompt)
+            persona = self.book.save_persona(name, prompt)
         except StoreError as exc:
             error = self.query_one("#persona-error", Label)
             error.update(Text(printable(str(exc))))
@@ -242,9 +242,9 @@ class PersonasScreen(ModalScreen[str | None]):
     PersonasScreen .conversation-hint { width: 100%; color: $text-muted; margin-top: 1; }
     """
 
-    def __init__(self, store: PersonaBook, current_prompt: str) -> None:
+    def __init__(self, book: PersonaBook, current_prompt: str) -> None:
         super().__init__()
-        self.store = store
+        self.book = book
         self.current_prompt = current_prompt.strip()  # the store strips saved prompts: compare like with like
         self.personas: list[Persona] = []
 
@@ -262,7 +262,7 @@ class PersonasScreen(ModalScreen[str | None]):
     def refresh_personas(self, highlight: str | None = None) -> None:
         """Re-read the personas; highlight the one named `highlight`, else the one in use."""
         try:
-            self.personas = self.store.personas()
+            self.personas = self.book.personas()
         except StoreError as exc:
             self.app.notify(str(exc), severity="error")
             self.personas = []
@@ -298,14 +298,14 @@ class PersonasScreen(ModalScreen[str | None]):
             self.refresh_personas(highlight=persona.name)
 
     def action_new(self) -> None:
-        self.app.push_screen(PersonaForm(self.store, "", self._draft()), self._saved)
+        self.app.push_screen(PersonaForm(self.book, "", self._draft()), self._saved)
 
     def action_edit(self) -> None:
         persona = self.highlighted_persona()
         if persona is None:
             self.action_new()
             return
-        self.app.push_screen(PersonaForm(self.store, persona.name, persona.prompt), self._saved)
+        self.app.push_screen(PersonaForm(self.book, persona.name, persona.prompt), self._saved)
 
     def action_delete(self) -> None:
         persona = self.highlighted_persona()
@@ -317,7 +317,7 @@ class PersonasScreen(ModalScreen[str | None]):
             if not yes:
                 return
             try:
-                self.store.delete_persona(persona.name)
+                self.book.delete_persona(persona.name)
             except StoreError as exc:
                 self.app.notify(str(exc), severity="error")
             self.refresh_personas()

@@ -139,7 +139,7 @@ class ComposerPanel(Vertical):
     def _context_room(self) -> int | None:
         """Tokens the context has left for attached files; None while no model says how large it is."""
         session = self.session
-        return session.n_ctx - session.context_used if session.n_ctx else None
+        return session.model.n_ctx - session.model.context_used if session.model.n_ctx else None
 
     def _tell_attached(self, message: str, error: bool) -> None:
         self.notify(message, severity="error" if error else "information", timeout=8 if error else 4)

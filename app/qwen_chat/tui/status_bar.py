@@ -19,18 +19,19 @@ class StatusBar(Static):
         self.budget = 0
 
     def show(self, session: ChatSession) -> None:
-        parts = [session.model_name] + ([self.mode] if self.mode else [])
+        model = session.model
+        parts = [model.model_name] + ([self.mode] if self.mode else [])
         if self.thinking_tokens:
             verb = "thinking" if session.generating else "thought"
             parts.append(f"{verb} {self.thinking_tokens:,}/{self.budget:,}" if self.budget
                          else f"{verb} {self.thinking_tokens:,} tokens")
         if self.last_speed and not session.generating:
             parts.append(f"{self.last_speed:.1f} tok/s")
-        if session.n_ctx:
-            share = session.context_used / session.n_ctx
-            parts.append(f"ctx {session.context_used:,}/{session.n_ctx:,} ({share:.0%})")
-        if session.plan is not None and session.ready:
-            parts.append(session.plan.short(session.gpu_layers))
+        if model.n_ctx:
+            share = model.context_used / model.n_ctx
+            parts.append(f"ctx {model.context_used:,}/{model.n_ctx:,} ({share:.0%})")
+        if model.plan is not None and model.ready:
+            parts.append(model.plan.short(model.gpu_layers))
         parts.append(self.state)
         # the model's name is a file name or what a server calls it, and the state may quote an error:
         # either may hold control characters, drawn as symbols instead of reaching the terminal

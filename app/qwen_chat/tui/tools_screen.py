@@ -20,7 +20,7 @@ from textual.widgets import Button, Checkbox, Footer, Label, Static
 
 from qwen_chat.config.tool_settings import remove_rule, rules
 from qwen_chat.session.tool_loop import ToolBox
-from qwen_chat.store.records import Conversation, StoreError
+from qwen_chat.store.records import StoreError
 from qwen_chat.system.paths import config_dir
 from qwen_chat.tui.printable import printable_line
 
@@ -31,11 +31,11 @@ POLL_EVERY = 0.5  # seconds between looks at the servers' states (a server conne
 
 
 class ToolsOffBook(Protocol):
-    """Where a conversation's switched-off tools are kept (the store)."""
+    """Where a conversation's switched-off tools are kept (session/conversation.py's OpenConversation)."""
 
-    def conversation(self, conversation_id: int) -> Conversation: ...
+    def tools_off(self, conversation_id: int) -> tuple[str, ...]: ...
 
-    def set_tools_off(self, conversation_id: int, names: tuple[str, ...]) -> Conversation: ...
+    def set_tools_off(self, conversation_id: int, names: tuple[str, ...]) -> None: ...
 
 
 @runtime_checkable
@@ -113,9 +113,9 @@ class ToolsScreen(ModalScreen[None]):
     #tools-list .hint { color: $text-muted; }
     """
 
-    def __init__(self, box: ToolBox | None, store: ToolsOffBook, conversation_id: int) -> None:
+    def __init__(self, box: ToolBox | None, book: ToolsOffBook, conversation_id: int) -> None:
         super().__init__()
-        self.box, self.store, self.conversation_id = box, store, conversation_id
+        self.box, self.book, self.conversation_id = box, book, conversation_id
         self._shown: tuple[list[ServerState], list[str]] | None = None
         self._drawing = asyncio.Lock()  # the poll and a click may both redraw: one at a time
 
@@ -138,29 +138,29 @@ class ToolsScreen(ModalScreen[None]):
                 return
             self._shown = shown
             try:
-                conversation = self.store.conversation(self.conversation_id)
+                off = self.book.tools_off(self.conversation_id)
             except StoreError as exc:
                 self.notify(str(exc), severity="error")
                 return
-            await self._draw(shown, conversation)
+            await self._draw(shown, off)
 
-    async def _draw(self, shown: tuple[list[ServerState], list[str]], conversation: Conversation) -> None:
+    async def _draw(self, shown: tuple[list[ServerState], list[str]], off: tuple[str, ...]) -> None:
         focused = getattr(self.focused, "key", None)
         panel = self.query_one("#tools-list", VerticalScroll)
         await panel.remove_children()
-        await panel.mount_all(self._rows(*shown, conversation))
+        await panel.mount_all(self._rows(*shown, off))
         again = next((w for w in panel.query("*") if focused is not None and getattr(w, "key", None) == focused), None)
         if again is not None:
             again.focus()
         elif focused is None:
             self.focus_next()
 
-    def _rows(self, states: list[ServerState], standing: list[str], conversation: Conversation) -> list[Widget]:
+    def _rows(self, states: list[ServerState], standing: list[str], off: tuple[str, ...]) -> list[Widget]:
         rows: list[Widget] = []
         if not states:
             rows.append(Static(Text(how_to_add()), markup=False))
         for state in states:
-            on = state.name not in conversation.tools_off
+            on = state.name not in off
             head: list[Widget] = [ToolSwitch(state.name, None, Text(printable_line(state.name), style="bold"), on),
                                   Static(_status(state), classes="server-status", markup=False)]
             if state.status == "down":
@@ -171,7 +171,7 @@ class ToolsScreen(ModalScreen[None]):
                 about = spec.description.strip().split("\n")[0] if spec.description.strip() else ""
                 if about:
                     label.append(f" — {printable_line(about[:100])}", style="dim")
-                own = f"{state.name}/{spec.name}" not in conversation.tools_off  # kept while its server is off
+                own = f"{state.name}/{spec.name}" not in off  # kept while its server is off
                 switch = ToolSwitch(state.name, spec.name, label, own, disabled=not on)
                 switch.add_class("tool-switch")
                 rows.append(switch)
@@ -192,11 +192,11 @@ class ToolsScreen(ModalScreen[None]):
         if not isinstance(switch, ToolSwitch):
             return
         try:
-            conversation = self.store.conversation(self.conversation_id)
-            off = set(conversation.tools_off)
+            before = set(self.book.tools_off(self.conversation_id))
+            off = set(before)
             (off.discard if event.value else off.add)(switch.key)
-            if off != set(conversation.tools_off):
-                self.store.set_tools_off(self.conversation_id, tuple(off))
+            if off != before:
+                self.book.set_tools_off(self.conversation_id, tuple(off))
         except StoreError as exc:
             self.notify(str(exc), severity="error")
         if switch.tool is None:  # a server's tools follow it

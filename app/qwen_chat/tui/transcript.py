@@ -74,7 +74,7 @@ class Transcript(VerticalScroll):
         self.live = None
         open_ = self.conversation
         if open_.current is not None:
-            self.mount_all(transcript_widgets(open_.current, open_.messages, open_.versions, self.session.n_ctx,
+            self.mount_all(transcript_widgets(open_.current, open_.messages, open_.versions, self.session.model.n_ctx,
                                               everything))
             if not everything:
                 self.scroll_end(animate=False)
