@@ -286,14 +286,16 @@ def test_servers_that_cannot_start_are_down_with_the_reason(tmp_path: Path, monk
 
 
 def test_a_server_that_never_answers_times_out_without_holding_up_the_others(tmp_path: Path) -> None:
-    hub = McpHub([stdio("silent", "--hang-at-start"), stdio("quick")], connect_timeout=1.5,
+    # 6 s: a Python server importing the MCP SDK took over 1.5 s to start on a loaded 2-core machine (two copies
+    # of the suite at once), and "quick" was timed out too; the quick one is still up and answering long before
+    hub = McpHub([stdio("silent", "--hang-at-start"), stdio("quick")], connect_timeout=6,
                  log_path=tmp_path / "servers.log")
     try:
         hub.start()
         assert settled(hub, "quick").status == "up"
         assert hub.call("quick", "echo", {"text": "meanwhile"}).text == "meanwhile"
         silent = settled(hub, "silent")
-        assert (silent.status, silent.error) == ("down", "timed out after 1.5 s waiting for the server to start")
+        assert (silent.status, silent.error) == ("down", "timed out after 6 s waiting for the server to start")
     finally:
         hub.close()
 
