@@ -39,7 +39,10 @@ def test_conversation_lifecycle(tmp_path: Path) -> None:
     assert [(m.role, m.status) for m in messages] == [("user", "complete"), ("assistant", "complete")]
     assert messages[1].thinking == "hmm" and messages[1].sampling == {"temperature": 0.6}
     assert messages[1].tokens_per_second == 20.0
+    store.add_user_message(conv.id, "And in reverse?", "think")  # only the first question names it
+    assert store.conversation(conv.id).title == "How do I sort a list in Python quickly and in…"
     store.rename(conv.id, "Sorting")
+    store.add_user_message(conv.id, "Thanks", "think")
     assert store.conversation(conv.id).title == "Sorting"
     with pytest.raises(StoreError, match="needs a name"):
         store.rename(conv.id, "  ")

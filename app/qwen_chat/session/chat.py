@@ -174,18 +174,20 @@ class ChatSession:
         return thinking_budget_for(self.model.variant, True, self.model.quantized)
 
     def send(self, conversation_id: int, text: str, files: tuple[Attachment, ...] = (), *,
-             plain: bool = False) -> Message | None:
+             plain: bool = False, thinking: bool | None = None) -> Message | None:
         """Handle one line from the user: a command (/think, /no_think, /budget, /context; never when `plain`:
         `ask` sends every question as it is), or a message to answer. Returns the stored user message, or None
         for a command. Raises StoreError if the message could not be saved (the caller keeps the text so nothing
-        is lost)."""
+        is lost). `thinking`: the thinking rule's answer when the caller keeps the history (a window's
+        OpenConversation does), so the history is not searched again for a soft switch."""
         conversation = self.store.conversation(conversation_id)
         if not plain and not files and self._command(conversation, text):
             return None
         with self._claim():
             self.model.check_room(files)
             self._tell_no_soft_switch(text)
-            thinking = self.thinking_now(conversation, adding=text)
+            if thinking is None:
+                thinking = self.thinking_now(conversation, adding=text)
             user = self.store.add_user_message(conversation.id, text, "think" if thinking else "no_think", files)
             self.sink(UserSaved(user))
             self._answer(conversation, thinking)

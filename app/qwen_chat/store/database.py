@@ -177,11 +177,10 @@ class Store:
             new_id = cur.lastrowid
             assert new_id is not None  # sqlite3 sets it after every INSERT
             attachments.insert(conn, new_id, files)  # in the same transaction: the message never lacks them
-            first = conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND role = 'user'",
-                                 (conversation_id,)).fetchone()[0] == 1
-            if first:
-                conn.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = 'New chat'",
-                             (title_from(text), conversation_id))
+            # a conversation still called "New chat" is titled by the question (the first, unless the user named
+            # it "New chat" again): known from the conversation's row, so saving a question reads no history
+            conn.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = 'New chat'",
+                         (title_from(text), conversation_id))
             conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
         assert new_id is not None  # sqlite3 sets it after every INSERT
         return self.message(new_id)

@@ -114,7 +114,8 @@ class ComposerPanel(Vertical):
     def send(self, conversation_id: int, text: str) -> None:
         files = tuple(self.bar.files)
         self.bar.set_files([])  # they go with this message; if it cannot be sent they come back (_send_failed)
-        self.start_turn(lambda: self.session.send(conversation_id, text, files), text, files)
+        thinking = self.conversation.thinking_now(adding=text)  # from the history it keeps: no read of SQLite
+        self.start_turn(lambda: self.session.send(conversation_id, text, files, thinking=thinking), text, files)
 
     def _file_command(self, argument: str) -> None:
         composer, typed = self.composer, self.composer.value
