@@ -71,7 +71,7 @@ def main() -> None:
     from qwen_chat.system.hardware import detect
 
     machine = replace(detect(), physical_cores=max(args.threads))  # probe at 1 and at the largest count
-    cpu, _ = calibrate(args.model, machine)
+    cpu = calibrate(args.model, machine).cpu
     for threads, rate in cpu.items():
         print(f"calibration, {threads} threads: {rate.bandwidth / 1e9:.1f} GB/s, {rate.flops / 1e9:.0f} GFLOP/s, "
               f"attention {rate.attention_flops / 1e9:.0f} GFLOP/s", flush=True)

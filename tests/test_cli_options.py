@@ -54,6 +54,8 @@ def takes_a_number(action: argparse.Action) -> bool:
 
 
 def value_for(action: argparse.Action) -> str:
+    if action.dest == "threads":  # 1-1024
+        return "4"
     return "4096" if takes_a_number(action) else "http://h:1/v1" if action.dest == "endpoint" else "v.db"
 
 
@@ -76,8 +78,10 @@ COMBINATIONS = [(flag, action, path, sub) for action in shared_options() for fla
 def test_every_shared_option_is_the_same_on_either_side_of_every_subcommand(
         flag: str, action: argparse.Action, path: tuple[str, ...], sub: argparse.ArgumentParser) -> None:
     value, rest = value_for(action), required_positionals(sub)
-    # an endpoint option is only taken with --endpoint, a local-model one only without it
-    context = ["--endpoint", "http://h:1/v1"] if action.dest in ("api_key", "remote_model", "save_endpoint") else []
+    # an endpoint option is only taken with --endpoint, a local-model one only without it (serve's --api-key is the
+    # key its clients must send: no endpoint there)
+    endpoint_option = action.dest in ("api_key", "remote_model", "save_endpoint")
+    context = ["--endpoint", "http://h:1/v1"] if endpoint_option and path[0] != "serve" else []
     before = outcome([*context, flag, value, *path, *rest])
     sides = [outcome([*context, *path, flag, value, *rest])]  # right after the subcommand
     if not takes_the_rest(sub):  # mcp add: what follows NAME is the server's command line
@@ -87,7 +91,8 @@ def test_every_shared_option_is_the_same_on_either_side_of_every_subcommand(
     if kind == "accepted":
         assert isinstance(result, dict) and str(result[action.dest]) == value
         assert outcome([*path, *rest])[1][action.dest] is None  # type: ignore[index]  # not given: None
-        other = "8192" if takes_a_number(action) else "http://h:2/v1" if action.dest == "endpoint" else "other"
+        other = "8" if action.dest == "threads" else "8192" if takes_a_number(action) else \
+            "http://h:2/v1" if action.dest == "endpoint" else "other"
         both = outcome([*context, flag, other, *path, *rest, flag, value])
         assert both[0] == "accepted" and str(both[1][action.dest]) == value  # type: ignore[index]  # after wins
     else:
@@ -99,7 +104,7 @@ def test_the_audits_cases_and_that_the_lists_are_read_from_the_parser() -> None:
     seen = {path for _, _, path, _ in COMBINATIONS}
     assert {("ask",), ("calibrate",), ("plan",), ("mcp", "add"), ("mcp", "test")} <= seen
     assert {a.dest for a in shared_options()} == {"model", "ctx", "endpoint", "api_key", "remote_model",
-                                                  "save_endpoint", "db", "seed"}
+                                                  "save_endpoint", "db", "seed", "threads"}
     assert outcome(["calibrate", "--model", "m"]) == outcome(["--model", "m", "calibrate"])
     assert outcome(["calibrate", "--model", "m"])[0] == "accepted"
     for argv in (["ask", "--db", "p", "q"], ["--db", "p", "ask", "q"]):

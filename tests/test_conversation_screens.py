@@ -322,10 +322,13 @@ PRESETS = [
 
 
 def test_current_presets() -> None:
-    assert current_presets(PRESETS, 65536) == {"64k"}
-    assert current_presets(PRESETS, 12288) == {"auto"}  # the planner's own pick matches no fixed preset
-    assert current_presets(PRESETS, 0) == {"auto"}
-    assert current_presets(PRESETS, 12288, planner_chose=False) == set()  # --ctx 12288: no preset is in use
+    assert current_presets(PRESETS, 65536) == {"64k"}  # chosen with F7, /context or [chat] context
+    assert current_presets(PRESETS, 12288, planner_chose=True) == {"auto"}
+    assert current_presets(PRESETS, 0, planner_chose=True) == {"auto"}
+    # issue 23: started on auto, the planner chose the native length: auto is what is in use, not "native"
+    assert current_presets(PRESETS, 40960, planner_chose=True) == {"auto"}
+    assert current_presets(PRESETS, 40960) == {"native"}
+    assert current_presets(PRESETS, 12288) == set()  # --ctx 12288: no preset is in use
 
 
 async def test_context_screen_marks_the_current_and_returns_the_chosen() -> None:
@@ -340,9 +343,12 @@ async def test_context_screen_marks_the_current_and_returns_the_chosen() -> None
         assert app.screen.query_one("#context-presets", OptionList).highlighted == 2
         await pilot.press("down", "enter")
         await pilot.pause()
-        app.push_screen(ContextScreen(PRESETS, 12288, note), app.results.append)
+        app.push_screen(ContextScreen(PRESETS, 40960, note, planner_chose=True), app.results.append)
         await pilot.pause()
-        assert option_texts(app, "#context-presets")[0].startswith(MARK)
+        texts = option_texts(app, "#context-presets")
+        assert texts[0] == (f"{MARK}Auto: the largest that fits this machine's memory · now 40,960 tokens, the "
+                            "native length  (in use)")
+        assert [t.startswith(MARK) for t in texts] == [True, False, False, False]
         await pilot.press("escape")
         await pilot.pause()
     assert app.results == ["128k", None]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from qwen_chat.cli.main import main
-from qwen_chat.cli.welcome import recommend, welcome
+from qwen_chat.cli.welcome import Choice, recommend, welcome
+from qwen_chat.hub.probe import HubState
 from qwen_chat.hub.resolve import ModelNotFound, resolve_model
 from qwen_chat.system.hardware import Device, Machine
 
@@ -31,16 +32,64 @@ def test_recommendation_follows_the_machine() -> None:
     assert recommend(machine(0.5)) is None
 
 
-def test_welcome_offers_the_download_or_explains_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+ONLINE = HubState(True, "")
+
+
+def test_welcome_offers_a_quick_start_and_the_most_capable_with_room_to_spare() -> None:
     said: list[str] = []
-    assert welcome(machine(28), ask=lambda q: "", say=said.append) == "qwen3.6-35b-a3b:Q4_K_M"
-    assert any("Recommended: Qwen3.6-35B-A3B Q4_K_M" in s for s in said)
-    assert any(s.startswith("Why: ") and "tok/s" in s for s in said)
-    assert welcome(machine(28), ask=lambda q: "n", say=said.append) is None
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    box = machine(28, gpu=24)  # 33.6 GiB of RAM: a quarter, 8.4 GiB, is left to the system and the apps
+
+    def run(answer: str) -> Choice:
+        said.clear()
+        return welcome(ask=lambda q: answer, say=said.append, state=ONLINE, local=[], machine=box)
+
+    assert run("") == Choice(ref="qwen3-4b-instruct-2507:Q4_K_M")  # Enter: the quick start
+    text = "\n".join(said)
+    assert "1) Quick start: Qwen3-4B-Instruct-2507 Q4_K_M, 2.5 GB download" in text
+    assert "2) Most capable with room to spare: Qwen3.6-35B-A3B Q4_K_M, ~21.4 GB download" in text  # estimated: ~
+    assert "leaving at least 8.4 GiB of RAM" in text and "1 GiB per GPU kept free" in text
+    assert "2,000-token prompt read in" in text
+    assert run("2") == Choice(ref="qwen3.6-35b-a3b:Q4_K_M")
+    assert run("n") == Choice() and any("qwen-chat pull qwen3.6-35b-a3b:Q4_K_M" in s for s in said)
+    assert run("7").code == 2
+
+
+def test_offline_says_so_first_and_offers_the_files_on_disk(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from qwen_chat.hub.local_models import find_local_ggufs
+
+    said: list[str] = []
+    offline = HubState(False, "HF_HUB_OFFLINE is set")
+    nothing = welcome(ask=lambda q: pytest.fail("nothing to ask"), say=said.append, state=offline, local=[],
+                      machine=machine(28))
+    assert nothing == Choice(code=1)  # offline with nothing on disk is a failure, not wrong usage
+    assert said[1].startswith("You are offline: HF_HUB_OFFLINE is set") and "--model PATH.gguf" in said[-1]
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(tiny_models["hybrid"], folder / "my-own-Q8_0.gguf")
     said.clear()
-    assert welcome(machine(28), ask=lambda q: pytest.fail("must not ask offline"), say=said.append) is None
-    assert any("offline" in s and "--model PATH.gguf" in s for s in said)
+    local = find_local_ggufs(folder, tmp_path / "no-cache")
+    chosen = welcome(ask=lambda q: "", say=said.append, state=offline, local=local, machine=machine(28))
+    assert chosen == Choice(path=folder / "my-own-Q8_0.gguf")
+    assert said[1].startswith("You are offline") and any("1) open tiny-qwen3-test Q8_0" in s for s in said)
+
+
+def test_the_capable_pick_leaves_a_quarter_of_the_ram() -> None:
+    from qwen_chat.catalog.loader import load_models
+    from qwen_chat.planning.recommend import offers
+    from qwen_chat.planning.speed import DeviceRate, Rates
+
+    box = Machine(int(23.5 * GiB), int(22 * GiB), 16, 32, (), False)
+    fast = Rates(DeviceRate(200e9, 4e12, 1e12, measured=True), threads=16)  # speed is not what limits here
+    models = load_models()
+    unlimited = recommend(box, models, fast)
+    assert unlimited is not None and unlimited.plan.ram_bytes > box.ram_total - 5.875 * GiB  # the old pick
+    picks = offers(box, models, fast)
+    assert picks.margin_bytes == int(23.5 * GiB / 4)
+    assert picks.capable is not None and picks.quick is not None
+    assert picks.capable.plan.ram_bytes + picks.margin_bytes <= box.ram_total
+    assert picks.quick.model.quants[picks.quick.plan.quant].size <= 2.6e9
+    small = offers(Machine(8 * GiB, 7 * GiB, 16, 32, (), False), models, fast)
+    assert small.margin_bytes == 4 * GiB  # at least 4 GiB
 
 
 def test_model_by_path_id_or_name(tiny_models: dict[str, Path], tmp_path: Path,

@@ -174,7 +174,8 @@ def test_calibrate_gpu_stores_the_fixed_costs_and_they_come_back(real_model: Pat
 
         return _probe_run(workload_from_gguf(read_model_info(model)), truth)
 
-    _, gpu = speed_probe.calibrate(real_model, box, gpu=True, probe=cpu_probe, gpu_probe=gpu_probe)
+    _, gpu, _ = speed_probe.calibrate(real_model, box, gpu=True, probe=cpu_probe, gpu_probe=gpu_probe,
+                                      load=lambda: 0.0)
     assert gpu is not None and gpu.layer_seconds == pytest.approx(70e-6, rel=1e-2)
     again = calibration.rates_for(box, cpu=calibration.cpu_name()).gpu
     assert again is not None and again.measured and again.layer_seconds == pytest.approx(gpu.layer_seconds)
@@ -198,9 +199,9 @@ def test_calibrate_gpu_without_a_usable_gpu_says_so_and_probes_the_cpu(
         real_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     asked: list[bool] = []
 
-    def fake(model: Path, box: Machine, gpu: bool = False) -> tuple[dict[int, DeviceRate], DeviceRate | None]:
+    def fake(model: Path, box: Machine, gpu: bool = False) -> speed_probe.Calibration:
         asked.append(gpu)
-        return {2: CPU}, None
+        return speed_probe.Calibration({2: CPU}, None)
 
     monkeypatch.setattr(speed_probe, "calibrate", fake)
     assert run_calibrate(real_model, gpu=True, machine=machine()) == 0

@@ -14,8 +14,8 @@ import qwen_chat
 PACKAGE = Path(qwen_chat.__file__).parent
 
 # Top to bottom: a package may import the ones after it, never the ones before it.
-LAYERS = ("cli", "tui", "session", "tools", "engines", "config", "qwen3", "planning", "hub", "catalog", "gguf", "store",
-          "system")
+LAYERS = ("cli", "tui", "serve", "session", "tools", "engines", "config", "qwen3", "planning", "hub", "catalog", "gguf",
+          "store", "system")
 
 
 def module_name(path: Path) -> str:

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from qwen_chat.config.mcp_config import ServerEntry
-from qwen_chat.tools.mcp_hub import McpHub, ServerState, ToolSpec, validate_arguments
+from qwen_chat.tools.mcp_hub import McpHub, Reloaded, ServerState, ToolSpec, validate_arguments
 
 from helpers import wait_until
 
@@ -344,7 +344,8 @@ def test_reload_starts_new_servers_and_stops_removed_ones(tmp_path: Path) -> Non
     try:
         hub.start()
         assert settled(hub, "old").status == "up"
-        hub.reload([stdio("new"), ServerEntry("later", "stdio", command="x", disabled=True)])
+        done = hub.reload([stdio("new"), ServerEntry("later", "stdio", command="x", disabled=True)])
+        assert done == Reloaded(added=("new", "later"), changed=(), removed=("old",))
         assert settled(hub, "new").status == "up"
         assert [(s.name, s.status) for s in hub.states()] == [("new", "up"), ("later", "disabled")]
         assert hub.call("old", "echo", {"text": "x"}).text == "the MCP server 'old' does not exist"

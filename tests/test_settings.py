@@ -194,9 +194,9 @@ def test_unknown_sections_are_reported_and_kept() -> None:
     write(FULL)
     problems = check({"stop", "toggle-thinking"})
     assert problems == [f"{settings_path()}: future-setting: unknown setting (known: theme, endpoints, keys, chat, "
-                        "presets, overrides, use, tools); ignored",
+                        "presets, overrides, use, tools, engine); ignored",
                         f"{settings_path()}: plugins: unknown setting (known: theme, endpoints, keys, chat, "
-                        "presets, overrides, use, tools); ignored"]
+                        "presets, overrides, use, tools, engine); ignored"]
     save_chat(ChatSettings())
     assert parsed()["plugins"] == {"someday": {"enabled": True}}
 

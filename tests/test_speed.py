@@ -121,7 +121,7 @@ def test_derive_inverts_the_formula() -> None:
 
 
 def test_calibrate_probes_one_and_all_cores_and_stores(real_model: Path) -> None:
-    cpu, gpu = calibrate(real_model, machine(), probe=_fake_probe)
+    cpu, gpu, _ = calibrate(real_model, machine(), probe=_fake_probe, load=lambda: 0.0)
     assert set(cpu) == {1, 2} and gpu is None and cpu[2].flops > cpu[1].flops
     assert calibration.stored(machine()) is not None
 

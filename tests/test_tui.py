@@ -285,7 +285,7 @@ async def test_auto_scroll_follows_until_the_user_scrolls_up(tiny_models: dict[s
 async def test_every_action_has_a_key_in_the_footer_and_a_palette_entry(tiny_models: dict[str, Path],
                                                                         tmp_path: Path) -> None:
     app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], n_ctx=512)
-    async with app.run_test(size=(190, 36)) as pilot:
+    async with app.run_test(size=(200, 36)) as pilot:  # 21 actions with F1's help (F1 lists them at any width)
         await wait_for(pilot, lambda: "palette" in screen_text(app).splitlines()[-1], what="footer")
         palette = {c.callback.__name__ for c in app.get_system_commands(app.screen)}
         footer = screen_text(app).splitlines()[-1]

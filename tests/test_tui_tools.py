@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import Button, Collapsible
+from textual.widgets import Button, Collapsible, Static
 
-from qwen_chat.config.mcp_config import ServerEntry
+from qwen_chat.config.mcp_config import ServerEntry, add_server, load_servers, remove_server
 from qwen_chat.config.tool_settings import add_rule, rules
 from qwen_chat.engines.protocol import GenerateRequest
 from qwen_chat.session.events import ToolApprovalNeeded
@@ -41,9 +41,12 @@ def call(name: str, **arguments: object) -> str:
 
 @pytest.fixture
 def mcp_hub() -> Iterator[McpHub]:
-    """The real hub with the test server, connected; a second server that crashes at start (for the panel)."""
-    hub = McpHub([ServerEntry("test", "stdio", command=sys.executable, args=(SERVER,)),
-                  ServerEntry("broken", "stdio", command=sys.executable, args=(SERVER, "--crash"))])
+    """The real hub with the test server, connected; a second server that crashes at start (for the panel). Both
+    are in mcp.json, as the app's hub's servers always are: the panel reads it again when it opens."""
+    for entry in (ServerEntry("test", "stdio", command=sys.executable, args=(SERVER,)),
+                  ServerEntry("broken", "stdio", command=sys.executable, args=(SERVER, "--crash"))):
+        add_server(entry)
+    hub = McpHub(load_servers()[0])
     hub.start()
     assert hub.wait_ready(30)
     try:
@@ -328,3 +331,37 @@ async def test_without_servers_the_panel_says_how_to_add_one(tiny_models: dict[s
         await wait_for(pilot, lambda: "mcp.json" in screen_text(app), what="the panel drawn")
         shown = screen_text(app)
         assert "qwen-chat mcp add NAME -- COMMAND" in shown and "mcp.json" in shown
+
+
+async def test_f9_picks_up_mcp_json_changes_without_a_restart(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 23: no servers at start (the app's hub made, not started, as `qwen-chat` makes it); a server added
+    to mcp.json connects on `r`; one added while the panel is closed connects when F9 opens it again, the first
+    staying connected; a removed one stops."""
+    hub = McpHub([])
+    app = make_app(tmp_path / "chat.db", tiny_models["hybrid"], engine=FakeEngine.scripted(), tools=hub)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: "ready" in status(app), what="model load")
+            await pilot.press("f9")
+            await wait_for(pilot, lambda: isinstance(app.screen, ToolsScreen) and any(
+                "then press r here" in str(w.render()) for w in app.screen.query(Static)), what="how to add one")
+            add_server(ServerEntry("test", "stdio", command=sys.executable, args=(SERVER,)))
+            await pilot.press("r")
+            await wait_for(pilot, lambda: " tools" in screen_text(app) and "up · " in screen_text(app),
+                           what="the new server up")
+            first = hub._connections["test"]
+            await pilot.press("escape")
+            add_server(ServerEntry("second", "stdio", command=sys.executable, args=(SERVER,)))
+            await pilot.press("f9")
+            await wait_for(pilot, lambda: [(s.name, s.status) for s in hub.states()] == [("test", "up"),
+                                                                                         ("second", "up")],
+                           what="the second server up")
+            assert hub._connections["test"] is first  # unchanged: kept connected, not restarted
+            assert any(n.message == "mcp.json reloaded: added second." for n in app._notifications)
+            remove_server("test")
+            await pilot.press("r")
+            await wait_for(pilot, lambda: [s.name for s in hub.states()] == ["second"], what="test removed")
+            await wait_for(pilot, lambda: "test" not in hub._connections, what="its connection closed")
+            assert any(n.message == "mcp.json reloaded: removed test." for n in app._notifications)
+    finally:
+        hub.close()

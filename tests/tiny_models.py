@@ -96,10 +96,12 @@ def _finish(writer: Any, path: Path, split_max_tensors: int = 0) -> Path:
 
 
 def write_tiny_qwen3(path: Path, template: str | None = "qwen3-hybrid.jinja", *, layers: int = 2,
-                     context_length: int = 40960, split_max_tensors: int = 0, seed: int = 0) -> Path:
-    """Write a tiny qwen3 model; returns the path to load (the first shard when split)."""
+                     context_length: int = 40960, split_max_tensors: int = 0, seed: int = 0,
+                     scale: float = 0.02) -> Path:
+    """Write a tiny qwen3 model; returns the path to load (the first shard when split). A larger `scale` (0.1)
+    makes its greedy text depend on the context (the draft-model tests compare continuations)."""
     writer = _writer(path, "qwen3", template, layers, context_length, split_max_tensors)
-    weight = _weights(seed)
+    weight = _weights(seed, scale)
     n_embd, n_head, n_kv, head_dim, n_ff = N_EMBD, N_HEAD, N_KV, HEAD_DIM, N_FF
     writer.add_tensor("token_embd.weight", weight(len(TOKENS), n_embd))
     writer.add_tensor("output_norm.weight", _ones(n_embd))

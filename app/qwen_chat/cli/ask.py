@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from qwen_chat.cli.ask_tools import Asker, AskTools, decide, open_hub
 from qwen_chat.cli.output import is_terminal
 from qwen_chat.config.tool_settings import load_tool_settings
-from qwen_chat.engines.protocol import Failed, Loaded, Token
+from qwen_chat.engines.protocol import Done, Failed, Loaded, Token
 from qwen_chat.qwen3.thinking import Part
 from qwen_chat.session.chat import ChatSession
 from qwen_chat.session.events import AnswerSaved, AnswerStarted, Notice, SessionEvent, ToolApprovalNeeded, ToolLoopEnded
@@ -103,9 +103,10 @@ def planned(model: Path, n_ctx: int | None, with_tools: bool) -> LocalModel:
 
 def ask(source: LocalModel | Server, question: str, *, think: bool | None = None, show_thinking: bool = False,
         seed: int | None = None, tools: AskTools | None = None, asker: Asker | None = None,
-        out: TextIO | None = None, err: TextIO | None = None) -> int:
+        out: TextIO | None = None, err: TextIO | None = None, verbose: bool = False) -> int:
     """One answer (its tool loop included, with `tools`), streamed to `out`, thinking to `err` when asked for.
-    `seed` (--seed) makes it repeatable. Returns the exit status (0 answered, 1 failed); Ctrl-C stops the answer
+    `seed` (--seed) makes it repeatable. `verbose` (--verbose): each answer's speeds and drafting to `err`.
+    Returns the exit status (0 answered, 1 failed); Ctrl-C stops the answer
     and is passed on (main says so in one line and exits 130)."""
     out, err = out or sys.stdout, err or sys.stderr  # looked up now: tests and callers swap them
     hub = open_hub(tools, err) if tools is not None else None
@@ -119,7 +120,8 @@ def ask(source: LocalModel | Server, question: str, *, think: bool | None = None
                                   tool_settings=tools.settings if tools is not None else load_tool_settings)
             session.seed = seed  # every step of a tool loop samples with it
             try:
-                return _run(session, question, think, events, approve, out, err if show_thinking else None, err)
+                return _run(session, question, think, events, approve, out, err if show_thinking else None, err,
+                            err if verbose else None)
             except KeyboardInterrupt:
                 session.stop()
                 raise
@@ -133,7 +135,7 @@ def ask(source: LocalModel | Server, question: str, *, think: bool | None = None
 
 def _run(session: ChatSession, question: str, think: bool | None, events: queue.Queue[SessionEvent],
          approve: Callable[[ToolApprovalNeeded], Decision], out: TextIO, thinking: TextIO | None,
-         err: TextIO) -> int:
+         err: TextIO, stats: TextIO | None = None) -> int:
     session.open()
     if not wait_loaded(events, err):
         return 1
@@ -154,12 +156,11 @@ def _run(session: ChatSession, question: str, think: bool | None, events: queue.
             begun = _write(event, out, thinking, begun)
         elif isinstance(event, ToolApprovalNeeded):
             session.decide(event.call.id, approve(event))
-        elif isinstance(event, AnswerSaved) and event.ends_turn:
-            if event.message.status == "failed":
-                err.write(f"qwen-chat: {event.message.error}\n")
-                return 1
-            out.write("\n")
-            return 0
+        elif isinstance(event, AnswerSaved):
+            if stats is not None and event.done is not None:  # each answer of a tool loop: after its text
+                stats.write(f"\nqwen-chat: {speeds(event.done)}\n")
+            if event.ends_turn:
+                return _ended(event, out, err)
         elif isinstance(event, ToolLoopEnded):  # stopped, or too many rounds: the reason came as a Notice
             out.write("\n")
             return 1
@@ -180,6 +181,23 @@ def _write(event: Token, out: TextIO, thinking: TextIO | None, begun: bool) -> b
         stream.write(printable(text) if is_terminal(stream) else text)
         stream.flush()
     return begun
+
+
+def _ended(event: AnswerSaved, out: TextIO, err: TextIO) -> int:
+    if event.message.status == "failed":
+        err.write(f"qwen-chat: {event.message.error}\n")
+        return 1
+    out.write("\n")
+    return 0
+
+
+def speeds(done: Done) -> str:
+    """One answer's speeds (and speculative decoding's figures, from a local model) in words, for --verbose."""
+    prompt = (f"prompt {done.prompt_tokens:,} tokens, {done.prompt_evaluated:,} evaluated"
+              + (f" at {done.prompt_evaluated / done.prompt_seconds:,.1f} tok/s" if done.prompt_seconds > 0 else ""))
+    answer = f"answer {done.completion_tokens:,} tokens at {done.tokens_per_second:,.1f} tok/s"
+    drafting = f"; {done.drafting.describe()}" if done.drafting is not None else ""
+    return f"{prompt}; {answer}{drafting}"
 
 
 def wait_loaded(events: queue.Queue[Any], err: TextIO) -> bool:

@@ -73,8 +73,16 @@ def _main(argv: list[str] | None) -> int:
         return 2
     if args.db is not None:
         os.environ["QWEN_CHAT_DB"] = str(args.db.expanduser())
+    if args.threads is not None:  # every load and report of this run reads it (config/engine_settings.py)
+        os.environ["QWEN_CHAT_THREADS"] = str(args.threads)
     if args.command == "ask":
         return _ask(args)
+    if args.command == "serve":
+        from qwen_chat.cli.serve_command import run_serve
+        from qwen_chat.system.logging_setup import setup_logging
+
+        setup_logging()
+        return run_serve(args, _resolve_model)
     if args.command:
         return _report(args)
     if args.endpoint:
@@ -89,9 +97,9 @@ def _main(argv: list[str] | None) -> int:
     if model is None:
         from qwen_chat.cli.welcome import first_run
 
-        model = first_run()
+        model, code = first_run()  # a download that failed for the network is 1, a declined offer 0
         if model is None:
-            return 2
+            return code
     return _chat_local(model, args.ctx, args.seed)
 
 
@@ -138,7 +146,8 @@ def _chat_local(model: Path, n_ctx: int | None, seed: int | None = None) -> int:
         return 1
     last = _last_model_file()
     last.parent.mkdir(parents=True, exist_ok=True)
-    last.write_text(str(info.path.resolve()), encoding="utf-8")
+    # absolute, not resolved: a model in the Hugging Face cache is a link whose target is named by its hash
+    last.write_text(os.path.abspath(info.path), encoding="utf-8")
     return _run_app(store, LocalModel(info.path, n_ctx, planned), seed)
 
 
@@ -154,26 +163,25 @@ def _run_app(store: Store, source: LocalModel | Server, seed: int | None) -> int
         session.seed = seed
         QwenChatApp(session).run()  # the app closes the session when it exits
     finally:
-        if hub is not None:
-            hub.close()
+        hub.close()
         store.close()
     return 0
 
 
-def _tool_hub() -> McpHub | None:
-    """The MCP servers of mcp.json, connecting in the background (the app shows their state, F9); None when
-    there are none. Problems in the file are reported in the app at start (config.check)."""
+def _tool_hub() -> McpHub:
+    """The MCP servers of mcp.json, connecting in the background (the app shows their state, F9). With none
+    the hub is still made, not started: F9 reloads mcp.json into it. Problems in the file are reported in the
+    app at start (config.check)."""
     from qwen_chat.config.mcp_config import load_servers
     from qwen_chat.config.tool_settings import load_tool_settings
     from qwen_chat.session.tool_loop import STORE_LIMIT
     from qwen_chat.tools.mcp_hub import McpHub
 
     entries, _ = load_servers()
-    if not entries:
-        return None
     # results are cut for the model per call (tools.result_limit); the store keeps up to STORE_LIMIT of each
     hub = McpHub(entries, call_timeout=load_tool_settings().call_timeout, result_limit=STORE_LIMIT)
-    hub.start()
+    if entries:
+        hub.start()
     return hub
 
 
@@ -192,6 +200,10 @@ def _report(args: argparse.Namespace) -> int:
         if args.command == "salvage":
             return history.run_salvage()
         return history.run_import(args.file)
+    if args.command in ("list", "rm"):
+        from qwen_chat.cli.local_models_command import run_list, run_rm
+
+        return run_list() if args.command == "list" else run_rm(args.target, yes=args.yes)
     if args.command in ("pull", "merge", "login"):
         from qwen_chat.cli.transfer import run_login, run_merge, run_pull
 
@@ -212,7 +224,7 @@ def _report(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "models":  # noqa: SIM116
-            return print_models()
+            return print_models(fits=True) if args.fits else print_models()
         if args.command == "plan":
             return print_plan(args.ref, args.ctx, exact=args.exact)
         return print_doctor()
@@ -264,7 +276,7 @@ def _ask_with(args: argparse.Namespace, target: Target | None, model: Path | Non
         assert model is not None  # checked by _ask
         source = planned(model, args.ctx, with_tools=tools is not None)
     return ask(source, question, think=False if args.no_think else None, show_thinking=args.show_thinking,
-               seed=args.seed, tools=tools)
+               seed=args.seed, tools=tools, verbose=args.verbose)
 
 
 def _ask_tools(args: argparse.Namespace) -> AskTools | None:

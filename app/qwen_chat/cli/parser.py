@@ -1,11 +1,12 @@
 """The `qwen-chat` arguments. Imports nothing heavy: `--help` and `--version` answer at once.
 
 The options shared by the chat and the subcommands (--model, --ctx, --db, --endpoint, --api-key,
---remote-model, --save-endpoint, --seed) are accepted on either side of every subcommand: `qwen-chat --model M ask "q"`
-and `qwen-chat ask --model M "q"` are the same. Where one means nothing to a subcommand (`--db` to `ask`, which
-keeps no history) it is refused, on both sides alike, rather than ignored: USED_BY says which subcommands use
-which. The subcommand's copy has SUPPRESS as its default, so leaving it out there keeps what was given before
-the subcommand (argparse copies a subparser's defaults over the top-level values otherwise).
+--remote-model, --save-endpoint, --seed, --threads) are accepted on either side of every subcommand:
+`qwen-chat --model M ask "q"` and `qwen-chat ask --model M "q"` are the same. Where one means nothing to a
+subcommand (`--db` to `ask`, which keeps no history) it is refused, on both sides alike, rather than ignored:
+USED_BY says which subcommands use which. The subcommand's copy has SUPPRESS as its default, so leaving it out
+there keeps what was given before the subcommand (argparse copies a subparser's defaults over the top-level
+values otherwise).
 """
 
 from __future__ import annotations
@@ -20,18 +21,20 @@ _MODEL_HELP = ("a .gguf path (for a split model its first shard ...-00001-of-000
                "qwen3-8b:Q5_K_M) or a downloaded file's name; default: the last one")
 
 
-SHARED = ("model", "ctx", "endpoint", "api_key", "remote_model", "save_endpoint", "db", "seed")  # argparse dests
+SHARED = ("model", "ctx", "endpoint", "api_key", "remote_model", "save_endpoint", "db", "seed",  # argparse dests
+          "threads")
 # The subcommands each shared option means something to; the chat (no subcommand) takes them all. A subcommand
 # not named here takes none of them (models, pull, merge, login, mcp).
 USED_BY: dict[str, tuple[str, ...]] = {
-    "ask": ("model", "ctx", "endpoint", "api_key", "remote_model", "save_endpoint", "seed"),  # keeps no history
-    "plan": ("ctx",),  # its model is its argument
+    "ask": ("model", "ctx", "endpoint", "api_key", "remote_model", "save_endpoint", "seed", "threads"),  # no history
+    "plan": ("ctx", "threads"),  # its model is its argument
     "calibrate": ("model",),  # the model to probe with when no MODEL.gguf is given
-    "doctor": ("db",),  # it shows the database's path
+    "doctor": ("db", "threads"),  # it shows the database's path and the thread count
+    "serve": ("model", "ctx", "api_key", "seed", "threads"),  # --api-key: the key clients must send
     **{command: ("db",) for command in ("search", "export", "import", "salvage")},
 }
 _ENDPOINT_ONLY = ("api_key", "remote_model", "save_endpoint")
-_LOCAL_ONLY = ("model", "ctx")
+_LOCAL_ONLY = ("model", "ctx", "threads")
 
 
 def shared_options(parser: argparse.ArgumentParser, default: Any, shown: tuple[str, ...] = SHARED) -> None:
@@ -56,6 +59,9 @@ def shared_options(parser: argparse.ArgumentParser, default: Any, shown: tuple[s
     parser.add_argument("--seed", type=_seed, metavar="N", default=default, help=helped(
         "seed", "every answer's sampling seed, 0 to 2**32-1: the same seed and question give the same answer "
                 "(default: the preset's or settings.toml's [chat] seed, else random)"))
+    parser.add_argument("--threads", type=_threads, metavar="N", default=default, help=helped(
+        "threads", "llama.cpp's threads for decoding and prompts (default: settings.toml's [engine] threads, "
+                   "else the physical cores)"))
 
 
 def _seed(text: str) -> int:
@@ -68,6 +74,14 @@ def _seed(text: str) -> int:
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED} (got {text!r})")
     return value
+
+
+def _threads(text: str) -> int:
+    from qwen_chat.config.engine_settings import MAX_THREADS
+
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_THREADS} (got {text!r})")
+    return int(text)
 
 
 def _flag(parser: argparse.ArgumentParser, dest: str) -> str:
@@ -93,7 +107,7 @@ def unused_option(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         if unused:
             return f"{_listed([_flag(parser, d) for d in unused])} mean nothing to `qwen-chat {args.command}`"
     needs_endpoint = [dest for dest in given if dest in _ENDPOINT_ONLY]
-    if args.endpoint is None and needs_endpoint:
+    if args.endpoint is None and needs_endpoint and args.command != "serve":
         return f"{_flag(parser, needs_endpoint[0])} goes with --endpoint URL (a server); without one it does nothing"
     local = [dest for dest in given if dest in _LOCAL_ONLY]
     if args.endpoint is not None and local:
@@ -121,8 +135,11 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"qwen-chat {__version__}")
     shared_options(top, None)
-    _add_commands(top.add_subparsers(dest="command", title="commands (without one, the chat opens)"))
+    commands = top.add_subparsers(dest="command", title="commands (without one, the chat opens)")
+    _add_commands(commands)
+    _serve_command(commands)
     _add_shared_copies(top)
+    _serve_key_help(top)
     return top
 
 
@@ -137,7 +154,8 @@ def _add_shared_copies(top: argparse.ArgumentParser) -> None:
 
 
 def _add_commands(commands: argparse._SubParsersAction) -> None:
-    commands.add_parser("models", help="the Qwen3 catalog with a verdict per quant for this machine")
+    models = commands.add_parser("models", help="the Qwen3 catalog with a verdict per quant for this machine")
+    models.add_argument("--fits", action="store_true", help="only the models and quants that fit this machine")
     plan = commands.add_parser("plan", help="how MODEL[:QUANT] (or a .gguf path) would run here")
     plan.add_argument("ref", metavar="MODEL[:QUANT]")  # not dest "model": that is --model's
     plan.add_argument("--exact", action="store_true",
@@ -162,6 +180,12 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     merge.add_argument("--keep-shards", action="store_true",
                        help="accepted for older scripts and does nothing: merge keeps the shards by default")
     commands.add_parser("login", help="store a Hugging Face token in the system keyring")
+    commands.add_parser("list", help="the GGUF models on this disk (models folder, Hugging Face cache): size, "
+                                     "quant, where, and the space each folder takes")
+    rm = commands.add_parser("rm", help="delete a downloaded model (every shard of a split one); asks first")
+    rm.add_argument("target", metavar="MODEL", help="a catalog id (qwen3-8b:Q4_K_M) or a file name in the models "
+                                                    "folder; a file elsewhere only by its path")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask")
     _history_commands(commands)
     ask = commands.add_parser("ask", help="answer one question on stdout (for scripts and pipes)")
     ask.add_argument("question", nargs="?",
@@ -169,6 +193,9 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
                           "after it (cat notes.md | qwen-chat ask \"summarise this\")")
     ask.add_argument("--no-think", action="store_true", help="answer without thinking (hybrid models)")
     ask.add_argument("--show-thinking", action="store_true", help="stream the thinking to stderr")
+    ask.add_argument("--verbose", "-v", action="store_true",
+                     help="after each answer, its prompt and decode speeds and speculative decoding's acceptance "
+                          "(on stderr)")
     ask.add_argument("--allow-tool", action="append", default=[], metavar="NAME",
                      help="let the model run this MCP tool without asking (repeatable); without it, or a rule in "
                           "settings.toml, a call is asked about on the terminal, or refused when there is none")
@@ -225,3 +252,32 @@ def mcp_add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--header", action="append", default=[], metavar="K=V",
                         help="an HTTP header sent to a URL server (repeatable)")
     parser.add_argument("--sse", action="store_true", help="the URL speaks the older SSE transport")
+
+
+def _serve_command(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve the model to other tools over an OpenAI-compatible API (editors, scripts)",
+        description="Load MODEL as the chat would (the same plan) and serve it at http://HOST:PORT/v1: "
+                    "/v1/chat/completions, /v1/completions, /v1/models. Only this machine can reach it unless "
+                    "--host says otherwise, and then an API key is required.")
+    serve.add_argument("ref", nargs="?", metavar="MODEL", help=_MODEL_HELP)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="the address to listen on (default 127.0.0.1: this machine only; any other needs a key)")
+    serve.add_argument("--port", type=int, default=8642, help="the port (default 8642)")
+    serve.add_argument("--queue", type=int, default=8, metavar="N",
+                       help="requests that may wait while one is answered; past it 503 with Retry-After (default 8)")
+    serve.add_argument("--max-tokens", type=int, default=32768, metavar="N",
+                       help="the most tokens one answer may have; larger requests are cut to it (default 32768)")
+    serve.add_argument("--max-body", type=int, default=8, metavar="MIB",
+                       help="the largest request body in MiB; larger ones get 413 (default 8)")
+    serve.add_argument("--log-requests", action="store_true",
+                       help="log what clients send (off by default: nothing a client sends is logged)")
+
+
+def _serve_key_help(top: argparse.ArgumentParser) -> None:
+    """`serve --api-key` is the key clients must send, not a server's key to send: say so in its help."""
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    for action in commands.choices["serve"]._actions:
+        if action.dest == "api_key":
+            action.help = ("the key clients must send (Authorization: Bearer KEY); required with another --host, "
+                           "kept in the system keyring for next time")

@@ -16,9 +16,11 @@ from qwen_chat.catalog.entries import CatalogError, CatalogModel, Quant, find_mo
 from qwen_chat.catalog.loader import load_models
 from qwen_chat.cli import output
 from qwen_chat.cli.output import one_line, show
+from qwen_chat.config.engine_settings import threads as llama_threads
 from qwen_chat.gguf.files import ModelFileError, read_model_info
 from qwen_chat.planning import speed
 from qwen_chat.planning.calibration import rates_for
+from qwen_chat.planning.draft_choice import DraftChoice, draft_for_catalog, draft_for_file
 from qwen_chat.planning.plan_inputs import arch_from_catalog, candidates_from_catalog, weights_from_headers
 from qwen_chat.planning.planner import Candidate, DoesNotFit, GiB, Plan, Weights, plan
 from qwen_chat.planning.speed import DISPLAY_CTX, DeviceRate, Rates, Workload, predict
@@ -32,20 +34,29 @@ def _size(quant: Quant) -> str:
     return f"{'~' if quant.estimated else ''}{quant.size / 1e9:.1f} GB"
 
 
-def print_models(machine: Machine | None = None, rates: Rates | None = None) -> int:
+def print_models(machine: Machine | None = None, rates: Rates | None = None, fits: bool = False) -> int:
+    """The catalog with a verdict per quant; ★ marks only the first run's picks (the quick start and the most
+    capable model that fits with room to spare); `fits`: only the quants that fit this machine."""
+    from qwen_chat.cli.welcome import first_offers
+
     machine = machine or detect()
     rates = rates or rates_for(machine)
     models = load_models()
+    picks = first_offers(machine, models, rates)
+    starred = {o.ref for o in (picks.quick, picks.capable) if o is not None}
     show(_machine_line(machine))
-    show("★ recommended for this machine   ✓ downloaded   ~ estimated size")
+    show("★ recommended for this machine (the quick start and the most capable with room to spare)   ✓ downloaded"
+         "   ~ estimated size")
     show(f"speed: expected decode at {DISPLAY_CTX:,} tokens of context, "
          + ("measured on this machine" if rates.measured else "estimated, not measured (qwen-chat calibrate)")
-         + "\n")
+         + ("; only what fits" if fits else "") + "\n")
     show(f"{'model':32} {'quant':12} {'size':>10}  {'speed':>12}  verdict")
     for model in models.values():
-        rows, best = verdicts(model, machine)
+        rows, _ = verdicts(model, machine)
         for row in rows:
-            mark = ("★" if row.quant.name == best else " ") + ("✓" if row.downloaded else " ")
+            if fits and row.plan is None:
+                continue
+            mark = ("★" if f"{model.id}:{row.quant.name}" in starred else " ") + ("✓" if row.downloaded else " ")
             ctx = f" (context {row.plan.n_ctx:,})" if row.plan else ""
             tps = predict(speed.workload_from_catalog(model, row.quant), row.plan, rates).short() if row.plan else "-"
             show(f"{one_line(model.id):32} {one_line(row.quant.name):12} {_size(row.quant):>10} {mark} "
@@ -60,7 +71,7 @@ def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact:
 
     machine = machine or detect()
     try:
-        chosen, title, work = _plan_for_ref(ref, ctx, machine, exact)
+        chosen, title, work, draft = _plan_for_ref(ref, ctx, machine, exact)
     except (CatalogError, ModelFileError, DoesNotFit, HubError, RemoteHeaderError) as exc:
         output.error(exc)
         return 1
@@ -72,10 +83,13 @@ def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact:
         show(f"  - {reason}")
     rates = rates or rates_for(machine)
     show(f"speed: {predict(work, chosen, rates).describe(rates)}")
+    show(f"draft model: {draft.describe()}")
+    show(f"threads: {llama_threads().describe()}")
     return 0
 
 
-def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = False) -> tuple[Plan, str, Workload]:
+def _plan_for_ref(ref: str, ctx: int | None, machine: Machine,
+                  exact: bool = False) -> tuple[Plan, str, Workload, DraftChoice]:
     path = Path(ref).expanduser()
     if path.suffix == ".gguf" or path.exists():
         from qwen_chat.qwen3.template import ChatTemplate
@@ -84,8 +98,11 @@ def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = Fal
         info = read_model_info(path)
         variant = ChatTemplate(info.chat_template).variant
         title = f"{info.path.name} ({info.architecture}, {info.size_bytes / 1e9:.2f} GB)"
-        return plan_for_file(info, variant, machine, ctx), title, speed.workload_from_gguf(info)
-    model, quant = find_model(ref, load_models())
+        chosen = plan_for_file(info, variant, machine, ctx)
+        draft = draft_for_file(info, chosen, machine, load_models())
+        return chosen, title, speed.workload_from_gguf(info), draft
+    models = load_models()
+    model, quant = find_model(ref, models)
     if exact:
         chosen_quant = quant or model.quants[plan(arch_from_catalog(model), candidates_from_catalog(model),
                                                    machine, ctx).quant]
@@ -96,7 +113,7 @@ def _plan_for_ref(ref: str, ctx: int | None, machine: Machine, exact: bool = Fal
     work = speed.workload_from_catalog(model, model.quants[chosen.quant])
     if exact:  # the hub's exact tensor sizes instead of the catalog's spread
         work = replace(work, weights=candidates[0].weights)
-    return chosen, f"{model.name} ({model.repo})", work
+    return chosen, f"{model.name} ({model.repo})", work, draft_for_catalog(model, chosen, machine, models)
 
 
 def remote_weights(model: CatalogModel, quant: Quant) -> Weights:
@@ -141,6 +158,7 @@ def print_doctor(machine: Machine | None = None) -> int:
     show(f"engine backend: {machine.backend}; GPU offload {'available' if machine.gpu_offload else 'not built in'}")
     show(f"RAM: {machine.ram_available / GiB:.1f} GiB available of {machine.ram_total / GiB:.1f} GiB; "
           f"CPU: {machine.physical_cores} cores, {machine.logical_cores} threads")
+    show(f"llama.cpp threads: {llama_threads().describe()}")
     if machine.gpus:
         for d in machine.gpus:
             show(f"GPU {d.name}: {d.description}, {d.free_bytes / GiB:.1f} GiB free of {d.total_bytes / GiB:.1f} GiB"
@@ -191,10 +209,10 @@ def run_calibrate(gguf: Path | None, model_arg: str | None = None,
     use_gpu = gpu and machine.gpu_offload and bool(machine.gpus)
     if gpu and not use_gpu:
         show(_no_gpu_to_probe(machine))
-    show(f"probing {one_line(path.name)} on {machine.physical_cores} cores"
-         f"{' and the GPU (about 40 s)' if use_gpu else ' (about 20 s)'}...")
+    show(f"probing {one_line(path.name)} on {machine.physical_cores} cores, the best of 3 short runs each"
+         f"{' and the GPU (about a minute)' if use_gpu else ' (about 40 s)'}...")
     try:
-        cpu, gpu_rate = calibrate(path.expanduser(), machine, gpu=use_gpu)
+        cpu, gpu_rate, busy = calibrate(path.expanduser(), machine, gpu=use_gpu)
     except (ModelFileError, ValueError, RuntimeError, OSError) as exc:  # llama.cpp's load failures are ValueError
         output.error(f"the probe failed: {exc}")
         return 1
@@ -206,6 +224,9 @@ def run_calibrate(gguf: Path | None, model_arg: str | None = None,
              f"{gpu_rate.moe_layer_seconds * 1e6:.0f} µs more per MoE layer, {gpu_rate.token_seconds * 1e3:.2f} ms "
              f"per token (sampling), {gpu_rate.batch_layer_seconds * 1e6:.0f} µs per layer and prompt batch")
     show(f"stored for this machine in {data_dir()}; `qwen-chat models` now shows measured speeds")
+    if busy:
+        show(f"note: the machine was busy ({busy}): these figures are likely low. Close what is running and "
+             "calibrate again for this machine's real speed.")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from qwen_chat.config import keymap, mcp_config, presets, settings, tool_settings
+from qwen_chat.config import engine_settings, keymap, mcp_config, presets, settings, tool_settings
 
 
 def check(known_ids: Iterable[str] = (), problems: list[str] | None = None) -> list[str]:
@@ -22,6 +22,7 @@ def check(known_ids: Iterable[str] = (), problems: list[str] | None = None) -> l
         keymap.load_keymap(set(known_ids), problems)
     settings.load_chat(problems)
     tool_settings.load_tool_settings(problems)
+    engine_settings.load_engine_settings(problems)
     presets.check(problems)
     problems.extend(mcp_config.load_servers()[1])  # mcp.json: its broken entries are skipped, each reported
     unique = list(dict.fromkeys(problems[seen:]))

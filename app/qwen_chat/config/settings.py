@@ -51,7 +51,7 @@ from qwen_chat.system.paths import config_dir
 T = TypeVar("T")
 
 CONTEXT_CHOICES = ("auto", "native", "64k", "128k", "256k")  # as context_presets.py names them
-KNOWN_SECTIONS = ("theme", "endpoints", "keys", "chat", "presets", "overrides", "use", "tools")
+KNOWN_SECTIONS = ("theme", "endpoints", "keys", "chat", "presets", "overrides", "use", "tools", "engine")
 HEADER = ("# qwen-chat settings; every section and key is described in the README's \"Settings\" section.\n"
           "# qwen-chat edits this file when you change a setting in the app; your comments are kept.\n"
           "# API keys live in the system keyring, never here.\n")

@@ -17,7 +17,7 @@ object stay correct, and it adopts llama-cpp-python's record when one of those r
 
 Sampling is the chain llama-cpp-python 0.3.36 builds in `Llama._init_sampler` (same samplers, same order, same
 seed handling), so a seed gives the same tokens; the only change is a cheaper way to apply repetition penalties
-before top-k that keeps the same candidates (see `_sampler_chain`).
+before top-k that keeps the same candidates (see `sampler_chain`, sampler_chain.py).
 """
 
 from __future__ import annotations
@@ -26,38 +26,30 @@ import codecs
 import ctypes
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp.llama_cpp as C  # noqa: N812 (the C API, named like its header)
 
 from qwen_chat.engines.checkpoints import Checkpoints, turn_start_token
+from qwen_chat.engines.drafting import DraftSource
+from qwen_chat.engines.llama_setup import fill_batch
+from qwen_chat.engines.protocol import Drafting
+from qwen_chat.engines.sampler_chain import SamplerParams, sampler_chain
+from qwen_chat.engines.speculative import Speculator
 
-PENALTY_LAST_N = 64  # llama-cpp-python's default `last_n_tokens_size`: penalties see the last 64 generated tokens
+__all__ = ["DecodeError", "DecodeLoop", "Generation", "OnToken", "SamplerParams"]
+
 # Below this per-token decode time the abort callback is left off while generating: `should_stop` between tokens
 # is then soon enough, and llama.cpp does not have to call into Python (taking the GIL) after every graph node.
 SLOW_TOKEN_SECONDS = 0.05
 _DECODE_ABORTED = 2  # llama_decode: the abort callback returned true (processed ubatches stay in the cache)
 _DECODE_NO_SLOT = 1  # llama_decode: no room in the KV cache for the batch
+_RECURRENT_NO_DRAFTS = "a hybrid or recurrent model: its state cannot drop a rejected draft"
 
 
 class DecodeError(RuntimeError):
     """llama_decode failed for a reason other than our own abort."""
-
-
-@dataclass(frozen=True)
-class SamplerParams:
-    """What create_completion takes for sampling (defaults as llama-cpp-python's)."""
-
-    temperature: float = 0.8  # 0: greedy; below 0: plain random sampling over the whole vocabulary
-    top_k: int = 40  # 0: off
-    top_p: float = 0.95
-    min_p: float = 0.05
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repeat_penalty: float = 1.0
-    seed: int | None = None  # None: a random seed (llama.cpp's LLAMA_DEFAULT_SEED)
-    penalty_last_n: int = PENALTY_LAST_N
 
 
 @dataclass
@@ -69,6 +61,7 @@ class Generation:
     finish: str = "stop"  # "stop" (end-of-generation token), "length" (max_tokens), "stopped" (abort / should_stop)
     generated: int = 0  # tokens sampled, an end-of-generation token included
     pending: int | None = None  # the last sampled token when it was never evaluated (EOG, max_tokens, stopped)
+    drafting: Drafting = field(default_factory=Drafting)  # speculative decoding's figures (speculative.py)
 
     @property
     def prompt_evaluated(self) -> int:
@@ -89,9 +82,10 @@ def _ignore(_text: str, _generated: int) -> None:
 class DecodeLoop:
     """Generates with one `Llama` object; not thread-safe (one engine thread owns it)."""
 
-    def __init__(self, llm: Any, abort_callback: Any = None) -> None:
+    def __init__(self, llm: Any, abort_callback: Any = None, drafts: Sequence[DraftSource] = ()) -> None:
         """`abort_callback`: the ctypes `ggml_abort_callback` set on the context, armed by this loop where a stop
-        must cut into llama_decode (prompt evaluation, slow tokens) and disarmed where it need not."""
+        must cut into llama_decode (prompt evaluation, slow tokens) and disarmed where it need not. `drafts`: the
+        sources speculative decoding drafts from (speculative.py), in order of preference; none: it does not."""
         self._llm = llm
         self._ctx = llm._ctx.ctx
         self._vocab = llm._model.vocab
@@ -110,6 +104,8 @@ class DecodeLoop:
         self.recurrent = bool(C.llama_model_is_recurrent(model) or C.llama_model_is_hybrid(model))
         self.checkpoints = Checkpoints(self._ctx, self._memory, turn_start_token(llm)) if self.recurrent else None
         self._ids: list[int] = []
+        # a recurrent state cannot drop a rejected draft's tokens (see _keep_prefix): such a model never drafts
+        self.speculator = Speculator(list(drafts), _RECURRENT_NO_DRAFTS if self.recurrent else "")
         self._pieces: dict[int, bytes] = {}
         self._piece_buffer = ctypes.create_string_buffer(64)
 
@@ -123,6 +119,28 @@ class DecodeLoop:
     @property
     def n_cached(self) -> int:
         return len(self._ids)
+
+    @property
+    def ctx(self) -> Any:
+        return self._ctx
+
+    @property
+    def vocab(self) -> Any:
+        return self._vocab
+
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    @property
+    def n_batch(self) -> int:
+        return self._n_batch
+
+    def drop_after(self, keep: int) -> None:
+        """Remove the cache's tokens from position `keep` on (a rejected draft; attention models only)."""
+        if keep < len(self._ids):
+            C.llama_memory_seq_rm(self._memory, 0, keep, -1)
+            del self._ids[keep:]
 
     def clear(self) -> None:
         """Empty the KV cache (the next prompt is evaluated in full)."""
@@ -161,16 +179,20 @@ class DecodeLoop:
         max_tokens = room if max_tokens <= 0 else min(max_tokens, room)  # as create_completion caps it
         self._adopt_foreign_record()
         result = Generation(prompt_tokens=len(prompt), reused=0)
-        sampler = _sampler_chain(params, self._n_vocab)
+        sampler = sampler_chain(params, self._n_vocab)
+        self.speculator.begin()
         try:
             result.reused = self._keep_prefix(prompt)
             split = self.checkpoints.split_at(prompt) if self.checkpoints is not None else None
-            if self._evaluate_prompt(prompt[result.reused:], split):
-                self._sample(sampler, max_tokens, result, on_token or _ignore, should_stop or _never)
-            else:
+            if not self._evaluate_prompt(prompt[result.reused:], split):
                 result.finish = "stopped"
+            elif self.speculator.enabled:
+                self.speculator.run(self, sampler, max_tokens, result, on_token or _ignore, should_stop or _never)
+            else:
+                self._sample(sampler, max_tokens, result, on_token or _ignore, should_stop or _never)
         finally:
             C.llama_sampler_free(sampler)
+            result.drafting = self.speculator.stats()
             self._mirror(result.reused)  # also after an error: llama-cpp-python must not trust a stale record
         return result
 
@@ -210,21 +232,30 @@ class DecodeLoop:
             tokens = tokens[split:]
         return self._decode_tokens(tokens, True)
 
+    def decode_batch(self, tokens: list[int], logits_all: bool) -> int:
+        """Decode `tokens` (at most n_batch) after the cache in one llama_decode, with logits for each of them or
+        for the last; llama_decode's code (0: done, and they are in the record)."""
+        batch, base = self._batch, len(self._ids)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = base + i
+            batch.logits[i] = logits_all
+        batch.logits[len(tokens) - 1] = 1
+        batch.n_tokens = len(tokens)
+        code = int(C.llama_decode(self._ctx, batch))
+        if code == 0:
+            self._ids.extend(tokens)
+        return code
+
     def _decode_tokens(self, tokens: list[int], logits: bool) -> bool:
         """Decode `tokens` after the cache in n_batch chunks, with `logits` for the last one. False: aborted."""
         batch = self._batch
         for start in range(0, len(tokens), self._n_batch):
             chunk = tokens[start:start + self._n_batch]
-            base = len(self._ids)
-            for i, token in enumerate(chunk):
-                batch.token[i] = token
-                batch.pos[i] = base + i
-                batch.logits[i] = 0
-            batch.logits[len(chunk) - 1] = logits and start + len(chunk) == len(tokens)
-            batch.n_tokens = len(chunk)
+            fill_batch(batch, chunk, len(self._ids), logits and start + len(chunk) == len(tokens))
             code = C.llama_decode(self._ctx, batch)
             if code != 0:
-                return self._decode_failed(code, chunk)
+                return self.decode_failed(code, chunk)
             self._ids.extend(chunk)
         return True
 
@@ -257,12 +288,12 @@ class DecodeLoop:
             if code != 0:
                 result.pending = token
                 result.finish = "stopped"
-                self._decode_failed(code, [token])
+                self.decode_failed(code, [token])
                 return
             ids.append(token)
             self._arm(clock() - started >= SLOW_TOKEN_SECONDS)
 
-    def _decode_failed(self, code: int, batch_tokens: list[int]) -> bool:
+    def decode_failed(self, code: int, batch_tokens: list[int]) -> bool:
         """After a llama_decode error: make the record match the cache again, then False for our abort, else raise."""
         held = int(C.llama_memory_seq_pos_max(self._memory, 0)) + 1  # -1 when the sequence is empty
         if held < len(self._ids):
@@ -292,6 +323,10 @@ class DecodeLoop:
         self._pieces[token] = data
         return data
 
+    def arm_for(self, decode_seconds: float) -> None:
+        """Arm the abort callback when a decode took long enough for a stop to need to cut into it."""
+        self._arm(decode_seconds >= SLOW_TOKEN_SECONDS)
+
     def _arm(self, on: bool) -> None:
         """Set or clear the abort callback on the context (only when it changes: each set walks the backends)."""
         if self._abort is None or on == self._armed:
@@ -316,50 +351,3 @@ class DecodeLoop:
         llm.input_ids[unchanged:n] = self._ids[unchanged:]
         llm.n_tokens = n
         llm._requires_eval = True  # the context's last logits may not belong to its last token (after an abort)
-
-
-def _sampler_chain(params: SamplerParams, n_vocab: int) -> Any:
-    """llama-cpp-python 0.3.36's chain (`Llama._init_sampler`): penalties, then greedy (temperature 0), plain
-    random (below 0), or top-k, typical (p=1: a no-op, kept for the same order), top-p, min-p, temperature, dist.
-
-    Penalties over the whole vocabulary cost ~0.3 ms a token (a hash lookup per candidate). When they can only
-    lower logits and top-k follows, a top-k of k + penalty_last_n first gives the same result: at most that many
-    tokens are penalized, so every token of the final top-k is within it. Not done where it could change a result.
-    (Only the order of candidates whose logits tie exactly can differ, as sorting puts them; tested to give
-    create_completion's tokens in tests/test_decode_loop.py.)
-    """
-    chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
-
-    def add(sampler: Any) -> None:
-        C.llama_sampler_chain_add(chain, sampler)
-
-    temperature = params.temperature
-    seed = C.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
-    top_k_follows = temperature == 0 or (temperature > 0 and params.top_k > 0)  # greedy is a top-1
-    if top_k_follows and _penalties_active(params) and _penalties_only_lower(params):
-        add(C.llama_sampler_init_top_k((1 if temperature == 0 else params.top_k) + params.penalty_last_n))
-    add(C.llama_sampler_init_penalties(n_vocab, params.penalty_last_n, params.repeat_penalty,
-                                       params.frequency_penalty, params.presence_penalty))
-    if temperature < 0:
-        add(C.llama_sampler_init_dist(seed))
-    elif temperature == 0:
-        add(C.llama_sampler_init_greedy())
-    else:
-        add(C.llama_sampler_init_top_k(params.top_k))
-        add(C.llama_sampler_init_typical(1.0, 1))
-        add(C.llama_sampler_init_top_p(params.top_p, 1))
-        add(C.llama_sampler_init_min_p(params.min_p, 1))
-        add(C.llama_sampler_init_temp(temperature))
-        add(C.llama_sampler_init_dist(seed))
-    return chain
-
-
-def _penalties_active(params: SamplerParams) -> bool:
-    """What llama.cpp's penalties sampler checks before doing anything."""
-    return params.penalty_last_n != 0 and not (
-        params.repeat_penalty == 1.0 and params.frequency_penalty == 0.0 and params.presence_penalty == 0.0)
-
-
-def _penalties_only_lower(params: SamplerParams) -> bool:
-    """Repeat >= 1 divides positive / multiplies negative logits, the other two subtract: all only lower logits."""
-    return params.repeat_penalty >= 1.0 and params.frequency_penalty >= 0.0 and params.presence_penalty >= 0.0

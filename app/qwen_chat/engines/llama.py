@@ -27,6 +27,7 @@ from qwen_chat.engines.llama_setup import (
 )
 from qwen_chat.engines.protocol import (
     Done,
+    Drafting,
     EventSink,
     Failed,
     GenerateRequest,
@@ -43,6 +44,7 @@ from qwen_chat.system.logging_setup import llama_cpp_library
 
 if TYPE_CHECKING:  # decode_loop imports llama_cpp, which the engine loads only when a model is
     from qwen_chat.engines.decode_loop import DecodeLoop, Generation, SamplerParams
+    from qwen_chat.engines.draft_model import DraftModel
 
 log = logging.getLogger("qwen_chat.engines.llama")
 _INSERTED_THINKING = STOP_THINKING.split("</think>")[0].rstrip("\n")  # what of it the splitter keeps as thinking
@@ -57,6 +59,7 @@ class _Loaded:
     add_bos: bool = False
     reuse: tuple[str, list[int]] | None = None  # the last answer's text and tokens (see _tokenize)
     loop: DecodeLoop | None = None  # generates with llm and knows what its KV cache holds (decode_loop.py)
+    draft: DraftModel | None = None  # a smaller model of the same vocabulary drafting for llm (draft_model.py)
 
 
 @dataclass
@@ -82,6 +85,8 @@ class Engine(RequestWorker):
             with contextlib.suppress(Exception):
                 if self._model.loop is not None:
                     self._model.loop.close()
+                if self._model.draft is not None:
+                    self._model.draft.close()
                 self._model.llm.close()
             self._model = None
 
@@ -99,8 +104,9 @@ class Engine(RequestWorker):
                 else:
                     self._emit(Failed(None, load_failure_message(request, exc)))
                 return
+            draft = self._open_draft(request)
         llm.verbose = False  # no per-call prints from here on
-        self._model = self._prepare(llm, request)
+        self._model = self._prepare(llm, request, draft)
         self._emit(Loaded(request.model_path, llm.n_ctx(), request.n_gpu_layers, time.perf_counter() - started))
 
     def _open(self, request: LoadRequest) -> Any:
@@ -121,6 +127,26 @@ class Engine(RequestWorker):
             **cache_and_rope(request),
         )
 
+    def _open_draft(self, request: LoadRequest) -> DraftModel | None:
+        """The draft model the plan put beside the main one (request.draft), or None. One that does not load is
+        left out, logged: answers are the same without it, only slower. Its load reports no progress of its own
+        (the bar has reached the end) but a stop cancels it."""
+        if request.draft is None or not request.speculative or self._cancel.is_set():
+            return None
+        from qwen_chat.engines.draft_model import open_draft
+
+        llama_cpp = llama_cpp_library()
+
+        @llama_cpp.llama_progress_callback
+        def go_on(_fraction: float, _user: ctypes.c_void_p) -> bool:
+            return not self._cancel.is_set()
+
+        try:
+            return open_draft(request.draft, request, go_on, self._cancel.is_set)
+        except (ValueError, RuntimeError) as exc:
+            log.warning("the draft model %s was not loaded: %s", request.draft.model_path.name, exc)
+            return None
+
     def _progress_callback(self) -> Any:
         llama_cpp = llama_cpp_library()
         last = [0.0]
@@ -134,10 +160,11 @@ class Engine(RequestWorker):
 
         return progress
 
-    def _prepare(self, llm: Any, request: LoadRequest) -> _Loaded:
+    def _prepare(self, llm: Any, request: LoadRequest, draft: DraftModel | None = None) -> _Loaded:
         import llama_cpp
 
         from qwen_chat.engines.decode_loop import DecodeLoop
+        from qwen_chat.engines.drafting import DraftSource, PromptLookup
 
         @llama_cpp.ggml_abort_callback
         def abort(_data: ctypes.c_void_p) -> bool:
@@ -148,7 +175,10 @@ class Engine(RequestWorker):
         bos_text = llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id >= 0 else ""
         add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab)) if bos_id >= 0 else False
         # the loop arms the abort callback only where a stop must cut into llama_decode (see decode_loop.py)
-        return _Loaded(llm, request, abort, bos_text, add_bos, loop=DecodeLoop(llm, abort))
+        drafts: list[DraftSource] = [PromptLookup()] if request.speculative else []  # the context first: free
+        if draft is not None:
+            drafts.append(draft)  # the draft model proposes where nothing cheaper does
+        return _Loaded(llm, request, abort, bos_text, add_bos, loop=DecodeLoop(llm, abort, drafts), draft=draft)
 
     def _generate(self, request: GenerateRequest) -> None:
         self._cancel.clear()
@@ -255,6 +285,7 @@ class Engine(RequestWorker):
                                      self._cancel.is_set)
         if result.finish == "stopped":
             log.info("generation stopped after %d tokens", result.generated)
+        run.drafting = result.drafting if run.drafting is None else run.drafting.then(result.drafting)
         return result, "".join(raw)
 
     def _finish_generation(self, model: _Loaded, request: GenerateRequest, run: _Run, last: Generation,
@@ -291,6 +322,7 @@ class Engine(RequestWorker):
             thinking_cut_at=run.cut_at,
             dropped=dropped,
             tool_calls=tuple(splitter.text.tool_calls()),
+            drafting=run.drafting,
         ))
 
 
@@ -307,6 +339,7 @@ class _Run:
     thinking_tokens: int = 0
     cut_at: int | None = None
     generated_before: int = 0  # tokens generated by earlier calls for this answer
+    drafting: Drafting | None = None  # speculative decoding's figures, over the calls
 
 
 def _tokenize(model: _Loaded, prompt: str, reuse: bool = False) -> list[int]:

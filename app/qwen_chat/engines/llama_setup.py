@@ -14,7 +14,7 @@ import io
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,3 +209,14 @@ def load_failure_message(request: LoadRequest, exc: Exception) -> str:
                 f"for a newer llama.cpp. {details}")
     return (f"llama.cpp could not load {request.model_path.name} ({text}). The file may be damaged or made for "
             f"a newer llama.cpp. {details}")
+
+
+def fill_batch(batch: Any, tokens: Sequence[int], first_pos: int, logits_last: bool) -> None:
+    """Put `tokens` in a llama_batch at positions from `first_pos` (sequence 0, as the batch was made), logits
+    only for the last one when `logits_last`."""
+    for i, token in enumerate(tokens):
+        batch.token[i] = token
+        batch.pos[i] = first_pos + i
+        batch.logits[i] = 0
+    batch.logits[len(tokens) - 1] = logits_last
+    batch.n_tokens = len(tokens)

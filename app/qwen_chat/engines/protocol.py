@@ -19,6 +19,18 @@ from qwen_chat.qwen3.tool_calls import ToolCall
 
 
 @dataclass(frozen=True)
+class DraftLoad:
+    """A smaller model of the same vocabulary loaded beside the main one to draft tokens for it (the planner's
+    choice, planning/draft_choice.py; engines/draft_model.py runs it). Its own context, cache and placement."""
+
+    model_path: Path
+    n_ctx: int
+    n_gpu_layers: int = 0
+    kv_type: str = "f16"
+    flash_attn: bool = False
+
+
+@dataclass(frozen=True)
 class LoadRequest:
     model_path: Path
     n_ctx: int
@@ -30,6 +42,8 @@ class LoadRequest:
     flash_attn: bool = False
     yarn_factor: int = 0  # 0: the model's own RoPE; else YaRN over yarn_orig_ctx
     yarn_orig_ctx: int = 32768
+    speculative: bool = True  # draft tokens from the context and verify them in batches (drafting.py)
+    draft: DraftLoad | None = None  # a draft model for speculative decoding, or none
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,49 @@ class Trimmed:
 
 
 @dataclass(frozen=True)
+class Drafting:
+    """Speculative decoding in one answer (local engine): drafts checked in batches, the output unchanged."""
+
+    drafted: int = 0  # draft tokens decoded to be checked
+    accepted: int = 0  # of those, the ones sampling agreed with
+    batches: int = 0  # verification batches; each gave its accepted tokens + 1
+    speedup: float = 0.0  # one-token decoding's time for the answer's tokens over the time taken; 0: not known
+    off: str = ""  # why it did not draft at all ("" when it could)
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def tokens_per_batch(self) -> float:
+        return (self.accepted + self.batches) / self.batches if self.batches else 0.0
+
+    def short(self) -> str:
+        """For the status bar: "drafts 92% 1.9x", or "" where nothing was drafted."""
+        if not self.batches:
+            return ""
+        return f"drafts {self.acceptance:.0%}" + (f" {self.speedup:.1f}x" if self.speedup else "")
+
+    def describe(self) -> str:
+        """For `ask --verbose`: the figures in words."""
+        if self.off:
+            return f"speculative decoding: {self.off}"
+        if not self.batches:
+            return "speculative decoding: nothing to draft"
+        speedup = f", about {self.speedup:.2f}x one-token decoding" if self.speedup else ""
+        return (f"speculative decoding: {self.accepted:,} of {self.drafted:,} drafted tokens accepted "
+                f"({self.acceptance:.0%}), {self.tokens_per_batch:.1f} tokens per batch in {self.batches:,} "
+                f"batches{speedup}")
+
+    def then(self, more: Drafting) -> Drafting:
+        """This answer's figures followed by those of its next part (a thinking budget splits an answer in two);
+        the speed-up of the part that drafted most."""
+        main = more if more.batches > self.batches else self
+        return Drafting(self.drafted + more.drafted, self.accepted + more.accepted, self.batches + more.batches,
+                        main.speedup, self.off or more.off)
+
+
+@dataclass(frozen=True)
 class Done:
     request_id: int
     finish: str  # "stop" (model ended), "length" (hit max tokens or context), "stopped" (user)
@@ -121,6 +178,7 @@ class Done:
     thinking_cut_at: int | None = None  # offset in `thinking` where the budget's STOP_THINKING begins
     dropped: int = 0  # oldest turns left out to fit the context (see Trim)
     tool_calls: tuple[ToolCall, ...] = ()  # the calls the answer ends with (their text is not in `answer`)
+    drafting: Drafting | None = None  # speculative decoding's figures (None: an engine that does not draft)
 
 
 @dataclass(frozen=True)

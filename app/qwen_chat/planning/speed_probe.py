@@ -5,6 +5,9 @@ CPU, one run per thread count: a 256-token prompt into an empty cache (-> matrix
 decode steps there and 32 more after filling the cache to 1,024 tokens. The two decode depths give two
 equations  t = (W + KV(ctx)) / B + A(ctx) / Fa  for the two unknowns B (bandwidth) and Fa (attention FLOP/s).
 Per-token times are the lower quartile of the steps: other programs on the machine only ever slow steps down.
+For the same reason each measurement is repeated REPEATS times within one load and the best kept; a wide
+spread between the repeats (BUSY_SPREAD), or other programs using the CPU before the probe starts (psutil),
+is reported as a busy machine: the figures are then likely low, and calibrate says to run it again.
 The difference between the depths is small (~10%) and noise can swamp it: an attention rate outside
 [F/20, F] is not believed, and the measured ratio ATTENTION_RATIO stands in for it.
 
@@ -25,11 +28,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from qwen_chat.planning.speed import PROMPT_BATCH, DeviceRate, Workload, kv_bytes, weights_touched
 from qwen_chat.system.hardware import Machine
 
 PROMPT_TOKENS, DEEP_CTX, DECODE_TOKENS = 256, 1024, 32
+REPEATS = 3  # short runs of each measurement in one load; the best is kept
+BUSY_SPREAD = 0.25  # the slowest repeat this much slower than the best: something else ran meanwhile
+BUSY_CPU_SHARE = 0.2  # of all the cores, used by other programs just before the probe
 SMALL_BATCH = 128  # the GPU probe's second prompt batch (the first is PROMPT_BATCH)
 # attention FLOP/s over matrix FLOP/s, from quiet probes here (AMD EPYC, 1 thread: 51 / 114 GFLOP/s)
 ATTENTION_RATIO = 0.45
@@ -42,8 +49,15 @@ class ProbeRun:
     threads: int
     prompt_tokens: int
     prompt_seconds: float
-    shallow: tuple[float, float]  # (mean context while decoding, median seconds per token)
+    shallow: tuple[float, float]  # (mean context while decoding, lower-quartile seconds per token)
     deep: tuple[float, float]
+    spread: float = 0.0  # the slowest repeat over the best, less 1, of the measure that varied most
+
+
+class Calibration(NamedTuple):
+    cpu: dict[int, DeviceRate]  # per thread count
+    gpu: DeviceRate | None
+    busy: str = ""  # why the machine looked busy during the probe, "" when it did not
 
 
 def derive(run: ProbeRun, work: Workload, kv_type: str = "f16") -> DeviceRate:
@@ -70,20 +84,49 @@ def run_probe(model: Path, threads: int, n_gpu_layers: int = 0, clock: Callable[
     llm = llama_cpp.Llama(str(model), n_ctx=DEEP_CTX + DECODE_TOKENS + 64, n_threads=threads,
                           n_threads_batch=threads, n_batch=512, n_gpu_layers=n_gpu_layers, verbose=False)
     try:
-        vocab = llm.n_vocab()
-        tokens = [(i * 7919) % (vocab - 1000) + 500 for i in range(DEEP_CTX)]  # ordinary ids, no specials
+        tokens = probe_tokens(llm.n_vocab())  # ordinary ids, no specials
         llm.eval(tokens[:8])  # warm up: first-touch page faults and thread start-up are not speed
-        llm.reset()
-        started = clock()
-        llm.eval(tokens[:PROMPT_TOKENS])
-        prompt_seconds = clock() - started
-        shallow = _decode(llm, tokens, PROMPT_TOKENS, clock)
+        prompts = [_batch_time(llm, tokens[:PROMPT_TOKENS], clock, repeats=1) for _ in range(REPEATS)]
+        shallow = [_decode(llm, tokens, PROMPT_TOKENS, clock) for _ in range(REPEATS)]
         llm.n_tokens = PROMPT_TOKENS  # the decoded steps are overwritten by the rest of the prompt
         llm.eval(tokens[PROMPT_TOKENS:DEEP_CTX])
-        deep = _decode(llm, tokens, DEEP_CTX, clock)
+        deep = [_decode(llm, tokens, DEEP_CTX, clock) for _ in range(REPEATS)]
     finally:
         llm.close()
-    return ProbeRun(threads, PROMPT_TOKENS, prompt_seconds, shallow, deep)
+    spread = max(_spread(prompts), _spread([t for _, t in shallow]), _spread([t for _, t in deep]))
+    return ProbeRun(threads, PROMPT_TOKENS, min(prompts), min(shallow, key=lambda s: s[1]),
+                    min(deep, key=lambda s: s[1]), spread)
+
+
+def probe_tokens(vocab: int) -> list[int]:
+    """DEEP_CTX ordinary token ids, away from both ends of the vocabulary where the special tokens are (for a
+    Qwen vocabulary: 500 to 151,435)."""
+    low = min(500, vocab // 4)
+    span = max(1, vocab - 2 * low)
+    return [(i * 7919) % span + low for i in range(DEEP_CTX)]
+
+
+def _spread(times: list[float]) -> float:
+    return max(times) / min(times) - 1 if times and min(times) > 0 else 0.0
+
+
+def other_load(sample_seconds: float = 0.5) -> float:
+    """The share of all the cores busy while this process waits (other programs' load), 0..1."""
+    import psutil
+
+    return psutil.cpu_percent(interval=sample_seconds) / 100
+
+
+def busy_reason(runs: list[ProbeRun], load: float) -> str:
+    """Why the probe's figures may be low, or "" when the machine looked quiet."""
+    reasons = []
+    if load >= BUSY_CPU_SHARE:
+        reasons.append(f"other programs used {load:.0%} of the CPU as the probe started")
+    worst = max(runs, key=lambda r: r.spread, default=None)
+    if worst is not None and worst.spread >= BUSY_SPREAD:
+        reasons.append(f"the repeated runs at {worst.threads} thread{'s' if worst.threads > 1 else ''} differed "
+                       f"by {worst.spread:.0%}")
+    return "; ".join(reasons)
 
 
 def _decode(llm: object, tokens: list[int], depth: int, clock: Callable[[], float], logits: bool = True,
@@ -109,24 +152,26 @@ def _decode(llm: object, tokens: list[int], depth: int, clock: Callable[[], floa
 
 def calibrate(model: Path, machine: Machine, gpu: bool = False, probe: Callable[[Path, int, int], ProbeRun] = run_probe,
               gpu_probe: Callable[[Path, int], GpuProbeRun] | None = None,
-              ) -> tuple[dict[int, DeviceRate], DeviceRate | None]:
-    """Probe at one thread and at every physical core (what the engine uses), on the CPU; with `gpu`, once more
-    with every layer on the GPU (run_gpu_probe). Stores the result for this machine (calibration.py) and
-    returns it."""
+              load: Callable[[], float] = other_load) -> Calibration:
+    """Probe at one thread and at every physical core (what the engine uses), on the CPU, each the best of
+    REPEATS short runs; with `gpu`, once more with every layer on the GPU (run_gpu_probe). Stores the result
+    for this machine (calibration.py) and returns it, with why the machine looked busy if it did."""
     from qwen_chat.gguf.files import read_model_info
     from qwen_chat.planning import calibration
     from qwen_chat.planning.speed import workload_from_gguf
 
     work = workload_from_gguf(read_model_info(model))
     counts = sorted({1, machine.physical_cores})
-    cpu = {threads: derive(probe(model, threads, 0), work) for threads in counts}
+    others = load()
+    runs = [probe(model, threads, 0) for threads in counts]
+    cpu = {run.threads: derive(run, work) for run in runs}
     gpu_rate = None
     if gpu:
         base = min((calibration.default_gpu(d) for d in machine.gpus), key=lambda r: r.bandwidth,
                    default=calibration.UNKNOWN_GPU)
         gpu_rate = derive_gpu((gpu_probe or run_gpu_probe)(model, machine.physical_cores), work, base)
     calibration.store(machine, cpu, gpu_rate, probe_model=model.name)
-    return cpu, gpu_rate
+    return Calibration(cpu, gpu_rate, busy_reason(runs, others))
 
 
 # ---- the GPU probe: fixed costs and bandwidth -------------------------------------------------------------
@@ -201,7 +246,7 @@ def run_gpu_probe(model: Path, threads: int, n_gpu_layers: int = -1, clock: Call
                           flash_attn=True, verbose=False)
     try:
         vocab = llm.n_vocab()
-        tokens = [(i * 7919) % (vocab - 1000) + 500 for i in range(DEEP_CTX)]
+        tokens = probe_tokens(vocab)
         llm.eval(tokens[:8])  # warm up
         small = (SMALL_BATCH, _batch_time(llm, tokens[:SMALL_BATCH], clock))
         full = (PROMPT_BATCH, _batch_time(llm, tokens[:PROMPT_BATCH], clock))

@@ -11,9 +11,11 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_chat.engines.protocol import LoadRequest
+from qwen_chat.config.engine_settings import load_engine_settings, threads
+from qwen_chat.engines.protocol import DraftLoad, LoadRequest
 from qwen_chat.gguf.files import ModelInfo, read_model_info
 from qwen_chat.planning import fit_memory
+from qwen_chat.planning.draft_choice import DraftChoice, draft_for_file
 from qwen_chat.planning.plan_inputs import arch_from_info, candidate_from_info
 from qwen_chat.planning.planner import Plan, plan
 from qwen_chat.qwen3.context_presets import preset_for
@@ -31,6 +33,7 @@ class PreparedLoad:
     fit_key: str  # where fit_memory keeps what loaded on this machine
     planner_chose_context: bool
     notice: Notice | None = None  # e.g. the settings' context preset is not offered by this model
+    draft: DraftChoice | None = None  # the draft model loaded beside it, or why none (planning/draft_choice.py)
 
 
 def plan_for_file(info: ModelInfo, variant: Variant, machine: Machine, n_ctx: int | None) -> Plan:
@@ -69,14 +72,41 @@ def prepare_info(info: ModelInfo, n_ctx: int | None = None, machine: Machine | N
     n_gpu = chosen.n_gpu_layers
     if remembered is not None and n_gpu != 0 and (n_gpu < 0 or remembered < n_gpu):
         n_gpu = remembered  # a load with more layers failed for memory here before
-    request = LoadRequest(info.path, chosen.n_ctx, n_gpu, n_cpu_moe=chosen.n_cpu_moe, kv_type=chosen.kv_type,
-                          flash_attn=chosen.flash_attn, yarn_factor=chosen.yarn_factor, yarn_orig_ctx=32768)
-    return PreparedLoad(info, template, chosen, request, fit_key, n_ctx is None, notice)
+    # a model that once failed to fit as planned gets no draft: the draft's memory is what it lacked
+    draft = _choose_draft(info, chosen, machine) if n_gpu == chosen.n_gpu_layers else None
+    count = threads().count
+    request = LoadRequest(info.path, chosen.n_ctx, n_gpu, count, count, n_cpu_moe=chosen.n_cpu_moe,
+                          kv_type=chosen.kv_type, flash_attn=chosen.flash_attn, yarn_factor=chosen.yarn_factor,
+                          yarn_orig_ctx=32768, draft=draft_load(draft),
+                          speculative=load_engine_settings().speculative)
+    return PreparedLoad(info, template, chosen, request, fit_key, n_ctx is None, notice, draft)
+
+
+def _choose_draft(info: ModelInfo, chosen: Plan, machine: Machine) -> DraftChoice:
+    """The draft model for this load: a file in the models folder, else the catalog's offer (none offered when
+    the user's catalog is broken: that is reported at start)."""
+    from qwen_chat.catalog.entries import CatalogError
+    from qwen_chat.catalog.loader import load_models
+
+    try:
+        models = load_models()
+    except CatalogError:
+        models = None
+    return draft_for_file(info, chosen, machine, models)
+
+
+def draft_load(choice: DraftChoice | None) -> DraftLoad | None:
+    """What the engine loads for a chosen draft on disk; None for none or an offer to download."""
+    option = choice.option if choice else None
+    if choice is None or option is None or option.path is None:
+        return None
+    return DraftLoad(option.path, choice.n_ctx, -1 if choice.on_gpu else 0, choice.kv_type, choice.on_gpu)
 
 
 def with_fewer_layers(request: LoadRequest, info: ModelInfo) -> LoadRequest | None:
-    """The same load with one GPU layer fewer, or None when it ran on the CPU already."""
+    """The same load with one GPU layer fewer (and no draft model: the memory was short), or None when it ran
+    on the CPU already."""
     if request.n_gpu_layers == 0:
         return None
     layers = info.block_count + 1 if request.n_gpu_layers < 0 else request.n_gpu_layers
-    return dataclasses.replace(request, n_gpu_layers=layers - 1)
+    return dataclasses.replace(request, n_gpu_layers=layers - 1, draft=None)

@@ -15,6 +15,7 @@ from pathlib import Path
 from qwen_chat.engines.protocol import ChatEngine, EngineEvent, Failed, Loaded, LoadRequest
 from qwen_chat.gguf.files import ModelInfo
 from qwen_chat.planning import fit_memory
+from qwen_chat.planning.draft_choice import DraftChoice
 from qwen_chat.planning.planner import Plan
 from qwen_chat.qwen3.template import ChatTemplate, Variant
 from qwen_chat.session.events import Notice, SessionEvent
@@ -43,6 +44,7 @@ class ModelSide:
         self.remote_model: str | None = None  # set when talking to an HTTP endpoint
         self.template: ChatTemplate | None = None
         self.plan: Plan | None = None
+        self.draft: DraftChoice | None = None  # the draft model planned beside a local model, or why none
         self._load_request: LoadRequest | None = None
         self._fit_key = ""
         self._retried = False
@@ -100,7 +102,7 @@ class ModelSide:
             self.source = endpoint
             self._swap_engine(self._make_remote(self._on_engine_event, endpoint))
             self.remote_model = model or ""
-            self.info, self.template, self.plan, self.ready = None, None, None, False
+            self.info, self.template, self.plan, self.ready, self.draft = None, None, None, False, None
             self.loaded_engine().load(LoadRequest(Path(base_url), 0))
 
     def load_model(self, path: Path, n_ctx: int | None = None, machine: Machine | None = None,
@@ -122,6 +124,7 @@ class ModelSide:
             self.planner_chose_context = prepared.planner_chose_context
             self._fit_key, self._retried = prepared.fit_key, False
             self.info, self.template, self.plan, self.ready = prepared.info, prepared.template, prepared.plan, False
+            self.draft = prepared.draft
             self._load_request = prepared.request
             self.loaded_engine().load(prepared.request)
 
@@ -216,6 +219,8 @@ class ModelSide:
         if fewer is None:
             return False
         self._load_request, self._retried = fewer, True
+        if self.draft is not None and self.draft.option is not None:  # the retry loads without it (model_loading)
+            self.draft = DraftChoice(None, "the model did not fit the GPU as planned, so no draft model beside it")
         self.sink(Notice(f"Loading with {fewer.n_gpu_layers + 1} GPU layers failed; trying {fewer.n_gpu_layers}."))
         self.loaded_engine().load(fewer)
         return True

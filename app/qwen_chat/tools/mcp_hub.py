@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,11 +37,20 @@ from qwen_chat.tools.mcp_results import (
     validate_arguments,
 )
 
-__all__ = ["McpHub", "ServerState", "ToolResult", "ToolSpec", "validate_arguments"]
+__all__ = ["McpHub", "Reloaded", "ServerState", "ToolResult", "ToolSpec", "validate_arguments"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _CLOSE_WAIT = 15.0  # seconds close() waits for the servers to stop (the SDK gives each up to ~6 s to exit)
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """What a reload of mcp.json changed, by server name."""
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]  # restarted with their new entry
+    removed: tuple[str, ...]
 
 
 class McpHub:
@@ -117,18 +127,30 @@ class McpHub:
             self._changed.notify_all()
         self._submit(self._connect(name))
 
-    def reload(self, entries: Iterable[ServerEntry]) -> None:
-        """Take the servers of a re-read mcp.json: new ones start, changed ones restart, gone ones stop."""
+    def reload(self, entries: Iterable[ServerEntry]) -> Reloaded:
+        """Take the servers of a re-read mcp.json: new ones start, changed ones restart, gone ones stop, the
+        others stay connected as they are. A hub never started (mcp.json had no servers) starts now."""
         wanted = {entry.name: entry for entry in entries}
-        for name in [name for name in self._entries if name not in wanted]:
+        done = Reloaded(tuple(n for n in wanted if n not in self._entries),
+                        tuple(n for n, e in wanted.items() if n in self._entries and self._entries[n] != e),
+                        tuple(n for n in self._entries if n not in wanted))
+        if self._thread is None and not self._closed:
+            with self._changed:
+                self._entries = wanted
+                self._states = {name: _initial(entry) for name, entry in wanted.items()}
+                self._changed.notify_all()
+            if wanted:
+                self.start()
+            return done
+        for name in done.removed:
             with self._changed:
                 del self._entries[name]
                 self._states.pop(name, None)
                 self._changed.notify_all()
             self._submit(self._disconnect(name))
-        for name, entry in wanted.items():
-            if self._entries.get(name) != entry:
-                self.restart(name, entry)
+        for name in (*done.added, *done.changed):
+            self.restart(name, wanted[name])
+        return done
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until no server is still connecting; False if some still are after `timeout` seconds."""

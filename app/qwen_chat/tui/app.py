@@ -71,6 +71,7 @@ class QwenChatApp(App[None]):
         self.conversation = OpenConversation(session)
         self.status_bar = StatusBar()  # held, not queried: workers and closing screens update it too
         self.chat = ChatPanel(session, self.conversation, self.inbox, self.status_bar)
+        self.keymap: dict[str, str] = {}  # settings.toml [keys], read at mount
 
     # -- layout --
 
@@ -81,7 +82,7 @@ class QwenChatApp(App[None]):
                 yield ConversationList(id="conversations")
             yield self.chat
         yield self.status_bar
-        yield Footer(compact=True)  # 20 actions: all of them fit a 190-column terminal
+        yield Footer(compact=True)  # 21 actions: all of them fit a 200-column terminal; F1 lists them all
 
     def on_mount(self) -> None:
         from qwen_chat.config.check import check as check_settings
@@ -92,7 +93,8 @@ class QwenChatApp(App[None]):
         ids = {b.id for b in self.BINDINGS if isinstance(b, Binding) and b.id}
         for problem in check_settings(ids):  # each problem once, with its key; the value is ignored
             self.notify(problem, severity="warning", timeout=10)
-        self.set_keymap(load_keymap(ids))
+        self.keymap = load_keymap(ids)  # the help screen (F1) shows the keys as remapped
+        self.set_keymap(self.keymap)
         self._theme_at_start: str | None = self.theme  # announced a tick later: not the user's choice
         self.theme_changed_signal.subscribe(self, self._save_theme)
         self.chat.transcript.anchor()
@@ -208,6 +210,7 @@ class QwenChatApp(App[None]):
         """Switch to another model file or served model (F3); the conversation stays."""
         self.session.source = source
         self.status_bar.last_speed = 0.0
+        self.status_bar.last_drafting = ""
         self._load_model()
 
     # -- the session's events, in order --
@@ -375,19 +378,15 @@ class QwenChatApp(App[None]):
 
     @on(ComposerPanel.ToolsAsked)
     def action_tools(self) -> None:
-        """F9, /tools: the servers and their tools, on or off for this conversation, and the standing rules."""
-        from qwen_chat.tui.tools_screen import ToolsScreen
+        self.chat.tools_panel()
 
-        current = self.conversation.current
-        if current is None or isinstance(self.screen, ToolsScreen):
-            return
-        conversation_id = current.id
+    @on(ComposerPanel.HelpAsked)
+    def action_help(self) -> None:
+        """F1, /help: every key as the user has it ([keys] applied) and every slash command."""
+        from qwen_chat.tui.help_screen import HelpScreen
 
-        def closed(_: None) -> None:
-            if self.conversation.is_open(conversation_id):
-                self.conversation.refresh_record()
-
-        self.push_screen(ToolsScreen(self.session.tools, self.conversation, conversation_id), closed)
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.BINDINGS, self.keymap))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

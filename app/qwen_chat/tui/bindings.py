@@ -6,6 +6,7 @@ from __future__ import annotations
 from textual.binding import Binding
 
 BINDINGS: list[Binding | tuple[str, str] | tuple[str, str, str]] = [
+    Binding("f1", "help", "Help", id="help"),  # tui/help_screen.py; also /help
     Binding("escape", "stop", "Stop", id="stop"),
     Binding("ctrl+t", "toggle_thinking", "Think", id="toggle-thinking"),
     Binding("ctrl+r", "regenerate", "Redo", id="regenerate"),
@@ -33,13 +34,14 @@ BINDINGS: list[Binding | tuple[str, str] | tuple[str, str, str]] = [
 
 # (title, help, action): the palette calls `action_<action>`; the help names the key it is also on
 PALETTE: tuple[tuple[str, str, str], ...] = (
+    ("Help", "Every key and slash command (F1, /help)", "help"),
     ("Stop generation", "Stop the answer being written (Esc)", "stop"),
     ("Thinking on/off", "Switch thinking for this conversation (Ctrl+T)", "toggle_thinking"),
     ("New conversation", "Start a new chat (Ctrl+N)", "new_conversation"),
     ("Rename conversation", "Rename this chat (F2)", "rename_conversation"),
     ("Delete conversation", "Delete this chat (Ctrl+D)", "delete_conversation"),
     ("Show/hide chats", "Toggle the conversation list (Ctrl+B)", "toggle_sidebar"),
-    ("Models", "The Qwen3 catalog with what fits this machine (F3)", "models"),
+    ("Models", "The Qwen3 catalog with what fits this machine, and the GGUF files on disk (F3)", "models"),
     ("Downloads", "Download progress, pause, resume, cancel (F4)", "downloads"),
     ("Search", "Search all conversations (Ctrl+F)", "search"),
     ("Regenerate", "Answer the last message again; the old answer is kept (Ctrl+R)", "regenerate"),

@@ -135,6 +135,8 @@ class ChatPanel(Vertical):
         self.transcript.set_timer(IDLE_COLLECT_AFTER, self.transcript.collect_when_idle)
         if message.event.done is not None:
             self.status.last_speed = message.event.done.tokens_per_second
+            drafting = message.event.done.drafting
+            self.status.last_drafting = drafting.short() if drafting is not None else ""
 
     # -- the keys' actions on the chat (the app's bindings call these) --
 
@@ -171,7 +173,25 @@ class ChatPanel(Vertical):
             if changed:
                 self.notify("Preset saved: it applies from the next answer.", timeout=4)
 
-        self.app.push_screen(PresetsScreen(slot, self.session.model.quantized), done)
+        model = self.session.model
+        name = model.model_name if model.info is not None or model.remote_model else ""  # "": not loaded yet
+        self.app.push_screen(PresetsScreen(slot, model.quantized, name), done)
+
+    def tools_panel(self) -> None:
+        """F9, /tools: the servers and their tools, on or off for this conversation, and the standing rules;
+        mcp.json is read again as it opens (tools_screen.py)."""
+        from qwen_chat.tui.tools_screen import ToolsScreen
+
+        current = self.conversation.current
+        if current is None or isinstance(self.app.screen, ToolsScreen):
+            return
+        conversation_id = current.id
+
+        def closed(_: None) -> None:
+            if self.conversation.is_open(conversation_id):
+                self.conversation.refresh_record()
+
+        self.app.push_screen(ToolsScreen(self.session.tools, self.conversation, conversation_id), closed)
 
     def copy_message(self) -> None:
         focused = self.app.focused

@@ -1,6 +1,8 @@
 """The composer: a multi-line prompt box. Enter sends; Shift+Enter (where the terminal reports it), Alt+Enter
 and Ctrl+J insert a newline; a paste keeps every line exactly; Up on the first line and Down on the last walk
-the prompts sent in this conversation; Ctrl+G hands the draft to $VISUAL / $EDITOR.
+the prompts sent in this conversation; Ctrl+G hands the draft to $VISUAL / $EDITOR. A slash command being
+typed is completed: the rest shows dimmed after the cursor, Tab (or Right) takes it, and the commands it could
+still become are listed under the box (tui/slash_commands.py).
 
 The box grows with its text up to ten lines, then scrolls (app.tcss).
 """
@@ -16,6 +18,7 @@ from textual.message import Message
 from textual.widgets import TextArea
 
 from qwen_chat.tui.external_editor import EditorError, edit_in_editor
+from qwen_chat.tui.slash_commands import candidates_hint, completion
 
 # "shift+\r": xterm's modifyOtherKeys form of Shift+Enter, as Textual names it
 NEWLINE_KEYS = ("shift+enter", "alt+enter", "ctrl+j", "ctrl+enter", "shift+\r")
@@ -60,6 +63,7 @@ class Composer(TextArea):
     def value(self, text: str) -> None:
         self.load_text(text)
         self.move_cursor(self.document.end)  # typing goes on at the end, as in any editor
+        self.update_suggestion()  # load_text asked with the cursor still at the start
 
     def set_history(self, prompts: list[str]) -> None:
         self.prompts, self._walk = prompts, None
@@ -71,11 +75,26 @@ class Composer(TextArea):
             self._walk = None
             self.post_message(self.Submitted(self, self.text))
             return
+        if event.key == "tab" and self.suggestion:  # else Tab moves the focus on, as it always did
+            event.stop()
+            event.prevent_default()
+            self.insert(self.suggestion)
+            return
         if event.key in NEWLINE_KEYS:
             event.stop()
             event.prevent_default()
             self.insert("\n")
             # any other key: Textual calls TextArea._on_key next itself (handlers run along the MRO)
+
+    def update_suggestion(self) -> None:
+        """TextArea's hook after every edit: a slash command's completion, with the cursor at the draft's end."""
+        at_end = self.selection.is_empty and self.cursor_location == self.document.end
+        self.suggestion = completion(self.text) if at_end else ""
+        self.border_subtitle = candidates_hint(self.text)
+
+    def watch_selection(self) -> None:
+        """The completion shows only with the cursor at the draft's end (Right anywhere else moves it)."""
+        self.update_suggestion()
 
     def action_cursor_up(self, select: bool = False) -> None:
         if select or not self.cursor_at_first_line or not self.prompts or self._walk == 0:

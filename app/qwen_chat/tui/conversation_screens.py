@@ -330,13 +330,21 @@ class PersonasScreen(ModalScreen[str | None]):
 # -- context --
 
 
-def current_presets(presets: list[ContextPreset], n_ctx: int, planner_chose: bool = True) -> set[str]:
-    """The keys of the presets matching the loaded context; "auto" only when no fixed one does and the planner
-    chose the size (a size given with --ctx is none of them)."""
-    matching = {p.key for p in presets if p.n_ctx is not None and p.n_ctx == n_ctx}
-    if not matching and planner_chose:
-        matching = {p.key for p in presets if p.n_ctx is None}
-    return matching
+def current_presets(presets: list[ContextPreset], n_ctx: int, planner_chose: bool = False) -> set[str]:
+    """The keys of the presets in use: "auto" whenever the planner chose the size, even when it chose the native
+    length (the setting is auto: another machine, or this one with more memory free, gets another size); else
+    the fixed ones matching the loaded context (none for a size given with --ctx that is no preset)."""
+    if planner_chose:
+        return {p.key for p in presets if p.n_ctx is None}
+    return {p.key for p in presets if p.n_ctx is not None and p.n_ctx == n_ctx}
+
+
+def auto_detail(presets: list[ContextPreset], n_ctx: int) -> str:
+    """What auto chose, for its line: "now 32,768 tokens, the native length"."""
+    if not n_ctx:
+        return ""
+    native = next((p.n_ctx for p in presets if p.key == "native"), None)
+    return f"now {n_ctx:,} tokens" + (", the native length" if n_ctx == native else "")
 
 
 class ContextScreen(ModalScreen[str | None]):
@@ -352,7 +360,7 @@ class ContextScreen(ModalScreen[str | None]):
     """
 
     def __init__(self, presets: list[ContextPreset], current_n_ctx: int, note: str,
-                 planner_chose: bool = True) -> None:
+                 planner_chose: bool = False) -> None:
         super().__init__()
         self.presets = presets
         self.current_n_ctx = current_n_ctx
@@ -363,11 +371,16 @@ class ContextScreen(ModalScreen[str | None]):
         now = f" (now {self.current_n_ctx:,} tokens)" if self.current_n_ctx else ""
         with Vertical(classes="context-dialog"):  # wider than .dialog
             yield Label(Text("Context length" + now, style="bold"), markup=False)
-            yield OptionList(*(Option(_entry(p.label, current=p.key in self.current), id=p.key) for p in self.presets),
-                             id="context-presets", markup=False)
+            yield OptionList(*(Option(self._option(p), id=p.key) for p in self.presets), id="context-presets",
+                             markup=False)
             if self.note:
                 yield Label(printable(self.note), classes="conversation-hint", markup=False)
             yield Label("Enter switches · Esc cancels", classes="conversation-hint", markup=False)
+
+    def _option(self, preset: ContextPreset) -> Text:
+        in_use = preset.key in self.current
+        detail = auto_detail(self.presets, self.current_n_ctx) if in_use and preset.n_ctx is None else ""
+        return _entry(preset.label, detail, current=in_use)
 
     def on_mount(self) -> None:
         listing = self.query_one("#context-presets", OptionList)

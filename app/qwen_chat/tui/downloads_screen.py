@@ -41,8 +41,7 @@ class DownloadsScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="models-dialog"):
-            yield Label("Downloads — p pause/resume · x cancel · Esc close (downloads go on in the background)",
-                        markup=False)
+            yield Label("Downloads · p pause/resume · x cancel · Esc closes (they go on)", markup=False)
             yield DataTable(id="downloads-table", cursor_type="row")
         yield Footer()
 

@@ -19,7 +19,7 @@ from textual.widgets import DirectoryTree, Input, Label
 
 from qwen_chat.tui.printable import printable_line
 
-HINT = "Attach a file: type its path and press Enter, or pick it below (Tab). Esc closes."
+HINT = "Attach a file: type its path (Enter) or pick it below (Tab) · Esc closes"
 
 
 class PrintableTree(DirectoryTree):

@@ -1,4 +1,6 @@
-"""The models screen: the Qwen3 catalog with this machine's verdict per quant, the planner's pick starred."""
+"""The models screen: the Qwen3 catalog with this machine's verdict per quant, the planner's pick starred, then
+the GGUF files on this disk that are not in the catalog (models folder, Hugging Face cache: hub/local_models.py);
+Enter on any downloaded one loads it in place of the model in use, the conversation staying."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from textual.widgets import DataTable, Label
 
 from qwen_chat.catalog.entries import CatalogError, CatalogModel
 from qwen_chat.catalog.loader import load_models
+from qwen_chat.hub.local_models import LocalGguf, find_local_ggufs
 from qwen_chat.planning.calibration import rates_for
 from qwen_chat.planning.speed import DISPLAY_CTX, Rates, predict, workload_from_catalog
 from qwen_chat.planning.verdicts import QuantVerdict, verdicts
@@ -33,6 +36,16 @@ def _speed(model: CatalogModel, row: QuantVerdict, rates: Rates) -> str:
     return predict(workload_from_catalog(model, row.quant), row.plan, rates).short()
 
 
+def _local_cells(found: LocalGguf) -> tuple[Text, ...]:
+    """A file on disk outside the catalog, by its file name (two folders may hold the same model): downloaded
+    (✓), and where it is in place of a verdict (the catalog has no sizes for it to plan with)."""
+    where = "not in catalog" + (" · HF cache" if found.in_hf_cache else "")
+    short = (found.problem or "").split(":")[0].split(" (")[0]  # the whole reason comes with Enter
+    verdict = Text(printable_line(short), style="red") if found.problem else Text(where, style="cyan")
+    return (Text(" ✓"), Text(printable_line(found.path.name)), Text(printable_line(found.quant)),
+            Text(f"{found.size / 1e9:.1f} GB"), verdict, Text(""), Text(""))
+
+
 class ModelsScreen(ModalScreen[Path | None]):
     """Dismisses with the path of a downloaded model to load, or None."""
 
@@ -41,11 +54,11 @@ class ModelsScreen(ModalScreen[Path | None]):
     def __init__(self) -> None:
         super().__init__()
         self._rows: dict[str, tuple[str, QuantVerdict]] = {}
+        self._local: dict[str, LocalGguf] = {}  # "local:PATH" -> a GGUF on disk that is not in the catalog
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="models-dialog"):
-            yield Label("Qwen3 models for this machine — ★ recommended  ✓ downloaded  "
-                        "(Enter loads or downloads, Esc closes)",
+            yield Label("Models · ★ recommended · ✓ on disk · Enter loads or downloads · Esc closes",
                         id="models-title", markup=False)
             yield Label("Checking this machine…", id="machine", markup=False)
             yield DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
@@ -62,6 +75,7 @@ class ModelsScreen(ModalScreen[Path | None]):
             rows = [(model, *verdicts(model, machine)) for model in load_models().values()]
             speeds = {f"{model.id}:{r.quant.name}": _speed(model, r, rates) for model, quant_rows, _ in rows
                       for r in quant_rows if r.plan}
+            local = [found for found in find_local_ggufs() if not found.in_catalog]
         except CatalogError as exc:  # the message `qwen-chat models` prints: file, line and key
             self.app.call_from_thread(self._failed, str(exc))
             return
@@ -73,17 +87,18 @@ class ModelsScreen(ModalScreen[Path | None]):
                 + (" (CPU-only llama.cpp build)" if machine.gpus and not machine.gpu_offload else "")
                 + f" · speed at {DISPLAY_CTX:,} tokens of context "
                 + ("measured" if rates.measured else "estimated, not measured (qwen-chat calibrate)"))
-        self.app.call_from_thread(self._show, line, rows, speeds)
+        self.app.call_from_thread(self._show, line, rows, speeds, local)
 
     def _failed(self, message: str) -> None:
         """Said on the screen, where the user is looking, and as a notification; the table stays empty."""
         self.query_one("#machine", Label).update(Text(printable(message), style="bold red"))
         self.app.notify(printable(message), severity="error", timeout=10, markup=False)
 
-    def _show(self, machine_line: str, rows: list, speeds: dict[str, str]) -> None:
+    def _show(self, machine_line: str, rows: list, speeds: dict[str, str], local: list[LocalGguf]) -> None:
         self.query_one("#machine", Label).update(Text(printable_line(machine_line)))
         table = self.query_one(DataTable)
         cells: list[tuple[str, tuple[Text, ...]]] = []
+        self._local = {f"local:{found.path}": found for found in local}
         for model, quant_rows, best in rows:
             for row in quant_rows:
                 star = row.quant.name == best
@@ -97,6 +112,7 @@ class ModelsScreen(ModalScreen[Path | None]):
                                     Text(printable_line(row.quant.name), style=style),
                                     Text(size), Text(row.verdict, style=_STYLE.get(row.verdict, "")),
                                     Text(speeds.get(key, "")), Text(ctx))))
+        cells += [(key, _local_cells(found)) for key, found in self._local.items()]
         # Fixed widths, known before any row is drawn: DataTable widens auto columns on a later idle pass and
         # keeps row renders cached from before it, so the first row could stay drawn with the header widths.
         widths = [max([len(title)] + [c[i].cell_len for _, c in cells]) for i, title in enumerate(_COLUMNS)]
@@ -108,6 +124,13 @@ class ModelsScreen(ModalScreen[Path | None]):
 
     @on(DataTable.RowSelected)
     def _chosen(self, event: DataTable.RowSelected) -> None:
+        local = self._local.get(str(event.row_key.value))
+        if local is not None:
+            if local.problem:
+                self.app.notify(f"{local.path.name}: {local.problem}", severity="error", timeout=8)
+            else:
+                self.dismiss(local.path)
+            return
         model_id, row = self._rows[str(event.row_key.value)]
         if not row.downloaded:
             queue = getattr(self.app, "downloads", None)

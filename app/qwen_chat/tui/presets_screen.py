@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,8 +16,22 @@ from textual.widgets import Button, Input, Label, Select
 from qwen_chat.config import presets
 from qwen_chat.qwen3 import sampling
 from qwen_chat.qwen3.sampling import FIELDS, RANGES, THINKING_SLOTS, PresetValues
+from qwen_chat.tui.printable import printable_line
 
 QWEN = "qwen"  # the Select value for Qwen's preset; named ones are "named:NAME"
+# the model family each of Qwen's presets is for, as the title names it
+FAMILIES = {"hybrid-thinking": "Qwen3, thinking", "hybrid-non-thinking": "Qwen3, not thinking",
+            "thinking-2507": "Qwen3 Thinking-2507", "instruct-2507": "Qwen3 Instruct-2507",
+            "qwen35-thinking": "Qwen3.5 / 3.6, thinking", "qwen35-non-thinking": "Qwen3.5 / 3.6, not thinking"}
+
+
+def preset_title(slot: str, model: str) -> str:
+    """The title names the family the values are for; a model that is no Qwen3 (a Qwen2.5, a Llama) gets
+    Instruct-2507's values and is said to, rather than called an Instruct-2507 itself."""
+    family = FAMILIES.get(slot, slot)
+    if slot == "instruct-2507" and "2507" not in model:
+        family = f"{'a model that does not think' if model else 'no model loaded yet'} (Instruct-2507 values)"
+    return f"Sampling preset: {family}"
 
 
 class PresetsScreen(ModalScreen[bool]):
@@ -30,17 +45,19 @@ class PresetsScreen(ModalScreen[bool]):
     PresetsScreen .row > Label { width: 38; }
     PresetsScreen .row > Input, PresetsScreen .row > Select { width: 1fr; }
     PresetsScreen .error { width: 100%; height: auto; color: $error; padding-left: 2; display: none; }
-    PresetsScreen #presets-note { color: $text-muted; }
+    PresetsScreen #presets-note, PresetsScreen #presets-model { color: $text-muted; }
     PresetsScreen .buttons { height: auto; margin-top: 1; }
     PresetsScreen .buttons Button { margin-right: 2; }
     """
 
-    def __init__(self, slot: str, quantized: bool) -> None:
+    def __init__(self, slot: str, quantized: bool, model: str = "") -> None:
+        """`model`: the name of the model in use ("" when none is loaded yet)."""
         super().__init__()
         if slot not in sampling.SLOTS:
             raise ValueError(f"no Qwen preset {slot!r}")
         self.slot = slot
         self.quantized = quantized
+        self.model = model
         self.changed = False
         self.fields = FIELDS if slot in THINKING_SLOTS else tuple(f for f in FIELDS if f != "thinking_budget")
         self._choice = self._current_choice()
@@ -67,7 +84,9 @@ class PresetsScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         kind = "quantized model" if self.quantized else "full-precision model"
         with VerticalScroll(classes="presets-dialog"):
-            yield Label(f"Sampling preset for {self.slot} ({kind})", markup=False)
+            yield Label(Text(preset_title(self.slot, self.model), style="bold"), markup=False)
+            yield Label(printable_line(f"{self.model} · {kind}" if self.model else kind.capitalize()),
+                        id="presets-model", markup=False)
             with Horizontal(classes="row"):
                 yield Label("Preset in use", markup=False)
                 yield Select(self._options(), value=self._choice, allow_blank=False, id="preset-choice",

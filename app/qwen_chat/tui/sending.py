@@ -1,8 +1,9 @@
 """The composer panel: the message box and its attachment bar, and what Enter does with the draft (a message,
-an edit resent, `/file`, `/tools`), the turn started off the UI thread with the draft given back if it fails,
-the drafts kept per conversation, and the files Ctrl+O picks.
+an edit resent, `/file`, `/tools`, `/help`; a mistyped /word is kept, not sent), the turn started off the UI
+thread with the draft given back if it fails, the drafts kept per conversation, and the files Ctrl+O picks.
 
-It tells the app what happened with messages (`Sent`, `ToolsAsked`); the app and the chat panel call down.
+It tells the app what happened with messages (`Sent`, `ToolsAsked`, `HelpAsked`); the app and the chat panel
+call down.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from qwen_chat.session.conversation import OpenConversation
 from qwen_chat.store.records import Attachment, StoreError
 from qwen_chat.tui.attachment_bar import AttachmentBar
 from qwen_chat.tui.composer import Composer
+from qwen_chat.tui.slash_commands import unknown_command, unknown_message
 
-PROMPT_HINT = "Message Qwen…  (Alt+Enter or Ctrl+J: new line; Ctrl+G: editor; /think, /no_think; Esc stops)"
+PROMPT_HINT = "Message Qwen…  (Alt+Enter or Ctrl+J: new line; Ctrl+G: editor; /help or F1: keys; Esc stops)"
 ELSEWHERE = ("This conversation is open in another qwen-chat window: you can read it here, and its answers show up, "
              "but send from that window (or Ctrl+N for a new chat here).")
 
@@ -51,6 +53,9 @@ class ComposerPanel(Vertical):
     class ToolsAsked(Message):
         """`/tools` was typed: the tools panel (F9)."""
 
+    class HelpAsked(Message):
+        """`/help` was typed: the keys and the commands (F1)."""
+
     def __init__(self, session: ChatSession, conversation: OpenConversation) -> None:
         super().__init__()
         self.session = session
@@ -58,6 +63,7 @@ class ComposerPanel(Vertical):
         self.editing: int | None = None  # the user message being edited (Ctrl+E), if any
         self._drafts: dict[int, str] = {}  # conversation id -> what was typed there and not sent
         self._draft_files: dict[int, list[Attachment]] = {}  # and the files attached there
+        self._warned: str | None = None  # a draft with an unknown /word, told once: Enter again sends it
         self.bar = AttachmentBar()
         self.composer = Composer(placeholder=PROMPT_HINT, id="prompt")
 
@@ -79,10 +85,12 @@ class ComposerPanel(Vertical):
     @on(Composer.Submitted, "#prompt")
     def _submitted(self, event: Composer.Submitted) -> None:
         text = event.value
-        if text.strip() == "/tools":  # the tools panel (F9): nothing is sent
+        if text.strip().lower() in ("/tools", "/help"):  # the tools panel (F9) or the help (F1): nothing is sent
             event.composer.value = ""
-            self.post_message(self.ToolsAsked())
+            self.post_message(self.ToolsAsked() if text.strip().lower() == "/tools" else self.HelpAsked())
             return
+        if self._unknown_command(text):
+            return  # the draft stays, to be corrected or sent with a second Enter
         if text.strip().startswith("/file") and text.strip()[5:6] in ("", " "):
             self._file_command(text.strip()[5:].strip())
             return
@@ -98,6 +106,17 @@ class ComposerPanel(Vertical):
             self.start_turn(lambda: self.session.edit_and_resend(message_id, text), text)
             return
         self.send(current.id, text)
+
+    def _unknown_command(self, text: str) -> bool:
+        """A draft starting with a /word that is no command is most likely a typo ("/hlep"): say so once and
+        keep it; the same draft again is meant for the model (it may be a path or a word of its own)."""
+        word = unknown_command(text)
+        if word is None or self._warned == text:
+            self._warned = None
+            return False
+        self._warned = text
+        self.notify(unknown_message(word), severity="warning", timeout=8)
+        return True
 
     def set_editing(self, message_id: int | None) -> None:
         self.editing = message_id

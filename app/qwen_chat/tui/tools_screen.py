@@ -1,5 +1,7 @@
 """The tools panel (F9, /tools): the MCP servers with their state and tools, each on or off for this
 conversation, a Restart for a server that is down, and the standing approvals of settings.toml with a Revoke each.
+mcp.json is read again when the panel opens and on `r`: new servers connect, removed ones stop, changed ones
+restart, the others stay connected (tools/mcp_hub.py's reload).
 
 Server names, tool names and descriptions come from mcp.json and the servers: drawn as text, never as markup.
 """
@@ -25,6 +27,8 @@ from qwen_chat.system.paths import config_dir
 from qwen_chat.tui.printable import printable_line
 
 if TYPE_CHECKING:
+    from qwen_chat.config.mcp_config import ServerEntry
+    from qwen_chat.tools.mcp_hub import Reloaded
     from qwen_chat.tools.mcp_results import ServerState, ToolSpec
 
 POLL_EVERY = 0.5  # seconds between looks at the servers' states (a server connecting, going down)
@@ -46,11 +50,27 @@ class ServerBox(Protocol):
     def restart(self, name: str) -> None: ...
 
 
-def how_to_add() -> str:
+@runtime_checkable
+class ReloadableBox(Protocol):
+    """A tools layer that can take a re-read mcp.json (tools.mcp_hub.McpHub)."""
+
+    def reload(self, entries: list[ServerEntry]) -> Reloaded: ...
+
+
+def how_to_add(reloadable: bool = True) -> str:
+    then = "then press r here (or open this panel again)" if reloadable else "then start qwen-chat again"
     return ("No MCP tool servers are set up. Add one from a shell:\n\n"
             "    qwen-chat mcp add NAME -- COMMAND [ARGS...]\n\n"
             f"or write mcp.json in {config_dir()} (the \"mcpServers\" format of Claude Desktop, Cursor and "
-            "LM Studio works as is), then start qwen-chat again.")
+            f"LM Studio works as is), {then}.")
+
+
+def reload_summary(done: Reloaded) -> str:
+    """"mcp.json reloaded: added a, b; restarted c; removed d" ("" when nothing changed)."""
+    parts = [f"{verb} {', '.join(printable_line(name) for name in names)}"
+             for verb, names in (("added", done.added), ("restarted", done.changed), ("removed", done.removed))
+             if names]
+    return f"mcp.json reloaded: {'; '.join(parts)}." if parts else ""
 
 
 def server_states(box: ToolBox | None) -> list[ServerState]:
@@ -102,7 +122,7 @@ class RevokeButton(Button):
 
 
 class ToolsScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close"), Binding("r", "reload", "Reload mcp.json")]
     DEFAULT_CSS = """
     #tools-list { height: 1fr; }
     #tools-list HorizontalGroup { height: auto; }
@@ -121,14 +141,37 @@ class ToolsScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="models-dialog"):
-            yield Label("Tools for this conversation — Space or Enter turns one on or off · Tab moves · Esc closes",
-                        markup=False)
+            yield Label("Tools for this chat · Space: on/off · Tab moves · r reloads mcp.json", markup=False)
             yield VerticalScroll(id="tools-list")
         yield Footer()
 
     async def on_mount(self) -> None:
+        self.reload_config(quiet=True)
         await self._refresh()
         self.set_interval(POLL_EVERY, self._refresh)
+
+    def reload_config(self, quiet: bool = False) -> None:
+        """mcp.json read again into the hub; what changed is said (`quiet`: nothing when nothing changed). A
+        file that cannot be read at all leaves the servers running as they are."""
+        from qwen_chat.config.mcp_config import load_servers
+
+        if not isinstance(self.box, ReloadableBox):
+            if not quiet:
+                self.notify("These tools cannot be reloaded here: start qwen-chat again for mcp.json's changes.",
+                            severity="warning")
+            return
+        entries, problems = load_servers()
+        for problem in problems:
+            self.notify(problem, severity="warning", timeout=10)
+        if problems and not entries:
+            return
+        said = reload_summary(self.box.reload(entries))
+        if said or not quiet:
+            self.notify(said or "mcp.json reloaded: no changes.", timeout=5)
+
+    async def action_reload(self) -> None:
+        self.reload_config()
+        await self._refresh(force=True)
 
     async def _refresh(self, force: bool = False) -> None:
         """Draw the panel again when the servers or the rules changed, keeping the focus where it was."""
@@ -158,7 +201,7 @@ class ToolsScreen(ModalScreen[None]):
     def _rows(self, states: list[ServerState], standing: list[str], off: tuple[str, ...]) -> list[Widget]:
         rows: list[Widget] = []
         if not states:
-            rows.append(Static(Text(how_to_add()), markup=False))
+            rows.append(Static(Text(how_to_add(isinstance(self.box, ReloadableBox))), markup=False))
         for state in states:
             on = state.name not in off
             head: list[Widget] = [ToolSwitch(state.name, None, Text(printable_line(state.name), style="bold"), on),

@@ -1,0 +1,1 @@
+"""`qwen-chat serve`: the planned model behind an OpenAI-compatible HTTP API."""
