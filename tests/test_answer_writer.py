@@ -82,8 +82,8 @@ def test_the_session_never_calls_the_store_on_the_engine_thread(tiny_models: dic
 
 def test_a_locked_database_does_not_stall_generation(real_model: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another process holds the database for 2 s while the answer streams: tokens keep coming, and the
-    answer is saved once the lock goes."""
+    """Another process holds the database while the answer streams: tokens keep coming (the lock is held until
+    a dozen have, however slow the machine), and the answer is saved once the lock goes."""
     monkeypatch.setattr(chat_session, "SAVE_EVERY", 0.0)
     db = tmp_path / "c.db"
     store = Store(db, busy_timeout=0.5)
@@ -95,8 +95,8 @@ def test_a_locked_database_does_not_stall_generation(real_model: Path, tmp_path:
     blocker.execute("BEGIN EXCLUSIVE")  # after the user's message is saved: the answer streams into a locked db
     locked_at = time.monotonic()
     tokens_while_locked = 0
-    try:
-        while time.monotonic() - locked_at < 2.0:
+    try:  # a condition, not a time: two copies of the suite on 2 cores decode a few tokens a second
+        while tokens_while_locked <= 10 and time.monotonic() - locked_at < 120:
             try:
                 event = events.get(timeout=0.1)
             except queue.Empty:
