@@ -125,3 +125,14 @@ def test_looking_at_the_marks_creates_no_lock_files(tmp_path: Path) -> None:
     assert two.held_elsewhere(range(1, 500)) == {3}  # only the file that exists was tried
     assert sorted(p.name for p in two.folder.iterdir()) == ["3"]
     assert one.held_elsewhere([3]) == set()  # its own is not "elsewhere"
+
+
+async def test_the_look_at_other_windows_is_harmless_while_the_app_closes(tiny_models: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """Its timer can fire once more after the widgets are gone (a suite run saw NoMatches on '#conversations')."""
+    app = make_app(tmp_path / "c.db", tiny_models["none"], engine=FakeEngine.scripted())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "ready" in status(app), what="model load")
+        await app.query_one("#conversations").remove()
+        app._watch_other_windows()  # the timer's callback, as it runs when it fires during shutdown
+        assert not app.query("#conversations")

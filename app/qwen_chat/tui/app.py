@@ -159,8 +159,8 @@ class QwenChatApp(App[None]):
 
     def _watch_other_windows(self) -> None:
         """Other windows' new conversations, titles and answers show up here without a restart."""
-        if not self.chat.transcript.shown():
-            return  # the version stays unread: what changed meanwhile shows when the panel closes
+        if not self.chat.transcript.shown() or not self.query("#conversations"):
+            return  # unread till the panel closes; no list: the app is closing and its timer fired once more
         changed = self.conversation.changed_elsewhere()
         if changed is None:
             return
