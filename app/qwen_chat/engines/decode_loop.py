@@ -33,7 +33,7 @@ import llama_cpp.llama_cpp as C  # noqa: N812 (the C API, named like its header)
 
 from qwen_chat.engines.checkpoints import Checkpoints, turn_start_token
 from qwen_chat.engines.drafting import DraftSource
-from qwen_chat.engines.llama_setup import fill_batch
+from qwen_chat.engines.llama_setup import common_prefix, fill_batch
 from qwen_chat.engines.protocol import Drafting
 from qwen_chat.engines.sampler_chain import SamplerParams, sampler_chain
 from qwen_chat.engines.speculative import Speculator
@@ -201,12 +201,7 @@ class DecodeLoop:
         prompt token is evaluated again: its logits are what the first sample needs. On a recurrent model the
         cache stays when `prompt` continues all of it, else back to the latest checkpoint within the common
         prefix, else none of it (an edit before every checkpoint, a trim start over)."""
-        same = 0
-        for cached, wanted in zip(self._ids, prompt, strict=False):
-            if cached != wanted:
-                break
-            same += 1
-        keep = min(same, len(prompt) - 1)
+        keep = min(common_prefix(self._ids, prompt), len(prompt) - 1)
         if self.recurrent and keep < len(self._ids):
             # A recurrent state cannot go back to an earlier position (llama.cpp rolls back only with n_rs_seq
             # snapshots, which Llama() leaves at 0): only a saved one can replace it (0: none, or it failed).

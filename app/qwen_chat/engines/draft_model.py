@@ -23,7 +23,7 @@ from typing import Any
 import llama_cpp.llama_cpp as C  # noqa: N812 (the C API, named like its header)
 import numpy as np
 
-from qwen_chat.engines.llama_setup import ModelParamsExtras, cache_and_rope, fill_batch, open_llama
+from qwen_chat.engines.llama_setup import ModelParamsExtras, cache_and_rope, common_prefix, fill_batch, open_llama
 from qwen_chat.engines.protocol import DraftLoad, LoadRequest
 
 MIN_CONFIDENCE = 0.75  # llama.cpp's default draft p-min
@@ -107,12 +107,7 @@ class DraftModel:
     def _keep_prefix(self, context: list[int]) -> int:
         """Remove from the cache what differs from `context`; how many of its tokens stay. The last one is always
         evaluated again: its logits give the first proposal."""
-        same = 0
-        for cached, wanted in zip(self._ids, context, strict=False):
-            if cached != wanted:
-                break
-            same += 1
-        keep = min(same, len(context) - 1)
+        keep = min(common_prefix(self._ids, context), len(context) - 1)
         if keep < len(self._ids) and not C.llama_memory_seq_rm(self._memory, 0, keep, -1):
             keep = 0
         if keep == 0:

@@ -220,3 +220,13 @@ def fill_batch(batch: Any, tokens: Sequence[int], first_pos: int, logits_last: b
         batch.logits[i] = 0
     batch.logits[len(tokens) - 1] = logits_last
     batch.n_tokens = len(tokens)
+
+
+def common_prefix(cached: Sequence[int], wanted: Sequence[int]) -> int:
+    """How many leading tokens the two share (what a KV cache holding `cached` can keep for `wanted`)."""
+    same = 0
+    for a, b in zip(cached, wanted, strict=False):
+        if a != b:
+            break
+        same += 1
+    return same
