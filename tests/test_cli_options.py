@@ -234,10 +234,18 @@ def test_the_chat_refuses_to_start_without_a_terminal(tiny_models: dict[str, Pat
         os.close(terminal)
 
 
+def _interruptible() -> None:
+    """Ctrl-C as a terminal gives it: a suite started in the background by a shell without job control (a CI
+    script's `cmd &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt (POSIX asks
+    programs to keep it ignored, and so does the app)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_with_one_line(replay: ReplayServer) -> None:
     replay.mode = "slow"  # 10,000 words, 50 ms apart
     proc = subprocess.Popen([sys.executable, "-m", "qwen_chat", "ask", "--endpoint", replay.url, "go on"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_interruptible)
     try:
         assert proc.stdout is not None and proc.stdout.read(5) == b"word0"  # the answer is streaming
         proc.send_signal(signal.SIGINT)
