@@ -108,12 +108,12 @@ def python_run(llm, prompt: str, max_tokens: int) -> dict:
     return {"tg": tg, "tokens": len(times), "text": "".join(text)}
 
 
-def engine_run(engine, sink: AppSink, prompt: str, max_tokens: int, run: int) -> dict:
+def engine_run(engine, sink: AppSink, prompt: str, max_tokens: int, run: int, drafting: bool = True) -> dict:
     from qwen_chat.engines.protocol import Done, Failed, GenerateRequest
     from qwen_chat.qwen3.sampling import Sampling
 
     engine._model.loop.clear()  # the bench reaches in: the whole prompt is evaluated, as on the other side
-    engine.generate(GenerateRequest(run, prompt, Sampling(**SAMPLING, max_tokens=max_tokens)))
+    engine.generate(GenerateRequest(run, prompt, Sampling(**SAMPLING, max_tokens=max_tokens), drafting=drafting))
     event = sink.wait(timeout=3600)  # a busy machine can make an edit take minutes
     if isinstance(event, Failed):
         raise RuntimeError(event.message)
@@ -138,7 +138,10 @@ def serve(side: str, args: argparse.Namespace) -> None:
     for line in sys.stdin:
         ask = json.loads(line)
         prompt, limit = texts[ask["task"]], ask.get("limit") or TASKS[ask["task"]][1]
-        result = engine_run(engine, sink, prompt, limit, ask["run"]) if engine else python_run(llm, prompt, limit)
+        if engine is not None:
+            result = engine_run(engine, sink, prompt, limit, ask["run"], not args.no_speculative)
+        else:
+            result = python_run(llm, prompt, limit)
         print("RESULT " + json.dumps(result), flush=True)
     if engine is not None:
         engine.shutdown()

@@ -4,6 +4,7 @@ vocabulary, a "target" and a smaller "draft". Weights at scale 0.1, so that gree
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from qwen_chat.engines.decode_loop import DecodeLoop, SamplerParams
 from qwen_chat.engines.draft_model import DraftModel, open_draft
+from qwen_chat.engines.drafting import DraftLength
 from qwen_chat.engines.protocol import DraftLoad, LoadRequest
 from qwen_chat.system.logging_setup import llama_cpp_library
 
@@ -164,6 +166,7 @@ def test_the_answer_is_the_same_with_and_without_the_draft_model(pair: dict[str,
     accepted). Either way the tokens are those of plain decoding with the same seed."""
     model = _load(pair[drafter])
     plain, drafted = DecodeLoop(targets[0]), DecodeLoop(targets[1], drafts=[model])
+    drafted.speculator.new_length = functools.partial(DraftLength, pause=0)  # never rests: no timing
     try:
         params = SamplerParams(temperature=temperature, top_k=20, top_p=0.95, min_p=0.0, seed=5)
         proposed = accepted = 0

@@ -34,7 +34,7 @@ from qwen_chat.tui.messages import AssistantMessage, NoticeLine
 from qwen_chat.tui.search_screen import HitItem
 from qwen_chat.tui.streaming_markdown import Segment
 
-from helpers import make_app, status, wait_for
+from helpers import make_app, screen_text, status, wait_for
 
 THEMES = ["qwen-dark", "qwen-light"]
 SIZE = (110, 36)  # the terminal the saved snapshots were taken in
@@ -147,6 +147,8 @@ def test_models_screen(snap_compare, themed_app, theme: str) -> None:
                        what="the columns sized")
         # and until the screen shows it: the cursor row was once still drawn with the old widths
         await wait_for(pilot, lambda: "qwen3-0.6b" in pilot.app.export_screenshot(), what="the first row redrawn")
+        # the draft line under the table comes from a worker thread (it may read GGUF headers)
+        await wait_for(pilot, lambda: "4B and up" in screen_text(pilot.app), what="the first row's draft line")
 
     app = themed_app(theme)
     assert snap_compare(app, terminal_size=(130, 40), run_before=then(chat_ready, models))

@@ -8,6 +8,7 @@ each with an assert that drafts were accepted); a stop during drafted batches; K
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,7 @@ from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 from helpers import Recorder, events_until
 
 CHAT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+STEADY = functools.partial(DraftLength, pause=0)  # never rests: these tests are about what is written, not speed
 TEXT = ("The keeper wrote the weather, the ships that passed, and the birds that struck the lantern at night. "
         "His entries are short and plain, but over forty years they add up to a portrait of a coast that changed "
         "slowly and then all at once.")
@@ -184,7 +186,7 @@ def test_tiny_model_gives_the_same_tokens_with_drafts(tiny_models: dict[str, Pat
             prompt = llm.tokenize(CHAT.format("hello there").encode(), add_bos=False, special=True)
             plain, plain_result = _answer(loop, prompt, params, 80)
             oracle = Oracle(prompt, plain)
-            loop.speculator.sources = [oracle]
+            loop.speculator.sources, loop.speculator.new_length = [oracle], STEADY
             drafted, result = _answer(loop, prompt, params, 80)
             assert drafted == plain and result.finish == plain_result.finish
             stats = result.drafting
@@ -215,6 +217,7 @@ def test_hybrid_recurrent_models_do_not_draft_and_say_so(tiny_hybrid_models: dic
 def real_loop(real_model: Path) -> Iterator[tuple[object, DecodeLoop]]:
     llm = _llama(real_model, n_ctx=2048)
     loop = DecodeLoop(llm)
+    loop.speculator.new_length = STEADY
     yield llm, loop
     loop.close()
     llm.close()
@@ -243,6 +246,7 @@ def engine(real_model: Path) -> Iterator[tuple[Engine, Recorder]]:
     eng.load(LoadRequest(real_model, n_ctx=4096, n_threads=2, n_threads_batch=2))
     events, _ = recorder.until(Loaded)
     assert isinstance(events[-1], Loaded), events[-1]
+    eng._model.loop.speculator.new_length = STEADY
     yield eng, recorder
     eng.shutdown()
 

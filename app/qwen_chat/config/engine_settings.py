@@ -6,7 +6,8 @@
 
 `--threads N` wins over the file: the command line puts it in QWEN_CHAT_THREADS (as --db does QWEN_CHAT_DB), so
 every load of the run (the first, F3, /context) and every report sees it. A bad value is reported with its key
-and the default is used.
+and the default is used. F5 writes `speculative` (save_speculative) and the session uses it from the next answer;
+a draft model still loads only when it was true at the load.
 
 Why the physical cores: llama.cpp's decoding reads the weights from memory, and its matrix kernels gain nothing
 from a core's second hardware thread; more threads than free cores make every token wait for the slowest one
@@ -19,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from qwen_chat.config.settings import interpreted, settings_path
+from qwen_chat.config.settings import interpreted, section, settings_path, update_document
 
 THREADS_ENV = "QWEN_CHAT_THREADS"
 MAX_THREADS = 1024
@@ -68,6 +69,12 @@ def _engine(document: dict[str, Any], problems: list[str]) -> EngineSettings:
         else:
             threads = value
     return EngineSettings(threads, speculative)
+
+
+def save_speculative(on: bool) -> None:
+    """Write `[engine] speculative`, keeping the file's comments and other keys (update_document edits the text).
+    Raises OSError (SettingsError for a file that does not parse) when it cannot be written."""
+    update_document(lambda document: section(document, "engine").__setitem__("speculative", on))
 
 
 def threads_problem(value: object) -> str | None:

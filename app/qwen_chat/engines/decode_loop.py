@@ -46,6 +46,7 @@ SLOW_TOKEN_SECONDS = 0.05
 _DECODE_ABORTED = 2  # llama_decode: the abort callback returned true (processed ubatches stay in the cache)
 _DECODE_NO_SLOT = 1  # llama_decode: no room in the KV cache for the batch
 _RECURRENT_NO_DRAFTS = "a hybrid or recurrent model: its state cannot drop a rejected draft"
+_ANSWER_NO_DRAFTS = "off for this answer: turned off in F5 / [engine] speculative = false"
 
 
 class DecodeError(RuntimeError):
@@ -164,11 +165,13 @@ class DecodeLoop:
     # -- generation --
 
     def generate(self, prompt: Sequence[int], max_tokens: int, params: SamplerParams,
-                 on_token: OnToken | None = None, should_stop: Callable[[], bool] | None = None) -> Generation:
+                 on_token: OnToken | None = None, should_stop: Callable[[], bool] | None = None,
+                 drafting: bool = True) -> Generation:
         """Evaluate `prompt` (reusing the cached prefix) and sample up to `max_tokens` tokens after it.
 
         `on_token` runs for every sampled token, the end-of-generation one included (with ""); `should_stop` is
-        asked after each, and the abort callback covers the time inside llama_decode.
+        asked after each, and the abort callback covers the time inside llama_decode. `drafting` False: one token
+        at a time even where the loop has draft sources (the answer's own switch, GenerateRequest.drafting).
         """
         prompt = [int(t) for t in prompt]
         if not prompt:
@@ -186,13 +189,13 @@ class DecodeLoop:
             split = self.checkpoints.split_at(prompt) if self.checkpoints is not None else None
             if not self._evaluate_prompt(prompt[result.reused:], split):
                 result.finish = "stopped"
-            elif self.speculator.enabled:
+            elif self.speculator.enabled and drafting:
                 self.speculator.run(self, sampler, max_tokens, result, on_token or _ignore, should_stop or _never)
             else:
                 self._sample(sampler, max_tokens, result, on_token or _ignore, should_stop or _never)
         finally:
             C.llama_sampler_free(sampler)
-            result.drafting = self.speculator.stats()
+            result.drafting = self.speculator.stats() if drafting else Drafting(off=_ANSWER_NO_DRAFTS)
             self._mirror(result.reused)  # also after an error: llama-cpp-python must not trust a stale record
         return result
 

@@ -114,7 +114,7 @@ class DraftLength:
 
     `record` learns from every verified batch: the tokens it produced against the time one-token decoding would
     have taken for them. Over a window of batches that saved nothing the source is switched off for
-    `pause` tokens (doubling while it keeps failing, up to `max_pause`), then tried again.
+    `pause` tokens (doubling while it keeps failing, up to `max_pause`), then tried again; `pause` 0 never rests.
     """
 
     low: int = 1

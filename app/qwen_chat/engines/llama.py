@@ -175,7 +175,8 @@ class Engine(RequestWorker):
         bos_text = llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id >= 0 else ""
         add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab)) if bos_id >= 0 else False
         # the loop arms the abort callback only where a stop must cut into llama_decode (see decode_loop.py)
-        drafts: list[DraftSource] = [PromptLookup()] if request.speculative else []  # the context first: free
+        # the context first: free, so always there (each answer says whether it drafts: GenerateRequest.drafting)
+        drafts: list[DraftSource] = [PromptLookup()]
         if draft is not None:
             drafts.append(draft)  # the draft model proposes where nothing cheaper does
         return _Loaded(llm, request, abort, bos_text, add_bos, loop=DecodeLoop(llm, abort, drafts), draft=draft)
@@ -282,7 +283,7 @@ class Engine(RequestWorker):
         # The abort callback (set in _load) makes llama_decode return early on stop; between tokens the loop asks
         # the flag itself. Either way the loop reports "stopped" and its record of the KV cache stays exact.
         result = model.loop.generate(tokens, max_tokens, _sampler_params(run.request.sampling), on_token,
-                                     self._cancel.is_set)
+                                     self._cancel.is_set, run.request.drafting)
         if result.finish == "stopped":
             log.info("generation stopped after %d tokens", result.generated)
         run.drafting = result.drafting if run.drafting is None else run.drafting.then(result.drafting)

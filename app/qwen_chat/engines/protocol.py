@@ -42,7 +42,7 @@ class LoadRequest:
     flash_attn: bool = False
     yarn_factor: int = 0  # 0: the model's own RoPE; else YaRN over yarn_orig_ctx
     yarn_orig_ctx: int = 32768
-    speculative: bool = True  # draft tokens from the context and verify them in batches (drafting.py)
+    speculative: bool = True  # load the draft model, if any (drafting from the context is per answer)
     draft: DraftLoad | None = None  # a draft model for speculative decoding, or none
 
 
@@ -76,6 +76,9 @@ class GenerateRequest:
     # text the answer is made to begin with (local engine): it is put after the prompt and streamed as the
     # answer's first text, and the model goes on from it (the tests use it to make a small model call a tool)
     prefill: str = ""
+    # speculative decoding for this answer (local engine; F5 turns it off and on without a reload): False decodes
+    # one token at a time, as a load without drafting does
+    drafting: bool = True
 
 
 # ---- events ---------------------------------------------------------------------------------------------

@@ -83,6 +83,9 @@ class Speculator:
     sources: list[DraftSource] = field(default_factory=list)
     off: str = ""  # why this loop never drafts ("": it may)
     token_seconds: float | None = None
+    # each source's draft length rule; tests about what drafting writes (not how fast) use one that never rests,
+    # DraftLength(pause=0), so a loaded machine's timings cannot switch drafting off under them
+    new_length: Callable[[], DraftLength] = DraftLength
     _lengths: dict[int, DraftLength] = field(default_factory=dict)
     _answer: _Answer = field(default_factory=_Answer)
 
@@ -102,7 +105,10 @@ class Speculator:
         return Drafting(a.drafted, a.accepted, a.batches, speedup, off)
 
     def length(self, source: DraftSource) -> DraftLength:
-        return self._lengths.setdefault(id(source), DraftLength())
+        length = self._lengths.get(id(source))
+        if length is None:
+            length = self._lengths[id(source)] = self.new_length()
+        return length
 
     def propose(self, context: list[int], room: int) -> tuple[DraftSource | None, list[int]]:
         """The first proposal of at most `room` tokens from a source that is drafting now."""

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from qwen_chat.config.engine_settings import load_engine_settings
 from qwen_chat.config.presets import sampling_for, thinking_budget_for
 from qwen_chat.config.tool_settings import ToolSettings, load_tool_settings
 from qwen_chat.engines.protocol import ChatEngine, Done, EngineEvent, Failed, GenerateRequest, Token, Trimmed
@@ -74,6 +75,8 @@ class ChatSession:
         self.tools = tools
         self.seed: int | None = None  # `--seed`: every answer's sampling seed, above the preset's and [chat]'s
         self.context_hint: str | None = None  # a message that cannot fit even alone: what to do (`ask`: --ctx N)
+        # speculative decoding for the next answers (F5 sets it, no reload; a draft model loads only if on at load)
+        self.drafting = load_engine_settings().speculative
         self._writer = AnswerWriter(store)  # every store write of a streaming answer: never the engine thread
         self._runner = ToolRunner(store, lambda event: self.sink(event), tools, tool_settings)
         self._lock = threading.Lock()
@@ -286,7 +289,8 @@ class ChatSession:
             return
         model.fresh_context = False
         request = GenerateRequest(answer.id, built.prompt, sampling, prompt_opens_thinking(built.prompt),
-                                  built.messages, conversation.enable_thinking, budget, built.trim, tools=specs)
+                                  built.messages, conversation.enable_thinking, budget, built.trim, tools=specs,
+                                  drafting=self.drafting)
         if self.context_hint is not None:
             request = dataclasses.replace(request, context_hint=self.context_hint)
         model.loaded_engine().generate(request)

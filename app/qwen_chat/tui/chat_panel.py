@@ -168,14 +168,16 @@ class ChatPanel(Vertical):
         if self.conversation.current is None:
             return
         slot = preset_name(self.session.model.variant, self.conversation.thinking_now())
+        model = self.session.model
+        name = model.model_name if model.info is not None or model.remote_model else ""  # "": not loaded yet
+        screen = PresetsScreen(slot, model.quantized, name, self.session.drafting)
 
         def done(changed: bool | None) -> None:
+            self.session.drafting = screen.drafting  # the switch's value, saved in settings.toml or for this run
             if changed:
                 self.notify("Preset saved: it applies from the next answer.", timeout=4)
 
-        model = self.session.model
-        name = model.model_name if model.info is not None or model.remote_model else ""  # "": not loaded yet
-        self.app.push_screen(PresetsScreen(slot, model.quantized, name), done)
+        self.app.push_screen(screen, done)
 
     def tools_panel(self) -> None:
         """F9, /tools: the servers and their tools, on or off for this conversation, and the standing rules;

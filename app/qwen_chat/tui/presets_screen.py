@@ -1,4 +1,5 @@
-"""Edit the sampling preset of the current mode: Qwen's (with the user's edits) or a named one of the user's."""
+"""Edit the sampling preset of the current mode: Qwen's (with the user's edits) or a named one of the user's;
+and turn speculative decoding off and on (settings.toml [engine] speculative, every answer from the next)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select
+from textual.widgets import Button, Input, Label, Select, Switch
 
 from qwen_chat.config import presets
+from qwen_chat.config.engine_settings import save_speculative
 from qwen_chat.qwen3 import sampling
 from qwen_chat.qwen3.sampling import FIELDS, RANGES, THINKING_SLOTS, PresetValues
 from qwen_chat.tui.printable import printable_line
@@ -35,7 +37,8 @@ def preset_title(slot: str, model: str) -> str:
 
 
 class PresetsScreen(ModalScreen[bool]):
-    """Dismisses with True when anything was saved (the app then re-reads the presets)."""
+    """Dismisses with True when a preset was saved (the app then re-reads the presets); `drafting` is then the
+    speculative decoding switch's value, which the app hands to the session."""
 
     BINDINGS = [Binding("escape", "close", "Close")]
     DEFAULT_CSS = """
@@ -45,13 +48,17 @@ class PresetsScreen(ModalScreen[bool]):
     PresetsScreen .row > Label { width: 38; }
     PresetsScreen .row > Input, PresetsScreen .row > Select { width: 1fr; }
     PresetsScreen .error { width: 100%; height: auto; color: $error; padding-left: 2; display: none; }
-    PresetsScreen #presets-note, PresetsScreen #presets-model { color: $text-muted; }
+    PresetsScreen #presets-note, PresetsScreen #presets-model, PresetsScreen #drafting-help { color: $text-muted; }
     PresetsScreen .buttons { height: auto; margin-top: 1; }
     PresetsScreen .buttons Button { margin-right: 2; }
+    PresetsScreen #drafting, PresetsScreen #drafting:focus { border: none; height: 1; padding: 0 1; }
+    PresetsScreen #drafting-state { padding-left: 1; }
+    PresetsScreen #drafting-help { width: 100%; height: auto; }
     """
 
-    def __init__(self, slot: str, quantized: bool, model: str = "") -> None:
-        """`model`: the name of the model in use ("" when none is loaded yet)."""
+    def __init__(self, slot: str, quantized: bool, model: str = "", drafting: bool = True) -> None:
+        """`model`: the name of the model in use ("" when none is loaded yet); `drafting`: the session's
+        speculative decoding switch."""
         super().__init__()
         if slot not in sampling.SLOTS:
             raise ValueError(f"no Qwen preset {slot!r}")
@@ -59,6 +66,7 @@ class PresetsScreen(ModalScreen[bool]):
         self.quantized = quantized
         self.model = model
         self.changed = False
+        self.drafting = drafting
         self.fields = FIELDS if slot in THINKING_SLOTS else tuple(f for f in FIELDS if f != "thinking_budget")
         self._choice = self._current_choice()
         self._values = self._values_of(self._choice)
@@ -103,6 +111,12 @@ class PresetsScreen(ModalScreen[bool]):
                 yield Input(placeholder="optional: a new name", id="save-as",
                             compact=True)
             yield Label("", id="error-save-as", classes="error", markup=False)
+            with Horizontal(classes="row"):
+                yield Label("Speculative decoding", markup=False)
+                yield Switch(self.drafting, id="drafting")
+                yield Label(_on_off(self.drafting), id="drafting-state", markup=False)
+            yield Label("Every answer from the next one, no reload; a draft model loads only if it was on at the "
+                        "model's load.", id="drafting-help", markup=False)
             yield Label("Enter saves, Esc closes.", id="presets-note", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save", compact=True)
@@ -180,6 +194,19 @@ class PresetsScreen(ModalScreen[bool]):
             return
         self.dismiss(True)
 
+    @on(Switch.Changed, "#drafting")
+    def _drafting(self, event: Switch.Changed) -> None:
+        """Saved in settings.toml [engine] speculative; the value holds for this run even when it cannot be."""
+        self.drafting = event.value
+        state = _on_off(event.value)
+        self.query_one("#drafting-state", Label).update(state)
+        try:
+            save_speculative(event.value)
+        except OSError as exc:  # settings.toml unreadable or unwritable
+            self._note(printable_line(f"Speculative decoding {state} for this run only: not saved: {exc}"))
+            return
+        self._note(f"Speculative decoding {state} from the next answer; saved in settings.toml.")
+
     @on(Button.Pressed, "#reset")
     def _reset(self) -> None:
         try:
@@ -198,3 +225,7 @@ class PresetsScreen(ModalScreen[bool]):
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:
         self.dismiss(self.changed)
+
+
+def _on_off(on: bool) -> str:
+    return "on" if on else "off"
