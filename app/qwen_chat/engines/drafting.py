@@ -120,6 +120,7 @@ class DraftLength:
     low: int = 1
     high: int = 16
     start: int = 4
+    probe: int = 2  # the draft after a rest: a rejected probe costs less (a batch of 3 rows ~2.1 tokens' time)
     window: int = 6  # batches judged together before switching off
     pause: int = 24  # tokens decoded one at a time before the first probe
     max_pause: int = 384
@@ -157,12 +158,12 @@ class DraftLength:
         saved = (accepted + 1) * token_seconds - batch_seconds if token_seconds else (accepted - 0.5) * 1e-3
         self._gain += saved
         self._batches += 1
-        if self._batches < self.window and self._gain > -3 * (token_seconds or 1e-3):
-            return
+        if self._batches < self.window and self._gain > -2 * (token_seconds or 1e-3):
+            return  # judged early once the window has lost two tokens' time
         if self._gain < 0:  # the window lost time: rest, longer each time in a row
             self._resting = self._pause_now
             self._pause_now = min(self.max_pause, self._pause_now * 2)
-            self.limit = self.start
+            self.limit = min(self.start, self.probe)
         else:
             self._pause_now = self.pause
         self._gain, self._batches = 0.0, 0

@@ -9,11 +9,17 @@ from the KV cache. A batch therefore gives its accepted tokens + 1, and the text
 written without drafting: every token is still sampled from the logits of exactly the tokens before it.
 
 What can differ is the arithmetic, and on llama.cpp's CPU backend it does: a batch's rows are not computed as
-one token alone is. Traced on the 0.5B test model (llama.cpp's eval callback, layer by layer): without flash
-attention (the CPU plan's default) the attention output of every row after a batch's first differs from one-token
-decoding (1e-6 in layer 0, ~0.4 in the logits after 24 layers); with flash attention a batch of up to 3 tokens
-is exact, and from 4 rows the repacked Q4_K GEMM replaces the one-row GEMV and differs again. So a near tie can
-go the other way: greedy, 5 of 6 prompts of 200 tokens diverged after 16-185 tokens (README "Performance").
+one token alone is. Measured on the 0.5B test model (logits compared bit for bit, 2026-12-04, AVX2, llama-cpp-
+python 0.3.36): one-token decoding repeated is bit-identical, but with 300 or 1,500 tokens of context even the
+first row of a 2-token batch differs from it (up to 0.3 and 0.6 in the logits) with flash attention on or off
+and with the repacked weights on or off; only a 40-token context gave exact batches (up to 2-7 rows, depending
+on the setting). No setting makes verification exact, so none is forced here, and a near tie can go the other
+way: greedy, 5 of 6 prompts of 200 tokens diverged after 16-185 tokens (README "Performance"). The distribution
+of each token is still the one of one-token decoding.
+
+What a batch costs decides when drafting pays: on this 2-core CPU a batch of 2 rows takes 1.74x one token, 3
+rows 2.08x, 4 rows 2.31x, 8 rows 3.8x (1,200 tokens of context), so short or half-rejected drafts lose time and
+long accepted ones gain; DraftLength (drafting.py) measures it as it goes rather than assume it.
 """
 
 from __future__ import annotations
