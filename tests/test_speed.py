@@ -148,3 +148,17 @@ def test_models_and_plan_show_the_speed(capsys: pytest.CaptureFixture[str]) -> N
     assert print_plan("qwen3-30b-a3b:Q4_K_M", None, machine(), rates=RATES) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("speed: "))
     assert "decode ~" in line and "prompt ~" in line and "GB read per token" in line
+
+
+def test_plan_predicts_at_the_thread_count_loads_will_use(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--threads (QWEN_CHAT_THREADS, as main sets it) or [engine] threads: the estimate is for that many threads,
+    not for the machine's physical cores; without either, the physical cores."""
+    def speed_line() -> str:
+        assert print_plan("qwen3-8b:Q4_K_M", None, machine()) == 0
+        return next(x for x in capsys.readouterr().out.splitlines() if x.startswith("speed: "))
+
+    monkeypatch.delenv("QWEN_CHAT_THREADS", raising=False)
+    assert f"{machine().physical_cores} CPU threads" in speed_line()
+    monkeypatch.setenv("QWEN_CHAT_THREADS", "1")
+    assert "; 1 CPU thread;" in speed_line()

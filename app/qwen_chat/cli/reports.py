@@ -16,6 +16,7 @@ from qwen_chat.catalog.entries import CatalogError, CatalogModel, Quant, find_mo
 from qwen_chat.catalog.loader import load_models
 from qwen_chat.cli import output
 from qwen_chat.cli.output import one_line, show
+from qwen_chat.config.engine_settings import estimate_threads
 from qwen_chat.config.engine_settings import threads as llama_threads
 from qwen_chat.gguf.files import ModelFileError, read_model_info
 from qwen_chat.planning import speed
@@ -40,7 +41,7 @@ def print_models(machine: Machine | None = None, rates: Rates | None = None, fit
     from qwen_chat.cli.welcome import first_offers
 
     machine = machine or detect()
-    rates = rates or rates_for(machine)
+    rates = rates or rates_for(machine, estimate_threads())
     models = load_models()
     picks = first_offers(machine, models, rates)
     starred = {o.ref for o in (picks.quick, picks.capable) if o is not None}
@@ -81,7 +82,7 @@ def print_plan(ref: str, ctx: int | None, machine: Machine | None = None, exact:
     show(f"verdict: {chosen.verdict}; sizes {'exact (GGUF header)' if chosen.weights_exact else 'from the catalog'}")
     for reason in chosen.reasons:
         show(f"  - {reason}")
-    rates = rates or rates_for(machine)
+    rates = rates or rates_for(machine, estimate_threads())
     show(f"speed: {predict(work, chosen, rates).describe(rates)}")
     show(f"draft model: {draft.describe()}")
     show(f"threads: {llama_threads().describe()}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from qwen_chat.catalog.entries import CatalogModel, Quant
 from qwen_chat.catalog.loader import load_models
 from qwen_chat.cli.output import is_terminal, note, one_line, show
+from qwen_chat.config.engine_settings import estimate_threads
 from qwen_chat.hub.local_models import LocalGguf, find_local_ggufs, hf_cache_dir
 from qwen_chat.hub.probe import HubState, probe_hub
 from qwen_chat.planning.planner import GiB
@@ -40,7 +41,7 @@ def recommend(machine: Machine, models: dict[str, CatalogModel] | None = None, r
     from qwen_chat.planning.calibration import rates_for
 
     models = models if models is not None else load_models()
-    return choose(machine, models, rates or rates_for(machine), _floor(min_tokens_per_second))
+    return choose(machine, models, rates or rates_for(machine, estimate_threads()), _floor(min_tokens_per_second))
 
 
 def first_offers(machine: Machine, models: dict[str, CatalogModel] | None = None, rates: Rates | None = None,
@@ -49,7 +50,7 @@ def first_offers(machine: Machine, models: dict[str, CatalogModel] | None = None
     from qwen_chat.planning.calibration import rates_for
 
     models = models if models is not None else load_models()
-    return offers(machine, models, rates or rates_for(machine), _floor(min_tokens_per_second))
+    return offers(machine, models, rates or rates_for(machine, estimate_threads()), _floor(min_tokens_per_second))
 
 
 def _floor(given: float | None) -> float:

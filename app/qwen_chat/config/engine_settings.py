@@ -83,15 +83,29 @@ def threads_problem(value: object) -> str | None:
     return None
 
 
-def threads(problems: list[str] | None = None) -> Threads:
-    """The thread count loads use: --threads, else [engine] threads, else the physical cores (the logical ones
-    where the system does not tell them apart)."""
+def chosen_threads(problems: list[str] | None = None) -> Threads | None:
+    """The thread count the user chose (--threads, else [engine] threads), or None: the physical cores. Speed
+    estimates (planning.calibration.rates_for) take it, so `plan`, `models` and F3 predict what loads will do."""
     given = os.environ.get(THREADS_ENV, "").strip()
     if given.isdigit() and not threads_problem(int(given)):
         return Threads(int(given), "--threads")
     setting = load_engine_settings(problems).threads
-    if setting is not None:
-        return Threads(setting, "settings.toml [engine] threads")
+    return None if setting is None else Threads(setting, "settings.toml [engine] threads")
+
+
+def estimate_threads() -> int | None:
+    """The thread count speed estimates assume: the user's choice, or None (rates_for takes the physical cores of
+    the machine it is given)."""
+    chosen = chosen_threads()
+    return chosen.count if chosen is not None else None
+
+
+def threads(problems: list[str] | None = None) -> Threads:
+    """The thread count loads use: --threads, else [engine] threads, else the physical cores (the logical ones
+    where the system does not tell them apart)."""
+    chosen = chosen_threads(problems)
+    if chosen is not None:
+        return chosen
     import psutil
 
     physical = psutil.cpu_count(logical=False)

@@ -136,7 +136,8 @@ class Estimate:
             bound = f"{self.fixed_share:.0%} of it fixed per-layer and per-token costs"
         return (f"decode ~{_figure(self.decode)} tok/s at {self.ctx:,} tokens of context "
                 f"({self.bytes_per_token / 1e9:.2f} GB read per token, {bound}), "
-                f"prompt ~{_figure(self.prompt)} tok/s; {rates.threads} CPU threads; {how}")
+                f"prompt ~{_figure(self.prompt)} tok/s; {rates.threads} CPU thread{'' if rates.threads == 1 else 's'}; "
+                f"{how}")
 
 
 def _figure(rate: float) -> str:

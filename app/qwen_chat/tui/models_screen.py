@@ -20,6 +20,7 @@ from textual.worker import get_current_worker
 
 from qwen_chat.catalog.entries import CatalogError, CatalogModel
 from qwen_chat.catalog.loader import load_models
+from qwen_chat.config.engine_settings import estimate_threads
 from qwen_chat.hub.local_models import LocalGguf, find_local_ggufs
 from qwen_chat.planning.calibration import rates_for
 from qwen_chat.planning.draft_choice import MIN_TARGET_PARAMS, DraftChoice, draft_for_catalog, target_from_catalog
@@ -114,7 +115,7 @@ class ModelsScreen(ModalScreen[Path | None]):
     def _fill(self) -> None:
         try:
             machine = detect()
-            rates = rates_for(machine)
+            rates = rates_for(machine, estimate_threads())
             models = load_models()
             rows = [(model, *verdicts(model, machine)) for model in models.values()]
             speeds = {f"{model.id}:{r.quant.name}": _speed(model, r, rates) for model, quant_rows, _ in rows
