@@ -105,7 +105,8 @@ async def test_persona_and_context_reload_keep_the_conversation(tiny_models: dic
         await pilot.press(*["down"] * keys.index("native"), "enter")
         await wait_for(pilot, lambda: app.session.model.n_ctx == 40960 and "ready" in status(app),
                        what="reload with the native context")  # the tiny model's native length
-        assert len(app.query(UserMessage)) == 1 and len(app.query(AssistantMessage)) == 1  # the chat stayed
+        await wait_for(pilot, lambda: len(app.query(UserMessage)) == 1 and len(app.query(AssistantMessage)) == 1,
+                       what="the chat stayed (once: a redraw's removed widgets are pruned a moment later)")
         assert "ctx " in status(app) and "/40,960" in status(app)
         await ask(pilot, app, "Say goodbye.")
         assert len(app.session.store.messages(app.conversation.current.id)) == 4
