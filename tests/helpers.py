@@ -3,6 +3,7 @@ kept in memory, and small user catalogs. Fixtures live in conftest.py; no test f
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import queue
@@ -11,13 +12,13 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import keyring.backend
 
-from qwen_chat.engines.protocol import EngineEvent, Failed
+from qwen_chat.engines.protocol import EngineEvent, Failed, Loaded, LoadRequest
 from qwen_chat.store.database import Store
 from qwen_chat.system.paths import config_dir
 from qwen_chat.tui.composer import Composer
@@ -25,6 +26,7 @@ from qwen_chat.tui.composer import Composer
 if TYPE_CHECKING:
     from textual.pilot import Pilot
 
+    from qwen_chat.engines.llama import Engine
     from qwen_chat.tui.app import QwenChatApp
 
 T = TypeVar("T")
@@ -94,6 +96,22 @@ class Recorder:
         taken = events_until(self.events, lambda item: isinstance(item[1], kind | Failed), timeout,
                              what=kind.__name__)
         return [event for _, event in taken], taken[-1][0]
+
+
+@contextlib.contextmanager
+def loaded_engine(request: LoadRequest) -> Iterator[tuple[Engine, Recorder, list[EngineEvent]]]:
+    """A real llama.cpp Engine with `request` loaded, its recorder and the load's events; shut down after."""
+    from qwen_chat.engines.llama import Engine
+
+    recorder = Recorder()
+    engine = Engine(recorder).start()
+    try:
+        engine.load(request)
+        events, _ = recorder.until(Loaded)
+        assert isinstance(events[-1], Loaded), events[-1]
+        yield engine, recorder, events
+    finally:
+        engine.shutdown()
 
 
 # -- the Textual app ----------------------------------------------------------------------------------------------

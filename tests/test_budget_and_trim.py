@@ -10,25 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from qwen_chat.engines.llama import Engine
-from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest, Token, Trim, Trimmed
+from qwen_chat.engines.protocol import Done, GenerateRequest, LoadRequest, Token, Trim, Trimmed
 from qwen_chat.gguf.files import read_model_info
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 from qwen_chat.qwen3.thinking import STOP_THINKING
 
-from helpers import Recorder
+from helpers import loaded_engine
 
 
 @pytest.fixture(scope="module")
 def small_engine(real_model: Path):
-    recorder = Recorder()
-    eng = Engine(recorder).start()
-    eng.load(LoadRequest(real_model, n_ctx=1024))
-    events, _ = recorder.until(Loaded)
-    assert isinstance(events[-1], Loaded), events[-1]
-    yield eng, recorder
-    eng.shutdown()
+    with loaded_engine(LoadRequest(real_model, n_ctx=1024)) as (eng, recorder, _):
+        yield eng, recorder
 
 
 def _prompt(model: Path, turns: list[Turn]) -> str:

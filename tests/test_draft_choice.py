@@ -14,8 +14,6 @@ from qwen_chat.catalog.loader import load_models
 from qwen_chat.cli.parser import parse
 from qwen_chat.cli.reports import print_doctor, print_plan
 from qwen_chat.engines.draft_model import DraftModel
-from qwen_chat.engines.llama import Engine
-from qwen_chat.engines.protocol import Loaded
 from qwen_chat.gguf.files import read_model_info
 from qwen_chat.planning import draft_choice
 from qwen_chat.planning.draft_choice import (
@@ -36,7 +34,7 @@ from qwen_chat.system.hardware import Device, Machine
 from qwen_chat.system.paths import models_dir
 
 import tiny_models
-from helpers import Recorder, write_settings
+from helpers import loaded_engine, write_settings
 from tiny_models import write_tiny_hybrid, write_tiny_qwen3
 
 MODELS = load_models()
@@ -178,19 +176,12 @@ def test_the_engine_loads_the_draft_with_the_threads_of_the_settings(files: dict
     request = prepared.request
     assert request.draft is not None and request.draft.model_path == models_dir() / "same.gguf", prepared.draft
     assert (request.n_threads, request.n_threads_batch) == (1, 1)
-    recorder = Recorder()
-    engine = Engine(recorder).start()
-    try:
-        engine.load(request)
-        events, _ = recorder.until(Loaded)
-        assert isinstance(events[-1], Loaded), events[-1]
+    with loaded_engine(request) as (engine, _recorder, _events):
         loaded = engine._model
         assert loaded is not None and isinstance(loaded.draft, DraftModel)
         for ctx in (loaded.llm._ctx.ctx, loaded.draft._ctx):
             assert (C.llama_n_threads(ctx), C.llama_n_threads_batch(ctx)) == (1, 1)
         assert loaded.draft.propose([1, 2, 3], 2) is not None
-    finally:
-        engine.shutdown()
 
 
 def test_a_gpu_draft_is_planned_and_dropped_by_a_retry_with_fewer_layers(files: dict[str, Path],

@@ -14,14 +14,14 @@ from qwen_chat.config.engine_settings import load_engine_settings, save_speculat
 from qwen_chat.config.settings import settings_path
 from qwen_chat.engines.drafting import DraftLength
 from qwen_chat.engines.llama import Engine
-from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest
+from qwen_chat.engines.protocol import Done, GenerateRequest, LoadRequest
 from qwen_chat.gguf.files import read_model_info
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 from qwen_chat.tui.app import QwenChatApp
 
 from fake_engine import FakeEngine
-from helpers import SIZE, Recorder, make_app, status, type_and_send, wait_for, write_settings
+from helpers import SIZE, Recorder, loaded_engine, make_app, status, type_and_send, wait_for, write_settings
 
 # a text the model is asked to write back: prompt lookup drafts it from the prompt
 TEXT = ("The keeper wrote the weather, the ships that passed, and the birds that struck the lantern at night. "
@@ -39,14 +39,9 @@ speculative = true
 
 @pytest.fixture(scope="module")
 def engine(real_model: Path) -> Iterator[tuple[Engine, Recorder]]:
-    recorder = Recorder()
-    eng = Engine(recorder).start()
-    eng.load(LoadRequest(real_model, n_ctx=2048, n_threads=2, n_threads_batch=2))
-    events, _ = recorder.until(Loaded)
-    assert isinstance(events[-1], Loaded), events[-1]
-    eng._model.loop.speculator.new_length = functools.partial(DraftLength, pause=0)  # never rests: no timing
-    yield eng, recorder
-    eng.shutdown()
+    with loaded_engine(LoadRequest(real_model, n_ctx=2048, n_threads=2, n_threads_batch=2)) as (eng, recorder, _):
+        eng._model.loop.speculator.new_length = functools.partial(DraftLength, pause=0)  # never rests: no timing
+        yield eng, recorder
 
 
 def _answer(eng: Engine, rec: Recorder, model: Path, request_id: int, drafting: bool) -> Done:

@@ -28,20 +28,15 @@ from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt, prompt_op
 from qwen_chat.qwen3.thinking import Part
 from qwen_chat.system.logging_setup import setup_logging
 
-from helpers import Recorder, events_until
+from helpers import Recorder, events_until, loaded_engine
 
 
 @pytest.fixture(scope="module")
 def engine(real_model: Path):
     setup_logging()
-    recorder = Recorder()
-    eng = Engine(recorder).start()
-    eng.load(LoadRequest(real_model, n_ctx=8192))
-    events, _ = recorder.until(Loaded)
-    assert isinstance(events[-1], Loaded), events[-1]
-    assert any(isinstance(e, LoadProgress) for e in events)
-    yield eng, recorder
-    eng.shutdown()
+    with loaded_engine(LoadRequest(real_model, n_ctx=8192)) as (eng, recorder, events):
+        assert any(isinstance(e, LoadProgress) for e in events)
+        yield eng, recorder
 
 
 def prompt_for(model: Path, *texts: str) -> str:

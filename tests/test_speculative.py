@@ -19,12 +19,12 @@ import pytest
 from qwen_chat.engines.decode_loop import DecodeLoop, Generation, SamplerParams
 from qwen_chat.engines.drafting import DraftLength, PromptLookup
 from qwen_chat.engines.llama import Engine
-from qwen_chat.engines.protocol import Done, GenerateRequest, Loaded, LoadRequest, Token
+from qwen_chat.engines.protocol import Done, GenerateRequest, LoadRequest, Token
 from qwen_chat.gguf.files import read_model_info
 from qwen_chat.qwen3.sampling import Sampling
 from qwen_chat.qwen3.template import ChatTemplate, Turn, build_prompt
 
-from helpers import Recorder, events_until
+from helpers import Recorder, events_until, loaded_engine
 
 CHAT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 STEADY = functools.partial(DraftLength, pause=0)  # never rests: these tests are about what is written, not speed
@@ -241,14 +241,9 @@ def test_real_model_gives_the_same_tokens_with_prompt_lookup(real_loop, params: 
 
 @pytest.fixture(scope="module")
 def engine(real_model: Path) -> Iterator[tuple[Engine, Recorder]]:
-    recorder = Recorder()
-    eng = Engine(recorder).start()
-    eng.load(LoadRequest(real_model, n_ctx=4096, n_threads=2, n_threads_batch=2))
-    events, _ = recorder.until(Loaded)
-    assert isinstance(events[-1], Loaded), events[-1]
-    eng._model.loop.speculator.new_length = STEADY
-    yield eng, recorder
-    eng.shutdown()
+    with loaded_engine(LoadRequest(real_model, n_ctx=4096, n_threads=2, n_threads_batch=2)) as (eng, recorder, _):
+        eng._model.loop.speculator.new_length = STEADY
+        yield eng, recorder
 
 
 def _prompt(model: Path, *turns: str) -> str:
