@@ -65,12 +65,9 @@ def wait_for(events: queue.Queue, kind: type, timeout: float = 600) -> object:
 
 
 def common(before: list[int], after: list[int]) -> int:
-    same = 0
-    for a, b in zip(before, after, strict=False):
-        if a != b:
-            break
-        same += 1
-    return same
+    from qwen_chat.engines.llama_setup import common_prefix
+
+    return common_prefix(before, after)
 
 
 def divergence(llm, before: list[int], after: list[int]) -> str:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from qwen_chat.engines.llama_setup import common_prefix
+
 
 class DraftSource(Protocol):
     def propose(self, context: Sequence[int], limit: int) -> list[int]:
@@ -78,7 +80,7 @@ class PromptLookup:
         done = len(tokens)
         # a cheap check that `context` still starts with the indexed tokens: their end and a few points before it
         if done > len(context) or any(context[i] != tokens[i] for i in _probes(done)):
-            del tokens[_common_prefix(tokens, context):]
+            del tokens[common_prefix(tokens, context):]
             self._index, self._indexed, self._source = {}, 0, None  # once per new conversation or edited turn
         tokens.extend(context[len(tokens):])
         self._add()
@@ -97,15 +99,6 @@ def _probes(n: int) -> range | list[int]:
     if n == 0:
         return []
     return sorted({n - 1, n // 2, n // 4, max(0, n - 64)})
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    same = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        same += 1
-    return same
 
 
 @dataclass
