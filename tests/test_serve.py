@@ -302,3 +302,26 @@ def test_serve_refuses_another_host_without_a_key_and_a_taken_port(real_model: P
         memory_keyring.set_password("qwen-chat-serve", "api-key", "stored")  # a key kept from an earlier --api-key
         assert main(["serve", str(real_model), "--host", "0.0.0.0", "--port", str(port)]) == 1
         assert f"cannot listen on 0.0.0.0:{port}" in capsys.readouterr().err  # past the key check
+
+
+def test_the_server_drafts_as_the_settings_say(tiny_models: dict[str, Path]) -> None:
+    """[engine] speculative = false turns drafting off for the server's answers too (read once at its start; the
+    chat's F5 switch is the chat's own), for chat and plain completions."""
+    from qwen_chat.gguf.files import read_model_info
+    from qwen_chat.qwen3.template import ChatTemplate
+    from qwen_chat.serve.gate import EngineGate
+    from qwen_chat.serve.prompting import ModelFacts, chat_request, completion_request
+    from qwen_chat.serve.wire import chat_params, completion_params
+
+    from helpers import write_settings
+
+    assert EngineGate(LocalModel(tiny_models["hybrid"], 512)).drafting
+    write_settings("[engine]\nspeculative = false\n")
+    gate = EngineGate(LocalModel(tiny_models["hybrid"], 512))
+    assert gate.drafting is False
+    info = read_model_info(tiny_models["hybrid"])
+    template = ChatTemplate(info.chat_template, info.bos_token, info.eos_token)
+    facts = ModelFacts(template, template.variant, False, gate.drafting)
+    chat = chat_request(1, chat_params({"messages": [{"role": "user", "content": "hi"}]}, 100), facts, seed=None)
+    plain = completion_request(2, completion_params({"prompt": "hi"}, 100), facts, seed=None)
+    assert not chat.drafting and not plain.drafting

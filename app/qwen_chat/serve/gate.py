@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from qwen_chat.config.engine_settings import load_engine_settings
 from qwen_chat.engines.protocol import Done, EngineEvent, Failed, GenerateRequest, Loaded, Token
 from qwen_chat.serve.prompting import ModelFacts
 from qwen_chat.session.events import Notice, SessionEvent
@@ -54,6 +55,7 @@ class EngineGate:
         self._loaded = threading.Event()
         self._load_error: str | None = None
         self.model = ModelSide(self._sink, self._on_event, source)
+        self.drafting = load_engine_settings().speculative  # as the chat's session does; F5 is the chat's own
 
     # -- loading (the app's load: the plan the CLI made, the retry with fewer GPU layers) --
 
@@ -66,7 +68,7 @@ class EngineGate:
 
     def facts(self) -> ModelFacts:
         assert self.model.template is not None, "the model is loaded before requests are served"
-        return ModelFacts(self.model.template, self.model.variant, self.model.quantized)
+        return ModelFacts(self.model.template, self.model.variant, self.model.quantized, self.drafting)
 
     def close(self) -> None:
         self.model.close()

@@ -39,6 +39,7 @@ class ModelFacts:
     template: ChatTemplate
     variant: Variant
     quantized: bool
+    drafting: bool = True  # speculative decoding ([engine] speculative, read once when the server starts)
 
 
 def chat_request(request_id: int, params: ChatParams, model: ModelFacts, seed: int | None) -> GenerateRequest:
@@ -59,14 +60,14 @@ def chat_request(request_id: int, params: ChatParams, model: ModelFacts, seed: i
     sampling = _sampling(params.sampling, model, thinking, seed)
     return GenerateRequest(request_id, prompt, sampling, prompt_opens_thinking(prompt),
                            enable_thinking=params.enable_thinking, thinking_budget=budget if thinking else 0,
-                           context_hint=CONTEXT_HINT, tools=params.tools, prefill=prefill)
+                           context_hint=CONTEXT_HINT, tools=params.tools, prefill=prefill, drafting=model.drafting)
 
 
 def completion_request(request_id: int, params: CompletionParams, model: ModelFacts,
                        seed: int | None) -> GenerateRequest:
     """The engine request for a plain completion: the prompt as given, the non-thinking preset."""
     sampling = _sampling(params.sampling, model, False, seed)
-    return GenerateRequest(request_id, params.prompt, sampling, context_hint=CONTEXT_HINT)
+    return GenerateRequest(request_id, params.prompt, sampling, context_hint=CONTEXT_HINT, drafting=model.drafting)
 
 
 def _sampling(fields: SamplingFields, model: ModelFacts, thinking: bool, seed: int | None) -> Sampling:
